@@ -1,0 +1,153 @@
+"""Jacobian-based dataset augmentation (Papernot et al. 2017, "Practical Black-Box Attacks")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .. import hookimpl
+from ..errors import ConfigError
+from .base import Attack, AttackContext, class_balanced_indices
+
+
+def jacobian_step(model: nn.Module, x: Tensor, labels: Tensor, step: float, *, grad_of: str = "prob",
+                  batch_size: int = 512) -> Tensor:
+    """clip(x + step * sign(d F_label(x) / dx), 0, 1) for a whole batch: one backward per chunk.
+
+    The samples are independent (the model is in eval mode), so the gradient of the sum of the selected outputs
+    is every sample's own gradient. Returns new tensors; `x` is never modified in place.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    device = next(model.parameters()).device
+    for xb, yb in zip(x.split(batch_size), labels.split(batch_size)):
+        xb = xb.to(device).detach().requires_grad_(True)
+        logits = model(xb)
+        scores = torch.softmax(logits, dim=-1) if grad_of == "prob" else logits
+        selected = scores.gather(1, yb.to(device).view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(selected, xb)
+        out.append((xb.detach() + step * grad.sign()).clamp_(0.0, 1.0).to(x.device))
+    model.train(was_training)
+    return torch.cat(out) if out else x.new_empty((0, *x.shape[1:]))
+
+
+class JBDA(Attack):
+    """Jacobian-based dataset augmentation (Papernot et al. 2017): the labelled set doubles each round."""
+
+    def __init__(
+        self,
+        seed_per_class: int = 10,
+        seed_source: Literal["balanced", "random"] = "balanced",
+        lam: float = 0.1,
+        direction: Literal["towards", "away"] = "towards",
+        sign_period: int | None = None,
+        rounds: int = 6,
+        epochs_per_round: int = 10,
+        reinit_each_round: bool = True,
+        reservoir_size: int | None = None,
+        reservoir_start: int = 3,
+        grad_of: Literal["prob", "logit"] = "prob",
+    ) -> None:
+        """
+        Args:
+            seed_per_class: seed images per class (the seed set has seed_per_class * num_classes images).
+            seed_source: `balanced` picks seed_per_class images of each class from the attacker pool (uses the
+                pool's labels for selection only); `random` picks as many images at random.
+            lam: step size lambda, in pixel units.
+            direction: `towards` steps along +sign(grad F_c) (Papernot's rule: c is the oracle's label),
+                `away` along -sign(grad F_c).
+            sign_period: tau; the step's sign flips every tau rounds (lambda_r = lambda * (-1)^floor(r / tau)).
+                None never flips.
+            rounds: substitute training rounds (a round = train, evaluate, augment).
+            epochs_per_round: surrogate training epochs per round.
+            reinit_each_round: train a freshly initialised surrogate each round (else fine-tune the last one).
+            reservoir_size: kappa; from round `reservoir_start` (sigma) on, augment only kappa randomly chosen
+                points per round, so the set grows linearly. None augments every point (doubling).
+            reservoir_start: sigma, the first round that uses reservoir sampling.
+            grad_of: differentiate the surrogate's softmax probability (`prob`, as the paper) or its logit.
+        """
+        checks = [
+            (seed_per_class >= 1, f"attack.seed_per_class must be >= 1, got {seed_per_class}"),
+            (lam > 0, f"attack.lam must be > 0, got {lam}"),
+            (rounds >= 1, f"attack.rounds must be >= 1, got {rounds}"),
+            (epochs_per_round >= 1, f"attack.epochs_per_round must be >= 1, got {epochs_per_round}"),
+            (sign_period is None or sign_period >= 1, f"attack.sign_period must be >= 1 or null, got {sign_period}"),
+            (reservoir_size is None or reservoir_size >= 1, f"attack.reservoir_size must be >= 1, got {reservoir_size}"),
+            (reservoir_start >= 1, f"attack.reservoir_start must be >= 1, got {reservoir_start}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.seed_per_class = seed_per_class
+        self.seed_source = seed_source
+        self.lam = lam
+        self.direction = direction
+        self.sign_period = sign_period
+        self.rounds = rounds
+        self.epochs_per_round = epochs_per_round
+        self.reinit_each_round = reinit_each_round
+        self.reservoir_size = reservoir_size
+        self.reservoir_start = reservoir_start
+        self.grad_of = grad_of
+
+    def seed_size(self, num_classes: int) -> int:
+        return self.seed_per_class * num_classes
+
+    def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
+        seed = self.seed_size(num_classes)
+        if budget < seed:
+            raise ConfigError(
+                f"budget {budget} is smaller than the JBDA seed set ({seed} = {self.seed_per_class} per class x "
+                f"{num_classes} classes). Raise --budget or lower --attack.seed_per_class."
+            )
+        if seed > pool_size:
+            raise ConfigError(f"the JBDA seed set ({seed}) is larger than the attacker pool ({pool_size})")
+
+    def step_size(self, round_idx: int) -> float:
+        """Signed step for the augmentation after round `round_idx` (1-based)."""
+        sign = 1.0 if self.direction == "towards" else -1.0
+        if self.sign_period is not None and (round_idx // self.sign_period) % 2 == 1:
+            sign = -sign
+        return sign * self.lam
+
+    def seed_indices(self, ctx: AttackContext) -> Tensor:
+        if self.seed_source == "balanced":
+            idx = class_balanced_indices(ctx.pool_y, self.seed_per_class, ctx.num_classes, ctx.generator)
+            if len(idx) < self.seed_size(ctx.num_classes):
+                ctx.log(f"note: the pool has fewer than {self.seed_per_class} images of some class; "
+                        f"seed set has {len(idx)} images")
+            return idx
+        return torch.randperm(len(ctx.pool_x), generator=ctx.generator)[: self.seed_size(ctx.num_classes)]
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        x = ctx.pool_x[self.seed_indices(ctx)].clone()
+        answers = ctx.oracle.query(x)
+        labels = answers.argmax(-1)
+        targets = ctx.to_targets(answers)
+        model = ctx.new_surrogate()
+        for round_idx in range(1, self.rounds + 1):
+            if self.reinit_each_round and round_idx > 1:
+                model = ctx.new_surrogate()
+            model = ctx.train(model, x, targets, self.epochs_per_round)
+            ctx.checkpoint(model, round_idx, self.reinit_each_round or round_idx == 1)
+            if round_idx == self.rounds or ctx.oracle.remaining == 0:
+                break
+            source = torch.arange(len(x))
+            if self.reservoir_size is not None and round_idx >= self.reservoir_start:
+                source = torch.randperm(len(x), generator=ctx.generator)[: self.reservoir_size]
+            if len(source) > ctx.oracle.remaining:  # last round: a random subset that fits the budget exactly
+                source = source[torch.randperm(len(source), generator=ctx.generator)[: ctx.oracle.remaining]]
+            new_x = jacobian_step(model, x[source], labels[source], self.step_size(round_idx), grad_of=self.grad_of)
+            new_answers = ctx.oracle.query(new_x)
+            x = torch.cat([x, new_x])  # a new tensor: the originals are kept, never overwritten
+            labels = torch.cat([labels, new_answers.argmax(-1)])
+            targets = torch.cat([targets, ctx.to_targets(new_answers)])
+        return model
+
+
+@hookimpl
+def register_attacks(register):
+    register("jbda", JBDA)

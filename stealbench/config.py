@@ -1,0 +1,43 @@
+"""Typed option groups of an experiment. Their fields are the CLI options (`--victim.arch`, `--wandb.mode`, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+LabelMode = Literal["soft", "hard"]
+
+
+@dataclass
+class VictimConfig:
+    """The victim: architecture and training. Trained victims are cached and reused across runs."""
+
+    arch: str = "cnn"  # registry key (`stealbench list architectures`) or any timm model name
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int | None = None  # None: the run's --seed
+    checkpoint: str | None = None  # load these weights instead of training (stealbench .pt or Lightning .ckpt)
+    cache: bool = True  # reuse a cached victim trained with the same settings
+    cache_dir: str | None = None  # default: $STEALBENCH_CACHE_DIR or ~/.cache/stealbench
+
+
+@dataclass
+class SurrogateConfig:
+    """The attacker's model: architecture and optimiser (epochs are the attack's choice)."""
+
+    arch: str = "cnn"
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging. `auto`: online when logged in, else offline (sync later); WANDB_MODE wins."""
+
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "stealbench"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)

@@ -1,0 +1,98 @@
+"""ImageDataset: one data set as in-memory tensors, and its leak-free splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+
+@dataclass
+class Splits:
+    """Disjoint splits. Images are float32 (N, C, H, W) in pixel space [0, 1]; labels int64."""
+
+    victim_x: Tensor
+    victim_y: Tensor
+    pool_x: Tensor
+    pool_y: Tensor  # ground truth of the attacker pool: only for class-balanced seed selection, never for training
+    eval_x: Tensor
+    eval_y: Tensor
+
+    def sizes(self) -> dict[str, int]:
+        return {"victim_train": len(self.victim_y), "attacker_pool": len(self.pool_y), "eval": len(self.eval_y)}
+
+
+def stratified_split(labels: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Indices (first, second) with `fraction` of every class in `first`; vectorised over classes."""
+    perm = torch.randperm(len(labels), generator=generator)
+    shuffled = labels[perm]
+    order = torch.argsort(shuffled, stable=True)  # group by class, random order within
+    sorted_labels = shuffled[order]
+    counts = torch.bincount(sorted_labels)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(labels)) - starts[sorted_labels]
+    take = rank < torch.round(counts[sorted_labels].double() * fraction).long()
+    idx = perm[order]
+    return idx[take], idx[~take]
+
+
+class ImageDataset:
+    """Base class for data sets. Subclasses implement :meth:`load` and set the class attributes.
+
+    Splits: the victim trains on the data set's training part; its test part is divided, stratified, into the
+    attacker pool (``pool_fraction``) and the evaluation set. So the evaluation set is disjoint from the victim's
+    training data and from every image the attacker can query from the pool (as in Papernot et al. 2017, whose
+    seed set came from the MNIST test set).
+    """
+
+    num_classes: ClassVar[int]
+    input_shape: ClassVar[tuple[int, int, int]]  # (C, H, W)
+    mean: ClassVar[tuple[float, ...]]
+    std: ClassVar[tuple[float, ...]]
+
+    def __init__(self, pool_fraction: float = 0.5, victim_train_size: int | None = None, split_seed: int = 0) -> None:
+        if not 0.0 < pool_fraction < 1.0:
+            raise ConfigError(f"data.pool_fraction must be in (0, 1), got {pool_fraction}")
+        if victim_train_size is not None and victim_train_size < self.num_classes:
+            raise ConfigError(f"data.victim_train_size must be >= {self.num_classes}, got {victim_train_size}")
+        self.pool_fraction = pool_fraction
+        self.victim_train_size = victim_train_size
+        self.split_seed = split_seed
+        self._splits: Splits | None = None
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Return (train_x, train_y, test_x, test_y): float32 images in [0, 1] shaped (N, C, H, W), int64 labels."""
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:
+        return getattr(self, "registry_key", type(self).__name__.lower())
+
+    def splits(self) -> Splits:
+        if self._splits is None:
+            train_x, train_y, test_x, test_y = self.load()
+            self._check_loaded(train_x, train_y, test_x, test_y)
+            g = torch.Generator().manual_seed(self.split_seed)
+            if self.victim_train_size is not None and self.victim_train_size < len(train_y):
+                keep, _ = stratified_split(train_y, self.victim_train_size / len(train_y), g)
+                train_x, train_y = train_x[keep], train_y[keep]
+            pool, evaluation = stratified_split(test_y, self.pool_fraction, g)
+            self._splits = Splits(train_x, train_y, test_x[pool], test_y[pool], test_x[evaluation], test_y[evaluation])
+        return self._splits
+
+    def _check_loaded(self, *tensors: Tensor) -> None:
+        train_x, _, test_x, _ = tensors
+        for name, x in (("train", train_x), ("test", test_x)):
+            if x.dtype != torch.float32 or tuple(x.shape[1:]) != tuple(self.input_shape):
+                raise TypeError(
+                    f"{type(self).__name__}.load() returned {name} images of dtype {x.dtype} and shape "
+                    f"{tuple(x.shape)}; expected float32 (N, {', '.join(map(str, self.input_shape))})"
+                )
+
+    def config(self) -> dict:
+        return {"pool_fraction": self.pool_fraction, "victim_train_size": self.victim_train_size,
+                "split_seed": self.split_seed}

@@ -1,0 +1,40 @@
+"""User-facing errors. The CLI prints these as one clear message (no traceback) and exits non-zero."""
+
+
+class StealbenchError(Exception):
+    """Base class for errors caused by the user's input or environment, not by a bug."""
+
+
+class UnknownKeyError(StealbenchError, KeyError):
+    """A registry key that nothing registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateKeyError(StealbenchError):
+    """Two plugins registered the same key."""
+
+
+class ConfigError(StealbenchError):
+    """A configuration value that is out of range or inconsistent with another."""
+
+
+class DataNotFoundError(StealbenchError):
+    """A data set that is not where the configuration says it is."""
+
+
+class OracleInputError(StealbenchError):
+    """An attack sent the oracle something that is not a batch of images in pixel space."""
+
+
+class BudgetExceededError(StealbenchError):
+    """An attack asked for more queries than its budget has left."""
+
+
+class DefenseOutputError(StealbenchError):
+    """A defense released something that is not a probability vector of the right shape."""
+
+
+class PluginError(StealbenchError):
+    """A plugin failed to load or implements the hooks wrongly."""

@@ -1,0 +1,55 @@
+"""The hooks a stealbench plugin implements.
+
+Each hook receives a ``register`` callback; call it once per component::
+
+    register(key: str, obj, description: str = "")
+
+``key`` is a lowercase name used on the command line (``--defense mykey``); ``obj`` is:
+
+- register_defenses:      a subclass of :class:`stealbench.defenses.Defense`
+- register_attacks:       a subclass of :class:`stealbench.attacks.Attack`
+- register_architectures: a factory ``(num_classes: int, in_chans: int, image_size: int) -> torch.nn.Module``
+                          taking pixel-space images (normalisation is added by stealbench)
+- register_datasets:      a subclass of :class:`stealbench.data.ImageDataset`
+
+Hooks must not import heavy libraries at module import time beyond torch: `stealbench list` loads every plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("stealbench")
+
+Register = Callable[..., None]
+
+
+@hookspec
+def register_defenses(register: Register) -> None:
+    """Register defenses: ``register("mykey", MyDefense)``."""
+
+
+@hookspec
+def register_attacks(register: Register) -> None:
+    """Register attack strategies: ``register("mykey", MyAttack)``."""
+
+
+@hookspec
+def register_architectures(register: Register) -> None:
+    """Register network factories: ``register("mykey", make_net)``."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register data sets: ``register("mykey", MyDataset)``."""
+
+
+#: hook name -> registry kind, the single source of truth for both
+HOOK_KINDS: dict[str, str] = {
+    "register_defenses": "defenses",
+    "register_attacks": "attacks",
+    "register_architectures": "architectures",
+    "register_datasets": "datasets",
+}

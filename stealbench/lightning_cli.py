@@ -1,0 +1,195 @@
+"""`stealbench fit`: a LightningCLI that builds an Experiment instead of calling Trainer.fit once.
+
+LightningCLI/jsonargparse give `--config`, `--print_config` and typed options (`--defense.beta 0.5`). On top,
+short registry keys work wherever a component is chosen: `--defense deceptive` on the command line, and
+`defense: deceptive` or `defense: {class_path: deceptive, init_args: {...}}` in YAML.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from .attacks.base import Attack
+from .config import SurrogateConfig, VictimConfig, WandbConfig
+from .data.base import ImageDataset
+from .defenses.base import Defense
+from .errors import ConfigError, StealbenchError
+from .plugins import get_catalog
+from .runner import Experiment, run_experiment
+
+#: option -> (registry kind, base class, default key)
+COMPONENTS: dict[str, tuple[str, type, str]] = {
+    "data": ("datasets", ImageDataset, "digits"),
+    "defense": ("defenses", Defense, "none"),
+    "attack": ("attacks", Attack, "jbda"),
+}
+
+
+def class_path(obj: type) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def resolve_component(option: str, value: str) -> str:
+    """Registry key -> class path; class paths pass through; anything else fails with close matches."""
+    kind = COMPONENTS[option][0]
+    registry = get_catalog().registry(kind)
+    if value in registry:
+        return class_path(registry.get(value))
+    if "." in value:  # a class path: jsonargparse validates it
+        return value
+    try:
+        registry.get(value)
+    except StealbenchError as exc:
+        raise ConfigError(f"--{option}: {exc}") from exc
+    return value  # pragma: no cover - registry.get raised
+
+
+def _rewrite_config(cfg: Any) -> Any:
+    """Resolve registry keys in a loaded YAML config (top level, or under a `fit:` section)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    for option in COMPONENTS:
+        value = cfg.get(option)
+        if isinstance(value, str):
+            cfg[option] = {"class_path": resolve_component(option, value)}
+        elif isinstance(value, dict) and isinstance(value.get("class_path"), str):
+            value["class_path"] = resolve_component(option, value["class_path"])
+    return cfg
+
+
+def preprocess_args(args: list[str]) -> list[str]:
+    """Rewrite `--defense KEY` and config files so that jsonargparse sees class paths."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        name, eq, inline = token.partition("=")
+        option = name[2:] if name.startswith("--") else None
+        if option in COMPONENTS or name in ("-c", "--config"):
+            if eq:
+                value = inline
+            elif i + 1 < len(args):
+                i += 1
+                value = args[i]
+            else:
+                out.append(token)
+                break
+            if name in ("-c", "--config"):
+                value = _load_config_arg(value)
+            elif not value.lstrip().startswith(("{", "[")):
+                value = resolve_component(option, value)
+            out += [name, value]
+        else:
+            out.append(token)
+        i += 1
+    return out
+
+
+def _load_config_arg(value: str) -> str:
+    path = Path(value)
+    if not path.is_file():
+        if value.lstrip().startswith("{") or ":" in value:
+            text = value  # an inline YAML/JSON string, as jsonargparse allows
+        else:
+            raise ConfigError(f"--config {value!r}: no such file")
+    else:
+        text = path.read_text()
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {value!r} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config {value!r} must hold a mapping of options, got {type(loaded).__name__}")
+    return yaml.safe_dump(_rewrite_config(loaded), sort_keys=False)
+
+
+class StealbenchCLI(LightningCLI):
+    """LightningCLI for stealbench experiments (run=False: we run the experiment ourselves)."""
+
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(
+            args=args,
+            run=False,
+            save_config_callback=None,
+            auto_configure_optimizers=False,
+            load_from_checkpoint_support=False,
+            parser_kwargs={"prog": "stealbench fit", "description": "Run one model-stealing experiment.",
+                           "default_env": False},
+        )
+
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--seed", type=int, default=0, help="seed for the victim (unless --victim.seed), "
+                            "the attack's random choices and surrogate training")
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Trainer options (accelerator, devices, precision, ...) are a template: each phase builds its own Trainer.
+        parser.add_class_arguments(Trainer, "trainer", instantiate=False, fail_untyped=False, sub_configs=True)
+        for option, (_, base, default) in COMPONENTS.items():
+            parser.add_subclass_arguments(base, option, required=False, fail_untyped=False,
+                                          help=f"{option}: a registry key (`stealbench list "
+                                               f"{COMPONENTS[option][0]}`) or a class path")
+            parser.set_defaults({option: {"class_path": resolve_component(option, default)}})
+        parser.add_class_arguments(VictimConfig, "victim")
+        parser.add_class_arguments(SurrogateConfig, "surrogate")
+        parser.add_class_arguments(WandbConfig, "wandb")
+        parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries")
+        parser.add_argument("--label_mode", type=str, default="soft", choices=["soft", "hard"],
+                            help="train the surrogate on released probabilities (soft) or their argmax (hard)")
+        parser.add_argument("--output_dir", type=str, default="runs", help="parent folder of run folders")
+        parser.add_argument("--name", type=str | None, default=None, help="run folder name (default: derived)")
+        parser.add_argument("--progress_bar", type=bool | None, default=None,
+                            help="Lightning progress bars (default: only on a terminal)")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # not super(): it warns when args are given while sys.argv is set, which is always the case here
+        self.config = parser.parse_args(preprocess_args(list(args)))
+
+    def _set_seed(self) -> None:
+        """Seeding happens in the runner, per phase, from --seed."""
+
+    def instantiate_classes(self) -> None:
+        try:
+            self.config_init = self.parser.instantiate_classes(self.config)
+        except StealbenchError:
+            raise
+        except Exception as exc:  # jsonargparse wraps errors raised in a component's __init__
+            cause = exc
+            while cause.__cause__ is not None and not isinstance(cause, StealbenchError):
+                cause = cause.__cause__
+            if isinstance(cause, StealbenchError):
+                raise cause from None
+            raise ConfigError(str(exc)) from exc
+
+    def experiment(self) -> Experiment:
+        cfg, init = self.config, self.config_init
+        dump = self.parser.dump(cfg, skip_none=False)
+        keys = {option: _key_of(option, cfg[option]["class_path"]) for option in COMPONENTS}
+        progress = cfg.progress_bar if cfg.progress_bar is not None else sys.stdout.isatty()
+        return Experiment(
+            data=init.data, defense=init.defense, attack=init.attack, keys=keys, budget=cfg.budget,
+            label_mode=cfg.label_mode, seed=cfg.seed, victim=init.victim, surrogate=init.surrogate,
+            wandb=init.wandb, trainer=dict(cfg.trainer.clone().as_dict()), output_dir=cfg.output_dir,
+            name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
+        )
+
+
+def _key_of(option: str, path: str) -> str:
+    registry = get_catalog().registry(COMPONENTS[option][0])
+    for entry in registry.entries():
+        if class_path(entry.obj) == path:
+            return entry.key
+    return path  # a class path that no plugin registered
+
+
+def fit_main(args: list[str]) -> int:
+    cli = StealbenchCLI(args)
+    run_experiment(cli.experiment())
+    return 0

@@ -1,0 +1,128 @@
+"""The black-box API an attacker sees: victim + defense behind query accounting and validation."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .defenses.base import Defense
+from .errors import BudgetExceededError, DefenseOutputError, OracleInputError
+from .metrics import DefenseStats
+
+_PIXEL_TOLERANCE = 1e-6
+_SIMPLEX_TOLERANCE = 1e-4
+
+
+def check_probabilities(released: Tensor, clean: Tensor, who: str) -> None:
+    """Raise DefenseOutputError unless `released` is a batch of probability vectors shaped like `clean`."""
+    problem = None
+    if not isinstance(released, Tensor):
+        problem = f"returned {type(released).__name__}, not a torch.Tensor"
+    elif released.shape != clean.shape:
+        problem = f"returned shape {tuple(released.shape)}, expected {tuple(clean.shape)}"
+    elif released.dtype != clean.dtype:
+        problem = f"returned dtype {released.dtype}, expected {clean.dtype}"
+    elif released.device != clean.device:
+        problem = f"returned a tensor on {released.device}, expected {clean.device}"
+    elif not torch.isfinite(released).all():
+        problem = "returned NaN or infinite values"
+    elif (released < -_SIMPLEX_TOLERANCE).any():
+        problem = f"returned negative probabilities (min {released.min().item():.3g})"
+    elif clean.shape[-1] > 1:
+        sums = released.sum(-1)
+        worst = (sums - 1).abs().max().item()
+        if worst > _SIMPLEX_TOLERANCE:
+            problem = f"returned rows that do not sum to 1 (worst row sums to {1 + worst:.6g} or {1 - worst:.6g})"
+    elif (released > 1 + _SIMPLEX_TOLERANCE).any():
+        problem = "returned a binary probability above 1"
+    if problem:
+        raise DefenseOutputError(f"defense {who} {problem}; a defense must return probability vectors "
+                                 "with the input's shape, dtype and device")
+
+
+class Oracle:
+    """Answers queries with the defended victim's probabilities, never past the budget.
+
+    Every image counts as one query. Inputs must be float tensors (N, C, H, W) in pixel space [0, 1]. The oracle
+    keeps no public reference to the victim: attacks see only :meth:`query` and the counters.
+    """
+
+    def __init__(self, victim: nn.Module, defense: Defense, *, budget: int, input_shape: tuple[int, int, int],
+                 num_classes: int, device: torch.device | str = "cpu", batch_size: int = 1024,
+                 defense_name: str | None = None) -> None:
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        self.budget = int(budget)
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self._used = 0
+        self._stats = DefenseStats()
+        self._answer = _make_answerer(victim, defense, torch.device(device), defense_name or type(defense).__name__)
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - self._used
+
+    def query(self, x: Tensor) -> Tensor:
+        """Released probabilities (N, K) for images x (N, C, H, W), on x's device."""
+        self._validate(x)
+        n = len(x)
+        if n > self.remaining:
+            raise BudgetExceededError(
+                f"a query of {n} images exceeds the remaining budget ({self.remaining} of {self.budget} left); "
+                "an attack must check oracle.remaining and query at most that many"
+            )
+        if n == 0:
+            return torch.empty(0, self.num_classes, device=x.device)
+        released_parts = []
+        for chunk in x.split(self.batch_size):
+            clean, released = self._answer(chunk)
+            self._stats.update(clean, released)
+            released_parts.append(released)
+        self._used += n
+        return torch.cat(released_parts).to(x.device)
+
+    def stats(self) -> dict[str, float]:
+        """Defense statistics over every answered query (keys prefixed `oracle/`)."""
+        return self._stats.compute("oracle/")
+
+    def _validate(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise OracleInputError(f"oracle.query expects a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise OracleInputError(f"oracle.query expects float images in [0, 1], got dtype {x.dtype}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise OracleInputError(
+                f"oracle.query expects images shaped (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+            )
+        if len(x) and (x.min() < -_PIXEL_TOLERANCE or x.max() > 1 + _PIXEL_TOLERANCE):
+            raise OracleInputError(
+                f"oracle.query expects pixel-space images in [0, 1], got values in [{x.min().item():.3g}, "
+                f"{x.max().item():.3g}]; clip in pixel space (normalisation lives inside the model)"
+            )
+        if not torch.isfinite(x).all():
+            raise OracleInputError("oracle.query got NaN or infinite pixels")
+
+
+def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device,
+                   defense_name: str) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """Closure over victim and defense, so the oracle object itself holds no attribute pointing at the victim."""
+    victim = victim.to(device).eval()
+    defense = defense.to(device)
+
+    @torch.no_grad()
+    def answer(x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.to(device, torch.float32)
+        clean = torch.softmax(victim(x), dim=-1)
+        released = defense(x, clean)
+        check_probabilities(released, clean, defense_name)
+        return clean, released
+
+    return answer
