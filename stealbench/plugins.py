@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -49,6 +50,11 @@ class PluginInfo:
     def builtin(self) -> bool:
         return self.distribution is None
 
+    @property
+    def source(self) -> str:
+        """How registries and error messages name this plugin: external ones name their distribution."""
+        return self.name if self.builtin else f"{self.name} ({self.distribution} {self.version})"
+
 
 @dataclass
 class Catalog:
@@ -77,6 +83,11 @@ def _env_list(name: str) -> list[str] | None:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _normalise(name: str) -> str:
+    """PEP 503 normalisation, so that `stealbench_mad`, `Stealbench-MAD` and `stealbench-mad` are one name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _trace(msg: str) -> None:
     if os.environ.get("STEALBENCH_TRACE_HOOKS"):
         print(f"[stealbench trace] {msg}", file=sys.stderr)
@@ -85,23 +96,36 @@ def _trace(msg: str) -> None:
 def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
     pm = pluggy.PluginManager("stealbench")
     pm.add_hookspecs(hookspecs)
-    blocked = set(_env_list("STEALBENCH_BLOCK_PLUGINS") or [])
-    only = _env_list("STEALBENCH_PLUGINS")
+    blocked = {_normalise(n) for n in _env_list("STEALBENCH_BLOCK_PLUGINS") or []}
+    only_list = _env_list("STEALBENCH_PLUGINS")
+    only = None if only_list is None else {_normalise(n) for n in only_list}
     infos: dict[str, PluginInfo] = {}
 
     for modname in DEFAULT_PLUGINS:
-        if modname in blocked:
+        if _normalise(modname) in blocked:
+            _trace(f"blocked built-in plugin {modname} (STEALBENCH_BLOCK_PLUGINS)")
             continue
         module = importlib.import_module(modname)
         pm.register(module, name=modname)
         infos[modname] = PluginInfo(modname, __version__, None)
 
+    seen: set[str] = set()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
-        names = {ep.name, dist}
-        if names & blocked or (only is not None and not names & set(only)):
+        names = {_normalise(ep.name), _normalise(dist)}
+        seen |= names
+        if names & blocked or (only is not None and not names & only):
+            why = "STEALBENCH_BLOCK_PLUGINS" if names & blocked else "not named in STEALBENCH_PLUGINS"
+            _trace(f"skipped plugin {ep.name!r} from distribution {dist!r} ({why})")
             pm.set_blocked(ep.name)
             continue
+        _trace(f"loading plugin {ep.name!r} = {ep.value!r} from distribution {dist!r}")
+        if ep.name in infos:
+            other = infos[ep.name]
+            raise PluginError(
+                f"two installed distributions define the stealbench plugin {ep.name!r}: {other.distribution!r} and "
+                f"{dist!r}. Uninstall one of them, or skip one with STEALBENCH_BLOCK_PLUGINS=<distribution>."
+            )
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin must not hide behind a traceback
@@ -109,6 +133,11 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
                 f"plugin {ep.name!r} from distribution {dist!r} failed to import ({type(exc).__name__}: {exc}). "
                 f"Fix or uninstall it (pip uninstall {dist}), or skip it with STEALBENCH_BLOCK_PLUGINS={ep.name}."
             ) from exc
+        if pm.is_registered(plugin):
+            raise PluginError(
+                f"plugin {ep.name!r} from distribution {dist!r} points at {ep.value!r}, which another plugin "
+                f"({pm.get_name(plugin)!r}) already registered; give each entry point its own module"
+            )
         try:
             pm.register(plugin, name=ep.name)
             pm.check_pending()  # hookimpls whose name matches no hookspec, e.g. a misspelled hook
@@ -119,6 +148,13 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
             ) from exc
         version = ep.dist.version if ep.dist is not None else "unknown"
         infos[ep.name] = PluginInfo(ep.name, version, dist)
+        if not any(getattr(plugin, hook, None) for hook in hookspecs.HOOK_KINDS):
+            print(f"stealbench: warning: plugin {ep.name!r} from distribution {dist!r} implements no stealbench "
+                  f"hook ({', '.join(hookspecs.HOOK_KINDS)}); did you forget @stealbench.hookimpl?", file=sys.stderr)
+    unknown = sorted((only or set()) - seen)
+    if unknown:
+        print(f"stealbench: warning: STEALBENCH_PLUGINS names {', '.join(unknown)}, which no installed plugin "
+              f"provides (installed: {', '.join(sorted(seen)) or 'none'})", file=sys.stderr)
     return pm, infos
 
 
@@ -132,12 +168,17 @@ def build_catalog() -> Catalog:
             info = infos[impl.plugin_name]
 
             def register(key: str, obj: Any, description: str = "", _info: PluginInfo = info, _kind: str = kind):
-                registries[_kind].register(key, obj, description=description, source=_info.name)
+                registries[_kind].register(key, obj, description=description, source=_info.source)
                 _info.registered.setdefault(_kind, []).append(key)
                 _trace(f"{_info.name}.{hook_name} registered {_kind[:-1]} {key!r}")
 
             _trace(f"calling {impl.plugin_name}.{hook_name}")
-            impl.function(register=register)
+            try:
+                impl.function(*[register for _ in impl.argnames])  # pluggy allows a hookimpl to omit arguments
+            except StealbenchError:
+                raise  # already names the plugin (e.g. a taken key names both sources)
+            except Exception as exc:
+                raise PluginError(f"plugin {info.source} failed in {hook_name}: {type(exc).__name__}: {exc}") from exc
     # Any timm model name is an architecture too; resolved lazily so that `list` never imports timm.
     from .models.timm_models import timm_candidates, timm_factory
 
