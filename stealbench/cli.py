@@ -14,6 +14,8 @@ COMMANDS = {
     "fit": "run one stealing experiment (victim -> defense -> attack -> results)",
     "plugins": "show loaded plugins, their versions and what they registered",
     "list": "list registered defenses, attacks, architectures or datasets",
+    "grid": "run a grid of experiments from a YAML file (resumes; --sweep: as a W&B sweep)",
+    "leaderboard": "rank and compare finished runs (run folders or W&B): table, Markdown, CSV, plots",
 }
 
 USAGE = "usage: stealbench [--version] <command> [options]\n\ncommands:\n" + "".join(
@@ -40,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
             return plugins_command(rest)
         if command == "list":
             return list_command(rest)
+        if command == "grid":
+            return grid_command(rest)
+        if command == "leaderboard":
+            from .leaderboard import leaderboard_command
+
+            return leaderboard_command(rest)
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f" Did you mean `stealbench {close[0]}`?" if close else ""
         raise StealbenchError(f"unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}.")
@@ -104,6 +112,59 @@ def list_command(argv: list[str]) -> int:
         if kind == "architectures":
             console.print("  ...and any timm model name (e.g. resnet18), created without pretrained weights")
     return 0
+
+
+def grid_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="stealbench grid", description=COMMANDS["grid"],
+        epilog="Runs are named deterministically; completed runs (results.json) are skipped, so the same command "
+               "resumes an interrupted grid. See configs/experiments/ for grid files.")
+    parser.add_argument("file", help="grid YAML file")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs (as `stealbench fit` commands)")
+    parser.add_argument("--output-dir", default=None, help="parent folder of the run folders "
+                        "(default: the file's output_dir, else runs/<grid name>)")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only runs whose name contains TEXT (repeatable; all must match)")
+    parser.add_argument("--limit", type=int, default=None, help="run at most this many runs of the selection")
+    parser.add_argument("--subprocess", action="store_true",
+                        help="run each experiment in its own `stealbench fit` process (default: in-process)")
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    parser.add_argument("--grid_run", "--grid-run", default=None, metavar="NAME",
+                        help="run the one run of this name (what a W&B sweep agent calls)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="write a W&B sweep definition (grid method) whose agents call this command")
+    parser.add_argument("--sweep-file", default=None,
+                        help="where --sweep writes (default: <output dir>/sweep.yaml)")
+    parser.add_argument("--program", default=None,
+                        help="grid file path as agents will see it (default: FILE as given)")
+    args = parser.parse_args(argv)
+    from .grid import check_keys, dry_run_lines, load_grid, run_grid
+
+    grid = load_grid(args.file, args.output_dir)
+    if args.sweep:
+        from pathlib import Path
+
+        from .sweep import write_sweep
+
+        path = Path(args.sweep_file or Path(grid.output_dir) / "sweep.yaml")
+        write_sweep(grid, path, program=args.program or args.file)
+        print(path.read_text(), end="")
+        print(f"\nwrote {path} ({len(grid.runs)} runs). Create the sweep with `wandb sweep --project PROJECT "
+              f"{path}`,\nthen start `wandb agent ENTITY/PROJECT/SWEEP_ID` on as many machines as you like.")
+        return 0
+    runs = [grid.by_name(args.grid_run)] if args.grid_run else [
+        r for r in grid.runs if all(text in r.name for text in args.only)]
+    if args.limit is not None:
+        runs = runs[: args.limit]
+    if args.dry_run:
+        print("\n".join(dry_run_lines(grid, runs)))
+        print(f"# {len(runs)} of {len(grid.runs)} runs; output {grid.output_dir}")
+        return 0
+    check_keys(runs)
+    report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast)
+    if report.interrupted:
+        return 130
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,427 @@
+"""Grids of runs: a YAML file -> a list of `stealbench fit` argument lists, run one after another.
+
+A grid file (see configs/experiments/) names the dimensions; every combination is one run::
+
+    name: my_grid                  # optional (default: the file name); runs go to runs/<name>
+    output_dir: runs/my_grid       # optional
+    common:                        # fit options for every run: nested or dotted keys
+      victim: {epochs: 5}
+      attack.epochs_per_round: 10  # dotted keys work too
+    data: [{name: mnist, root: ../shared/data}]
+    defenses: [{name: none}, {name: deceptive, beta: 1.0, gamma: 0.1}]
+    attacks: [{name: jbda, rounds: 9}, {name: random, budgets: [500, 2000]}]  # `budgets` overrides per attack
+    label_modes: [soft, hard]      # default [soft]
+    budgets: [400, 1600, 6400]
+    seeds: [0, 1, 2]               # default [0]
+    exclude: [{attack: random, label_mode: hard}]   # optional: skip combinations matching all given fields
+
+An entry is a registry key or a mapping with `name`, an optional `label` and its init parameters
+(`--defense.beta 1.0`). Its label (used in run names) is the name followed by its parameters, except `root` and
+`download`, which say where data lives, not what is measured. Run names are deterministic,
+`<data>_<defense>_<attack>_<label mode>_b<budget>_s<seed>`, so a grid re-run skips the runs already complete.
+
+This module does not import Lightning; `run_grid` imports `stealbench.lightning_cli` only when it runs in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+from .errors import ConfigError
+from .results import RESULTS_FILE
+
+#: top-level keys of a grid file
+GRID_KEYS = ("name", "description", "output_dir", "common", "data", "defenses", "attacks", "label_modes", "budgets",
+             "seeds", "exclude")
+#: entry parameters that say where data lives, not what is measured: left out of labels
+NON_IDENTITY_PARAMS = frozenset({"root", "download"})
+LABEL_MODES = ("soft", "hard")
+_COMPONENTS = {"data": "datasets", "defenses": "defenses", "attacks": "attacks"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One value of a component dimension: a registry key and its init parameters."""
+
+    name: str
+    params: dict[str, Any]
+    label: str
+    budgets: tuple[int, ...] | None = None  # attacks only: overrides the grid's budgets
+
+
+@dataclass(frozen=True)
+class GridRun:
+    index: int
+    name: str
+    args: list[str]
+    identity: dict[str, Any]  # data, defense, attack (labels), label_mode, budget, seed
+    weight: float  # relative cost estimate, for the time-left estimate
+
+    def folder(self, output_dir: str | Path) -> Path:
+        return Path(output_dir) / self.name
+
+
+@dataclass
+class Grid:
+    name: str
+    output_dir: str
+    runs: list[GridRun]
+    source: Path | None = None
+    description: str = ""
+
+    def by_name(self, name: str) -> GridRun:
+        for run in self.runs:
+            if run.name == name:
+                return run
+        import difflib
+
+        close = difflib.get_close_matches(name, [r.name for r in self.runs], n=3)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise ConfigError(f"grid {self.name!r} has no run named {name!r}.{hint}")
+
+
+# ----------------------------------------------------------------------------------------------------- expansion
+
+def format_value(value: Any) -> str:
+    """A YAML value as a command-line value jsonargparse reads back to the same thing."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def flatten_options(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{victim: {epochs: 5}, attack.lam: 0.1} -> {victim.epochs: 5, attack.lam: 0.1}. Lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in options.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and full not in ("data", "defense", "attack"):
+            flat.update(flatten_options(value, full + "."))
+        else:
+            flat[full] = value
+    return flat
+
+
+def _slug(value: Any) -> str:
+    text = format_value(value) if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9.+-]+", "", text.replace("/", "-"))
+
+
+def parse_entry(raw: Any, dimension: str) -> Entry:
+    if isinstance(raw, str):
+        return Entry(raw, {}, raw)
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise ConfigError(f"{dimension}: each entry must be a registry key or a mapping with `name:`, got {raw!r}")
+    params = {k: v for k, v in raw.items() if k not in ("name", "label", "budgets")}
+    budgets = raw.get("budgets")
+    if budgets is not None and dimension != "attacks":
+        raise ConfigError(f"{dimension} entry {raw['name']!r}: `budgets` is allowed on attack entries only")
+    label = raw.get("label")
+    if label is None:
+        parts = [raw["name"]] + [f"{k}{_slug(v)}" for k, v in params.items() if k not in NON_IDENTITY_PARAMS]
+        label = "-".join(parts)
+    if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9.+-]+", label):
+        raise ConfigError(f"{dimension} entry {raw['name']!r}: label {label!r} must use only letters, digits, "
+                          "'.', '+' and '-' (it becomes part of run folder names)")
+    return Entry(raw["name"], params, label, _int_list(budgets, f"{raw['name']}.budgets") if budgets else None)
+
+
+def _int_list(values: Any, what: str) -> tuple[int, ...]:
+    if isinstance(values, (int, str)):
+        values = [values]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{what} must be a non-empty list of integers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{what} must hold integers, got {v!r}")
+        out.append(v)
+    return tuple(out)
+
+
+def _entries(spec: dict, key: str, default: list | None = None) -> list[Entry]:
+    raw = spec.get(key, default)
+    if raw is None:
+        raise ConfigError(f"grid file needs `{key}:` (a list)")
+    if not isinstance(raw, list):
+        raw = [raw]
+    if not raw:
+        raise ConfigError(f"grid `{key}:` is empty")
+    entries = [parse_entry(r, key) for r in raw]
+    labels = [e.label for e in entries]
+    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dupes:
+        raise ConfigError(f"grid `{key}:` has entries with the same label {dupes}; give them distinct `label:`s "
+                          "or parameters")
+    return entries
+
+
+def _weight(attack: Entry, budget: int) -> float:
+    """Rough relative cost: a fixed part (victim from cache, evaluation) plus a part growing with the budget."""
+    return 1.0 + budget / 500.0
+
+
+def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]:
+    """All runs of a grid, in a fixed order: data, seed, attack, label mode, budget, defense (innermost).
+
+    Defenses innermost: the undefended run and the defended runs it is compared with finish close together, so a
+    partly done grid already yields comparisons; seeds early, so seed 0 of everything comes first.
+    """
+    if not isinstance(spec, dict):
+        raise ConfigError(f"a grid file must hold a mapping, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(GRID_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown grid keys {unknown}; allowed: {', '.join(GRID_KEYS)}")
+    data = _entries(spec, "data", ["digits"])
+    defenses = _entries(spec, "defenses")
+    attacks = _entries(spec, "attacks")
+    label_modes = spec.get("label_modes", ["soft"])
+    label_modes = [label_modes] if isinstance(label_modes, str) else label_modes
+    if not isinstance(label_modes, list) or not label_modes or any(m not in LABEL_MODES for m in label_modes):
+        raise ConfigError(f"grid `label_modes:` must be a list of {', '.join(LABEL_MODES)}, got {label_modes!r}")
+    seeds = _int_list(spec.get("seeds", [0]), "grid `seeds:`")
+    budgets = _int_list(spec["budgets"], "grid `budgets:`") if "budgets" in spec else None
+    for attack in attacks:
+        if attack.budgets is None and budgets is None:
+            raise ConfigError(f"grid needs `budgets:` (or `budgets:` on attack {attack.label!r})")
+    for b in [*(budgets or ()), *(b for a in attacks for b in (a.budgets or ()))]:
+        if b < 1:
+            raise ConfigError(f"budgets must be positive, got {b}")
+    common = spec.get("common") or {}
+    if not isinstance(common, dict):
+        raise ConfigError("grid `common:` must be a mapping of fit options")
+    common = flatten_options(common)
+    reserved = {"data", "defense", "attack", "budget", "seed", "label_mode", "name", "output_dir"} & set(common)
+    if reserved:
+        raise ConfigError(f"grid `common:` must not set {sorted(reserved)}: they are grid dimensions")
+    exclude = spec.get("exclude") or []
+    if not isinstance(exclude, list) or not all(isinstance(x, dict) for x in exclude):
+        raise ConfigError("grid `exclude:` must be a list of mappings, e.g. [{attack: random, label_mode: hard}]")
+
+    def excluded(identity: dict[str, Any]) -> bool:
+        for rule in exclude:
+            bad = set(rule) - set(identity)
+            if bad:
+                raise ConfigError(f"grid `exclude:` rule {rule} uses unknown fields {sorted(bad)}; "
+                                  f"use {', '.join(identity)}")
+            if all(str(identity[k]) == str(v) or identity.get(f"{k}_key") == v for k, v in rule.items()):
+                return True
+        return False
+
+    common_args = []
+    if "config" in common:
+        common_args += ["--config", format_value(common.pop("config"))]
+    for key, value in common.items():
+        common_args += [f"--{key}", format_value(value)]
+
+    runs: list[GridRun] = []
+    for d in data:
+        for seed in seeds:
+            for attack in attacks:
+                for label_mode in label_modes:
+                    for budget in attack.budgets or budgets:
+                        for defense in defenses:
+                            identity = {"data": d.label, "defense": defense.label, "attack": attack.label,
+                                        "label_mode": label_mode, "budget": budget, "seed": seed}
+                            if excluded({**identity, "data_key": d.name, "defense_key": defense.name,
+                                         "attack_key": attack.name}):
+                                continue
+                            run_name = (f"{d.label}_{defense.label}_{attack.label}_{label_mode}_b{budget}"
+                                        f"_s{seed}")
+                            args = ["--data", d.name, "--defense", defense.name, "--attack", attack.name]
+                            args += common_args
+                            for option, entry in (("data", d), ("defense", defense), ("attack", attack)):
+                                for key, value in entry.params.items():
+                                    args += [f"--{option}.{key}", format_value(value)]
+                            args += ["--label_mode", label_mode, "--budget", str(budget), "--seed", str(seed),
+                                     "--output_dir", str(output_dir), "--name", run_name]
+                            if "wandb.tags" not in common:
+                                args += ["--wandb.tags", json.dumps([f"grid:{name}"])]
+                            runs.append(GridRun(len(runs), run_name, args, identity, _weight(attack, budget)))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):  # pragma: no cover - labels are unique per dimension
+        raise ConfigError("grid expands to duplicate run names")
+    return runs
+
+
+def load_grid(path: str | Path, output_dir: str | None = None) -> Grid:
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"grid file {str(path)!r} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise ConfigError(f"grid file {str(path)!r} must hold a mapping")
+    name = str(spec.get("name") or path.stem)
+    out = output_dir or spec.get("output_dir") or f"runs/{name}"
+    return Grid(name=name, output_dir=str(out), runs=expand(spec, name=name, output_dir=str(out)), source=path,
+                description=str(spec.get("description") or ""))
+
+
+def check_keys(grid_spec_runs: Iterable[GridRun]) -> None:
+    """Fail early, before hours of runs, when a grid names a data set, defense or attack nobody registered."""
+    from .plugins import get_catalog
+
+    catalog = get_catalog()
+    seen: set[tuple[str, str]] = set()
+    for run in grid_spec_runs:
+        for option, kind in (("--data", "datasets"), ("--defense", "defenses"), ("--attack", "attacks")):
+            key = run.args[run.args.index(option) + 1]
+            if (kind, key) in seen or "." in key:
+                continue
+            seen.add((kind, key))
+            try:
+                catalog.registry(kind).get(key)
+            except Exception as exc:
+                raise ConfigError(f"grid: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------------------- running
+
+def is_complete(folder: Path) -> bool:
+    """A run folder is complete when it holds a readable results.json with status `complete`."""
+    try:
+        payload = json.loads((folder / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and payload.get("status") == "complete"
+
+
+@dataclass
+class GridReport:
+    completed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already complete before this invocation
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+
+def _prepare_folder(folder: Path) -> None:
+    """An earlier attempt left a folder without results.json: keep its error, out of the way of the new attempt."""
+    error = folder / "error.txt"
+    if error.exists():
+        error.replace(folder / f"error.previous-{int(time.time())}.txt")
+
+
+def _run_in_process(args: list[str]) -> None:
+    from .lightning_cli import fit_main
+
+    fit_main(args)
+
+
+def _run_subprocess(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "stealbench", "fit", *args])
+    if proc.returncode != 0:
+        raise RuntimeError(f"`stealbench fit` exited with status {proc.returncode}")
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: bool = False,
+             fail_fast: bool = False, runner: Callable[[list[str]], None] | None = None,
+             progress: bool | None = None) -> GridReport:
+    """Run `runs` (default: all) one after another, skipping complete ones; a failure does not stop the grid."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import console as out
+
+    runs = grid.runs if runs is None else runs
+    runner = runner or (_run_subprocess if subprocess_mode else _run_in_process)
+    report = GridReport()
+    todo = []
+    for run in runs:
+        if is_complete(run.folder(grid.output_dir)):
+            report.skipped.append(run.name)
+        else:
+            todo.append(run)
+    out.info(f"grid {grid.name}: {len(runs)} runs, {len(report.skipped)} already complete, {len(todo)} to run "
+             f"-> {grid.output_dir}")
+    if not todo:
+        return report
+    total_weight = sum(r.weight for r in todo)
+    done_weight = 0.0
+    spent = 0.0
+    show = sys.stdout.isatty() if progress is None else progress
+    bar = Progress(TextColumn("[bold]grid[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=out.console,
+                   disable=not show, transient=False)
+    with bar:
+        task = bar.add_task(grid.name, total=len(todo), eta="?")
+        for i, run in enumerate(todo, start=1):
+            folder = run.folder(grid.output_dir)
+            out.info(f"[bold]grid run {i}/{len(todo)}[/]: {run.name}")
+            if folder.exists():
+                _prepare_folder(folder)
+            t0 = time.perf_counter()
+            try:
+                runner(run.args)
+            except KeyboardInterrupt:
+                report.interrupted = True
+                out.info(f"grid interrupted during {run.name}; run the same command again to resume")
+                break
+            except BaseException as exc:  # noqa: BLE001 - one failed run must not stop the grid
+                message = f"{type(exc).__name__}: {exc}".strip()
+                report.failed.append((run.name, message))
+                out.info(f"[red]grid run failed[/]: {run.name}: {message}")
+                if isinstance(exc, SystemExit) and exc.code in (0, None):
+                    report.failed.pop()  # e.g. --help inside common options; nothing failed
+                if fail_fast:
+                    break
+            else:
+                if is_complete(folder):
+                    report.completed.append(run.name)
+                else:
+                    report.failed.append((run.name, f"finished without a complete {folder / RESULTS_FILE}"))
+            elapsed = time.perf_counter() - t0
+            spent += elapsed
+            done_weight += run.weight
+            remaining = spent / done_weight * (total_weight - done_weight) if done_weight else None
+            bar.update(task, advance=1, eta=_fmt_seconds(remaining))
+            out.info(f"grid: {i}/{len(todo)} done ({len(report.failed)} failed), last run {elapsed:.0f}s, "
+                     f"estimated time left {_fmt_seconds(remaining)}")
+    summary = (f"grid {grid.name}: {len(report.completed)} completed now, {len(report.skipped)} were already "
+               f"complete, {len(report.failed)} failed")
+    out.info(summary + (" (interrupted)" if report.interrupted else ""))
+    for name, message in report.failed:
+        out.info(f"  failed: {name}: {message.splitlines()[0] if message else ''}  (see "
+                 f"{Path(grid.output_dir) / name / 'error.txt'})")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------- printing
+
+def dry_run_lines(grid: Grid, runs: list[GridRun]) -> list[str]:
+    import shlex
+
+    lines = []
+    for run in runs:
+        state = "complete" if is_complete(run.folder(grid.output_dir)) else "todo"
+        lines.append(f"# {run.index:>4} [{state}] {run.name}")
+        lines.append("stealbench fit " + " ".join(shlex.quote(a) for a in run.args))
+    return lines
+
+
+__all__ = ["Entry", "Grid", "GridReport", "GridRun", "dry_run_lines", "expand", "format_value", "is_complete",
+           "load_grid", "run_grid"]
