@@ -132,7 +132,7 @@ def parse_entry(raw: Any, dimension: str) -> Entry:
     if label is None:
         parts = [raw["name"]] + [f"{k}{_slug(v)}" for k, v in params.items() if k not in NON_IDENTITY_PARAMS]
         label = "-".join(parts)
-    if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9.+-]+", label):
+    if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9._+-]+", label):
         raise ConfigError(f"{dimension} entry {raw['name']!r}: label {label!r} must use only letters, digits, "
                           "'.', '+' and '-' (it becomes part of run folder names)")
     return Entry(raw["name"], params, label, _int_list(budgets, f"{raw['name']}.budgets") if budgets else None)
