@@ -1,0 +1,212 @@
+"""Grids: expansion into `stealbench fit` argument lists, resume, W&B sweep definition and agent entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stealbench import grid as grid_mod
+from stealbench.cli import main
+from stealbench.errors import ConfigError
+from stealbench.grid import expand, is_complete, load_grid, run_grid
+from stealbench.sweep import SWEEP_PARAMETER, check_definition, sweep_definition
+
+REPO = Path(__file__).resolve().parents[1]
+
+SPEC = {
+    "common": {"victim": {"epochs": 3}, "progress_bar": False},
+    "data": [{"name": "digits", "pool_fraction": 0.5}],
+    "defenses": ["none", {"name": "deceptive", "beta": 1.0, "gamma": 0.1}],
+    "attacks": [{"name": "jbda", "rounds": 2}, {"name": "random", "label": "nat", "budgets": [300]}],
+    "label_modes": ["soft", "hard"],
+    "budgets": [100, 200],
+    "seeds": [0, 1],
+}
+
+
+def opt(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_expand_is_the_product_with_entry_parameters_and_deterministic_names():
+    runs = expand(SPEC, name="g", output_dir="out")
+    # data 1 x seeds 2 x [jbda: 2 labels x 2 budgets + random: 2 labels x 1 budget] x defenses 2
+    assert len(runs) == 2 * (4 + 2) * 2
+    assert [r.index for r in runs] == list(range(len(runs)))
+    assert len({r.name for r in runs}) == len(runs)
+    assert runs == expand(SPEC, name="g", output_dir="out")  # deterministic
+    first = runs[0]
+    assert first.name == "digits-pool_fraction0.5_none_jbda-rounds2_soft_b100_s0"
+    dec = next(r for r in runs if r.identity["defense"] != "none")
+    assert dec.identity["defense"] == "deceptive-beta1.0-gamma0.1"
+    assert opt(dec.args, "--defense") == "deceptive" and opt(dec.args, "--defense.beta") == "1.0"
+    assert opt(dec.args, "--defense.gamma") == "0.1" and opt(dec.args, "--attack.rounds") == "2"
+    assert opt(dec.args, "--victim.epochs") == "3" and opt(dec.args, "--progress_bar") == "false"
+    assert opt(dec.args, "--data.pool_fraction") == "0.5"
+    assert opt(dec.args, "--output_dir") == "out" and opt(dec.args, "--name") == dec.name
+    assert json.loads(opt(dec.args, "--wandb.tags")) == ["grid:g"]
+    nat = [r for r in runs if r.identity["attack"] == "nat"]
+    assert {r.identity["budget"] for r in nat} == {300}  # the attack's own budgets
+    assert all("--attack.rounds" not in r.args for r in nat)
+    # the component is chosen before its parameters are set
+    assert dec.args.index("--defense") < dec.args.index("--defense.beta")
+
+
+def test_expand_labels_leave_out_data_locations_and_exclude_rules_apply():
+    spec = {**SPEC, "data": [{"name": "mnist", "root": "../shared/data"}],
+            "exclude": [{"attack": "random", "label_mode": "hard"}, {"defense": "none", "budget": 200}]}
+    runs = expand(spec, name="g", output_dir="out")
+    assert all(r.name.startswith("mnist_") for r in runs)
+    assert all(opt(r.args, "--data.root") == "../shared/data" for r in runs)
+    assert not [r for r in runs if r.identity["attack"] == "nat" and r.identity["label_mode"] == "hard"]
+    assert not [r for r in runs if r.identity["defense"] == "none" and r.identity["budget"] == 200]
+    assert [r for r in runs if r.identity["defense"] == "none" and r.identity["budget"] == 100]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"defenses": ["none", "none"]}, "same label"),
+    ({"budgets": None, "attacks": ["jbda"]}, "budgets"),
+    ({"label_modes": ["soft", "argmax"]}, "label_modes"),
+    ({"seeds": ["zero"]}, "integers"),
+    ({"colour": "blue"}, "unknown grid keys"),
+    ({"common": {"budget": 10}}, "grid dimensions"),
+    ({"defenses": [{"beta": 1.0}]}, "name"),
+    ({"defenses": [{"name": "deceptive", "label": "a/b"}]}, "label"),
+])
+def test_expand_rejects_bad_grids(change, message):
+    spec = {k: v for k, v in {**SPEC, **change}.items() if v is not None}
+    with pytest.raises(ConfigError, match=message):
+        expand(spec, name="g", output_dir="out")
+
+
+def _fake_runner(calls: list[str], fail: set[str] = frozenset()):
+    """Stands in for `stealbench fit`: writes what the runner writes, or fails like it (error.txt)."""
+    def run(args: list[str]) -> None:
+        folder = Path(opt(args, "--output_dir")) / opt(args, "--name")
+        calls.append(folder.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder.name in fail:
+            (folder / "error.txt").write_text("RuntimeError: boom\n")
+            raise RuntimeError("boom")
+        (folder / "results.json").write_text(json.dumps({"status": "complete"}))
+    return run
+
+
+def test_resume_skips_completed_runs_and_retries_failed_ones(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "output_dir": str(tmp_path / "runs")}))
+    grid = load_grid(path)
+    names = [r.name for r in grid.runs]
+    calls: list[str] = []
+    report = run_grid(grid, grid.runs[:5], runner=_fake_runner(calls, fail={names[2]}), progress=False)
+    assert calls == names[:5]
+    assert report.completed == names[:2] + names[3:5] and [n for n, _ in report.failed] == [names[2]]
+    assert not report.ok and not is_complete(tmp_path / "runs" / names[2])
+
+    calls.clear()
+    report = run_grid(grid, runner=_fake_runner(calls), progress=False)  # the whole grid: resume
+    assert calls == [names[2]] + names[5:]
+    assert set(report.skipped) == set(names[:2] + names[3:5])
+    assert report.ok and all(is_complete(tmp_path / "runs" / n) for n in names)
+    # the failed attempt's error is kept aside, so the folder does not look failed any more
+    assert not (tmp_path / "runs" / names[2] / "error.txt").exists()
+    assert list((tmp_path / "runs" / names[2]).glob("error.previous-*.txt"))
+
+    calls.clear()
+    assert run_grid(grid, runner=_fake_runner(calls), progress=False).ok and calls == []
+
+
+def test_grid_command_dry_run_and_only(tmp_path, capsys):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert main(["grid", str(path), "--dry-run", "--only", "_nat_", "--only", "_s1"]) == 0
+    out = capsys.readouterr().out
+    assert "# 4 of 24 runs; output runs/g" in out
+    assert out.count("stealbench fit --data digits --defense") == 4
+
+
+def test_grid_command_fails_early_on_unknown_keys(tmp_path, capsys):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "defenses": ["none", "decepitve"]}))
+    assert main(["grid", str(path), "--output-dir", str(tmp_path / "runs")]) == 2
+    assert "decepitve" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_shipped_grids_expand(capsys):
+    files = sorted((REPO / "configs" / "experiments").glob("*.yaml"))
+    assert files
+    for path in files:
+        grid = load_grid(path)
+        assert grid.runs, path
+        grid_mod.check_keys(grid.runs)
+
+
+def test_sweep_definition_covers_every_run_once(tmp_path, capsys):
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    grid = load_grid(path)
+    definition = sweep_definition(grid, program="g.yaml")
+    assert check_definition(definition) == []
+    assert definition["method"] == "grid"
+    assert definition["parameters"][SWEEP_PARAMETER]["values"] == [r.name for r in grid.runs]
+    assert definition["command"] == ["${env}", "stealbench", "grid", "${program}", "${args}"]
+
+    out = tmp_path / "sweep.yaml"
+    assert main(["grid", str(path), "--sweep", "--sweep-file", str(out), "--program", "g.yaml"]) == 0
+    assert yaml.safe_load(out.read_text()) == definition
+    assert "wandb agent" in capsys.readouterr().out
+
+
+def test_sweep_agent_command_runs_the_named_run(tmp_path, monkeypatch):
+    """wandb's own agent code turns the sweep's command and a parameter value into the command it runs."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "output_dir": str(tmp_path / "runs")}))
+    grid = load_grid(path)
+    definition = sweep_definition(grid, program=str(path))
+    target = grid.runs[7]
+    command = {"args": {SWEEP_PARAMETER: {"value": target.name}}, "program": definition["program"]}
+    sweep_vars = sweep_utils.create_sweep_command_args(command)
+    sweep_vars.update(program=[command["program"]], env=["/usr/bin/env"])
+    argv = []  # as wandb.wandb_agent.Agent._command_run expands `${...}` chunks
+    for chunk in sweep_utils.create_sweep_command(list(definition["command"])):
+        argv += sweep_vars.get(chunk[2:-1], []) if chunk.startswith("${") else [chunk]
+    assert argv == ["/usr/bin/env", "stealbench", "grid", str(path), f"--{SWEEP_PARAMETER}={target.name}"]
+
+    calls: list[str] = []
+    monkeypatch.setattr(grid_mod, "_run_in_process", _fake_runner(calls))
+    assert main(argv[2:]) == 0
+    assert calls == [target.name]
+    assert main(argv[2:]) == 0 and calls == [target.name]  # already complete: skipped
+    assert main(["grid", str(path), "--grid_run", "no_such_run"]) == 2
+
+
+@pytest.mark.skipif(os.environ.get("STEALBENCH_SKIP_SLOW") == "1", reason="real run")
+def test_wandb_agent_runs_a_real_grid_run(tmp_path, monkeypatch):
+    """One tiny real run, started the way `wandb agent` starts it (its AgentProcess, a subprocess), no server."""
+    from wandb import wandb_agent
+
+    spec = {"common": {"victim": {"epochs": 1}, "progress_bar": False, "attack.epochs": 1},
+            "data": ["digits"], "defenses": ["none"], "attacks": [{"name": "random", "num_checkpoints": 2}],
+            "budgets": [100], "output_dir": str(tmp_path / "runs")}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    grid = load_grid(path)
+    definition = sweep_definition(grid, program=str(path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    agent = wandb_agent.Agent(api=None, queue=None)
+    agent._sweep_command = definition["command"]
+    agent._command_run({"run_id": "testrun1", "program": definition["program"],
+                        "args": {SWEEP_PARAMETER: {"value": grid.runs[0].name}}})
+    proc = agent._run_processes["testrun1"]
+    assert proc.wait(timeout=300) == 0
+    results = json.loads((tmp_path / "runs" / grid.runs[0].name / "results.json").read_text())
+    assert results["status"] == "complete" and results["identity"]["budget"] == 100
