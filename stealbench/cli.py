@@ -70,7 +70,6 @@ def plugins_command(argv: list[str]) -> int:
             if not plugin.builtin:
                 print(f"{plugin.distribution}=={plugin.version}")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="stealbench plugins", title_justify="left")
@@ -79,7 +78,7 @@ def plugins_command(argv: list[str]) -> int:
     for plugin in catalog.plugins:
         registered = "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in plugin.registered.items())
         table.add_row(plugin.name, plugin.distribution or "(built-in)", plugin.version, registered or "-")
-    Console(highlight=False).print(table)
+    _console().print(table)
     return 0
 
 
@@ -98,10 +97,9 @@ def list_command(argv: list[str]) -> int:
     from .plugins import get_catalog
 
     catalog = get_catalog()
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = _console()
     for kind in [args.kind] if args.kind else kinds:
         table = Table(title=kind, title_justify="left")
         for column in ("key", "description", "source"):
@@ -165,6 +163,13 @@ def grid_command(argv: list[str]) -> int:
     if report.interrupted:
         return 130
     return 0 if report.ok else 1
+
+
+def _console():
+    from rich.console import Console
+
+    # piped output (files, tests, CI logs) gets wide tables instead of names cut at 80 columns
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 if __name__ == "__main__":  # pragma: no cover

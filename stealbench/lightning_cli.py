@@ -157,7 +157,7 @@ class StealbenchCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         try:
-            self.config_init = self.parser.instantiate_classes(self.config)
+            self.config_init = self.parser.instantiate(self.config)
         except StealbenchError:
             raise
         except Exception as exc:  # jsonargparse wraps errors raised in a component's __init__
@@ -170,7 +170,7 @@ class StealbenchCLI(LightningCLI):
 
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
-        dump = self.parser.dump(cfg, skip_none=False)
+        dump = self.parser.dump(cfg, skip_unset=False)
         keys = {option: _key_of(option, cfg[option]["class_path"]) for option in COMPONENTS}
         progress = cfg.progress_bar if cfg.progress_bar is not None else sys.stdout.isatty()
         return Experiment(

@@ -23,8 +23,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("STEALBENCH_CACHE_DIR") or Path.home() / ".cache" / "stealbench")
 
 
-def cache_key(data_identity: dict, cfg: VictimConfig, seed: int) -> str:
-    ident = {"format": _CACHE_FORMAT, "data": data_identity, "arch": cfg.arch, "epochs": cfg.epochs,
+def cache_key(data_identity: dict, cfg: VictimConfig, seed: int, net: nn.Module) -> str:
+    # the parameter shapes catch an architecture whose definition changed under the same name
+    shapes = [[name, list(t.shape)] for name, t in net.state_dict().items()]
+    ident = {"format": _CACHE_FORMAT, "data": data_identity, "arch": cfg.arch, "shapes": shapes, "epochs": cfg.epochs,
              "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": seed}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -65,10 +67,13 @@ def obtain_victim(make_net: Callable[[], nn.Module], cfg: VictimConfig, data_ide
                               f"{str(exc).splitlines()[0]}") from exc
         return VictimResult(net.eval(), "checkpoint", cfg.checkpoint)
 
-    path = Path(cfg.cache_dir or default_cache_dir()) / "victims" / f"{cache_key(data_identity, cfg, seed)}.pt"
+    path = Path(cfg.cache_dir or default_cache_dir()) / "victims" / f"{cache_key(data_identity, cfg, seed, net)}.pt"
     if cfg.cache and path.exists():
-        net.load_state_dict(load_state(path))
-        return VictimResult(net.eval(), "cache", str(path))
+        try:
+            net.load_state_dict(load_state(path))
+            return VictimResult(net.eval(), "cache", str(path))
+        except (ConfigError, RuntimeError) as exc:  # a damaged cache entry is retrained, not fatal
+            print(f"warning: ignoring unreadable cached victim {path}: {str(exc).splitlines()[0]}")
 
     targets = torch.nn.functional.one_hot(train_y, num_classes).float()
     net = fit(net, train_x, targets, cfg.epochs, settings, seed=seed, log_name="victim")

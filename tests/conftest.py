@@ -1,0 +1,37 @@
+"""Shared test setup: offline, no network, temporary caches, small data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: MNIST / Fashion-MNIST in torchvision's layout (see ../shared/data/README.md)
+SHARED_DATA = Path(os.environ.get("STEALBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """No W&B traffic, no user cache, no plugin surprises from the developer's environment."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(base / "wandb"))
+    monkeypatch.setenv("STEALBENCH_CACHE_DIR", str(base / "cache"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found under {SHARED_DATA}; set STEALBENCH_SHARED_DATA to the shared data folder")
+    return SHARED_DATA
+
+
+#: options that make a digits run take a few seconds
+FAST = ["--victim.epochs", "3", "--attack.rounds", "2", "--attack.epochs_per_round", "2", "--budget", "200",
+        "--progress_bar", "false"]
