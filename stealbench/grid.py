@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,13 +362,42 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
              f"-> {grid.output_dir}")
     if not todo:
         return report
-    total_weight = sum(r.weight for r in todo)
-    done_weight = 0.0
-    spent = 0.0
     show = sys.stdout.isatty() if progress is None else progress
     bar = Progress(TextColumn("[bold]grid[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=out.console,
                    disable=not show, transient=False)
+    terminated: list[int] = []
+    previous_handler = _catch_sigterm(terminated)
+    try:
+        _loop(grid, todo, runner, report, bar, fail_fast, terminated, out)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    summary = (f"grid {grid.name}: {len(report.completed)} completed now, {len(report.skipped)} were already "
+               f"complete, {len(report.failed)} failed")
+    out.info(summary + (" (interrupted)" if report.interrupted else ""))
+    for name, message in report.failed:
+        out.info(f"  failed: {name}: {message.splitlines()[0] if message else ''}  (see "
+                 f"{Path(grid.output_dir) / name / 'error.txt'})")
+    return report
+
+
+def _catch_sigterm(terminated: list[int]):
+    """SIGTERM stops the grid (Lightning's own handler only ends the current training phase)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _loop(grid, todo, runner, report, bar, fail_fast, terminated, out) -> None:
+    total_weight = sum(r.weight for r in todo)
+    done_weight = 0.0
+    spent = 0.0
     with bar:
         task = bar.add_task(grid.name, total=len(todo), eta="?")
         for i, run in enumerate(todo, start=1):
@@ -382,6 +413,10 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
                 out.info(f"grid interrupted during {run.name}; run the same command again to resume")
                 break
             except BaseException as exc:  # noqa: BLE001 - one failed run must not stop the grid
+                if terminated:
+                    report.interrupted = True
+                    out.info(f"grid terminated during {run.name}; run the same command again to resume")
+                    break
                 message = f"{type(exc).__name__}: {exc}".strip()
                 report.failed.append((run.name, message))
                 out.info(f"[red]grid run failed[/]: {run.name}: {message}")
@@ -401,13 +436,9 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
             bar.update(task, advance=1, eta=_fmt_seconds(remaining))
             out.info(f"grid: {i}/{len(todo)} done ({len(report.failed)} failed), last run {elapsed:.0f}s, "
                      f"estimated time left {_fmt_seconds(remaining)}")
-    summary = (f"grid {grid.name}: {len(report.completed)} completed now, {len(report.skipped)} were already "
-               f"complete, {len(report.failed)} failed")
-    out.info(summary + (" (interrupted)" if report.interrupted else ""))
-    for name, message in report.failed:
-        out.info(f"  failed: {name}: {message.splitlines()[0] if message else ''}  (see "
-                 f"{Path(grid.output_dir) / name / 'error.txt'})")
-    return report
+            if terminated:
+                report.interrupted = True
+                break
 
 
 # ----------------------------------------------------------------------------------------------------- printing

@@ -210,3 +210,27 @@ def test_wandb_agent_runs_a_real_grid_run(tmp_path, monkeypatch):
     assert proc.wait(timeout=300) == 0
     results = json.loads((tmp_path / "runs" / grid.runs[0].name / "results.json").read_text())
     assert results["status"] == "complete" and results["identity"]["budget"] == 100
+
+
+def test_sigterm_stops_the_grid_and_a_rerun_resumes(tmp_path):
+    import signal
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "output_dir": str(tmp_path / "runs")}))
+    grid = load_grid(path)
+    calls: list[str] = []
+    done = _fake_runner(calls)
+
+    def runner(args):
+        if len(calls) == 2:
+            calls.append("terminated")
+            os.kill(os.getpid(), signal.SIGTERM)
+        done(args)
+
+    before = signal.getsignal(signal.SIGTERM)
+    report = run_grid(grid, grid.runs[:5], runner=runner, progress=False)
+    assert report.interrupted and len(report.completed) == 2 and not report.failed
+    assert signal.getsignal(signal.SIGTERM) is before
+    calls.clear()
+    report = run_grid(grid, grid.runs[:5], runner=_fake_runner(calls), progress=False)
+    assert len(calls) == 3 and len(report.skipped) == 2
