@@ -243,3 +243,33 @@ def test_runs_read_back_from_the_wandb_api_shape():
     assert run.source == "wandb:me/proj/abc123"
     with pytest.raises(MalformedRun, match="running"):
         run_from_wandb(_FakeWandbRun(0.7, state="running"))
+
+
+def test_log_wandb_logs_the_table(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    class FakeRun:
+        url, dir = None, str(tmp_path / "wandb-run")
+
+        def __init__(self, **kwargs):
+            self.kwargs, self.logged, self.finished = kwargs, {}, False
+
+        def log(self, data):
+            self.logged.update(data)
+
+        def finish(self):
+            self.finished = True
+
+    runs = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(FakeRun(**kw)) or runs[-1])
+    write_run(tmp_path / "runs", seed=0, acc=0.8)
+    write_run(tmp_path / "runs", defense="deceptive", seed=0, acc=0.6)
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"), "--no-plots",
+                 "--log-wandb", "me/proj"]) == 0
+    assert "W&B:" in capsys.readouterr().out
+    (run,) = runs
+    assert run.kwargs["entity"] == "me" and run.kwargs["project"] == "proj"
+    assert run.kwargs["job_type"] == "leaderboard" and run.finished
+    table = run.logged["leaderboard"]
+    assert isinstance(table, wandb.Table) and len(table.data) == 2
+    assert table.columns[:6] == ["data", "attack", "labels", "budget", "rank", "defense"]
