@@ -1,0 +1,216 @@
+"""MAD: Maximizing Angular Deviation (Orekondy, Schiele & Fritz, "Prediction Poisoning: Towards Defenses Against
+DNN Model Stealing Attacks", ICLR 2020).
+
+An attacker who trains on the released probabilities y' follows the gradient ``a(y') = -G^T y'`` of the
+cross-entropy, where ``G = d log F(x; w) / dw`` is the (K x D) Jacobian of its model's log-probabilities. MAD
+releases, within a ball ``||y' - y|| <= epsilon`` on the simplex, the y' whose gradient points as far as possible
+from the gradient of the clean answer y:
+
+    max_{y'}  || G^T y' / ||G^T y'||  -  G^T y / ||G^T y|| ||^2      (= 2 - 2 cos(G^T y, G^T y'))
+
+The defender does not know the attacker's model, so G is computed on a proxy surrogate built in ``setup()``.
+Everything here depends on G only through the K x K Gram matrix ``M = G G^T``: ``<G^T u, G^T v> = u^T M v``.
+With ``gradient="full"`` M is computed from the per-sample Jacobian over all proxy parameters (``torch.func``,
+vmapped over the query batch, in chunks). With ``gradient="last_layer"`` only the final linear layer counts; its
+Jacobian is ``(e_k - p) (x) [h; 1]`` for the proxy's probabilities p and features h, so
+``M_kl = (delta_kl - p_k - p_l + ||p||^2) ||[h; 1]||^2`` and the angle depends on p alone.
+
+The optimisation follows the paper's heuristic: the objective is convex in y', so its maximum over the simplex is
+at a vertex; y' moves from y towards a vertex e_k as far as the epsilon ball (and, for the argmax-preserving variant,
+the top-1 constraint) allows. We evaluate the *feasible* point of every one of the K directions, for the whole
+batch at once, and release the one with the largest angular deviation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from stealbench.defenses import Defense, DefenseSetup
+from stealbench.errors import ConfigError, StealbenchError
+from stealbench.models import build_net
+
+#: the argmax-preserving variant keeps this share of the gap between the top-1 and any other class
+_KEEP_GAP = 0.01
+_TINY = 1e-12
+
+
+def gram_last_layer(p: Tensor) -> Tensor:
+    """Gram matrices (B, K, K) of the last-layer gradients, up to a positive per-row factor, from probabilities p."""
+    sq = (p * p).sum(-1, keepdim=True).unsqueeze(-1)  # (B, 1, 1)
+    eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
+    return eye - p.unsqueeze(-1) - p.unsqueeze(-2) + sq
+
+
+def mad_perturb(y: Tensor, gram: Tensor, epsilon: float, *, norm: str = "l1",
+                argmax_preserving: bool = False) -> Tensor:
+    """The MAD answer for clean probabilities y (B, K) given gradient Gram matrices (B, K, K). Batched, float64.
+
+    Candidate k moves y towards the vertex e_k by the largest step alpha_k in [0, 1] with
+    ``||alpha_k (e_k - y)|| <= epsilon`` (and, when argmax_preserving, the top-1 class kept with a margin);
+    the candidate with the smallest cosine between ``G^T y`` and ``G^T y'`` wins.
+    """
+    y = y.double()
+    gram = gram.double()
+    k = y.shape[-1]
+    eye = torch.eye(k, dtype=y.dtype, device=y.device)
+    # distance of the full step e_k - y
+    if norm == "l1":
+        step_norm = 2.0 * (1.0 - y)  # |1 - y_k| + sum_{j != k} y_j
+    elif norm == "l2":
+        step_norm = ((y * y).sum(-1, keepdim=True) - 2.0 * y + 1.0).clamp_min(0).sqrt()
+    else:
+        raise ConfigError(f"defense.norm must be l1 or l2, got {norm!r}")
+    alpha = torch.where(step_norm > _TINY, epsilon / step_norm.clamp_min(_TINY), torch.zeros_like(y)).clamp(0, 1)
+    if argmax_preserving:
+        top = y.argmax(-1, keepdim=True)
+        gap = (y.gather(-1, top) - y).clamp_min(0) * (1 - _KEEP_GAP)
+        # (1 - a) y_c - ((1 - a) y_k + a) >= _KEEP_GAP (y_c - y_k)  <=>  a <= gap / (1 + gap)
+        bound = gap / (1.0 + gap)
+        is_top = torch.zeros_like(y, dtype=torch.bool).scatter_(-1, top, True)
+        alpha = torch.where(is_top, alpha, torch.minimum(alpha, bound))
+
+    my = torch.einsum("bkl,bl->bk", gram, y)  # M y
+    s = (y * my).sum(-1, keepdim=True)  # y^T M y
+    diag = torch.diagonal(gram, dim1=-2, dim2=-1)  # e_k^T M e_k
+    # y'_k = y + alpha_k (e_k - y):  y^T M y'_k and y'_k^T M y'_k, for all k at once
+    num = s + alpha * (my - s)
+    quad = s + 2 * alpha * (my - s) + alpha.pow(2) * (diag - 2 * my + s)
+    den = (s * quad.clamp_min(0)).sqrt()
+    cos = torch.where(den > _TINY, num / den.clamp_min(_TINY), torch.ones_like(num))
+    cos = torch.where(alpha > 0, cos, torch.ones_like(cos))  # no move, no deviation
+    best = cos.argmin(-1, keepdim=True)
+    a = alpha.gather(-1, best)
+    released = (1 - a) * y + a * eye[best.squeeze(-1)]
+    released = released.clamp_min(0)
+    return released / released.sum(-1, keepdim=True)
+
+
+class MAD(Defense):
+    """MAD prediction poisoning (Orekondy et al. 2020): answers within an epsilon ball that mislead the gradient."""
+
+    def __init__(
+        self,
+        epsilon: float = 0.5,
+        norm: Literal["l1", "l2"] = "l1",
+        argmax_preserving: bool = False,
+        gradient: Literal["full", "last_layer"] = "last_layer",
+        proxy: Literal["random", "trained"] = "random",
+        proxy_arch: str = "cnn",
+        proxy_epochs: int = 5,
+        chunk_size: int = 0,
+    ) -> None:
+        """
+        Args:
+            epsilon: radius of the ball around the clean answer y (L1: in [0, 2]; L2: in [0, sqrt 2]).
+            norm: `l1` (the paper's main setting) or `l2` distance between y and the released y'.
+            argmax_preserving: keep the victim's top-1 class (MAD-argmax: no accuracy loss for benign users).
+            gradient: `full` uses the proxy's per-sample Jacobian over all parameters (the paper); `last_layer`
+                only its final linear layer (closed form, much faster).
+            proxy: the defender's stand-in for the attacker's model: `random` (freshly initialised, as the paper's
+                default surrogate) or `trained` (distilled from the victim's answers on its training data).
+            proxy_arch: architecture of the proxy (`stealbench list architectures`, or a timm name).
+            proxy_epochs: training epochs for a `trained` proxy.
+            chunk_size: queries per Jacobian computation in `full` mode (0: sized to ~256 MB).
+        """
+        super().__init__()
+        if not 0 <= epsilon <= 2:
+            raise ConfigError(f"defense.epsilon must lie in [0, 2], got {epsilon}")
+        if norm not in ("l1", "l2"):
+            raise ConfigError(f"defense.norm must be l1 or l2, got {norm!r}")
+        if gradient not in ("full", "last_layer"):
+            raise ConfigError(f"defense.gradient must be full or last_layer, got {gradient!r}")
+        if proxy not in ("random", "trained"):
+            raise ConfigError(f"defense.proxy must be random or trained, got {proxy!r}")
+        if proxy_epochs < 1:
+            raise ConfigError(f"defense.proxy_epochs must be >= 1, got {proxy_epochs}")
+        self.epsilon = float(epsilon)
+        self.norm = norm
+        self.argmax_preserving = bool(argmax_preserving)
+        self.preserves_argmax = self.argmax_preserving
+        self.gradient = gradient
+        self.proxy = proxy
+        self.proxy_arch = proxy_arch
+        self.proxy_epochs = int(proxy_epochs)
+        self.chunk_size = int(chunk_size)
+        self._proxy: nn.Module | None = None
+
+    def setup(self, context: DefenseSetup) -> None:
+        x = context.train_x
+        dims = [0] + list(range(2, x.dim()))
+        mean = x.mean(dim=dims).tolist()
+        std = x.std(dim=dims).clamp_min(1e-3).tolist()
+        seed = int(torch.randint(2**31 - 1, (1,), generator=context.generator))
+        with torch.random.fork_rng(devices=[]):  # initialise from the run's generator, leave global RNG alone
+            torch.manual_seed(seed)
+            net = build_net(self.proxy_arch, num_classes=context.num_classes, input_shape=context.input_shape,
+                            mean=mean, std=std)
+        if self.proxy == "trained":
+            if context.train_model is None:
+                raise StealbenchError("defense mad: proxy=trained needs DefenseSetup.train_model")
+            victim = context.victim
+            with torch.no_grad():
+                targets = torch.cat([torch.softmax(victim(xb.to(context.device)), -1).cpu()
+                                     for xb in x.split(1024)])
+            net = context.train_model(net, x, targets, self.proxy_epochs)
+        net = net.to(context.device).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self._proxy = net
+
+    def gram(self, x: Tensor) -> Tensor:
+        """Gram matrices (B, K, K) of the proxy's per-sample log-probability gradients for the images x."""
+        if self._proxy is None:
+            raise StealbenchError("defense mad: setup() was not called before the first query")
+        proxy = self._proxy
+        device = next(proxy.parameters()).device
+        x = x.to(device, torch.float32)
+        if self.gradient == "last_layer":
+            with torch.no_grad():
+                return gram_last_layer(torch.softmax(proxy(x), -1).double())
+        from torch.func import functional_call, jacrev, vmap
+
+        params = {name: p.detach() for name, p in proxy.named_parameters()}
+        buffers = {name: b for name, b in proxy.named_buffers()}
+
+        def log_probs(params: dict[str, Tensor], one: Tensor) -> Tensor:
+            return torch.log_softmax(functional_call(proxy, (params, buffers), (one.unsqueeze(0),)), -1).squeeze(0)
+
+        jacobian = vmap(jacrev(log_probs), in_dims=(None, 0))
+        n_params = sum(p.numel() for p in params.values())
+        k = proxy(x[:1]).shape[-1]
+        chunk = self.chunk_size or max(1, (64 * 2**20) // max(1, k * n_params))
+        grams = []
+        for xb in x.split(chunk):
+            jac = jacobian(params, xb)
+            flat = torch.cat([j.flatten(2) for j in jac.values()], dim=2)  # (b, K, D)
+            grams.append((flat @ flat.transpose(1, 2)).double())
+        return torch.cat(grams)
+
+    def forward(self, x: Tensor, probs: Tensor) -> Tensor:
+        if len(probs) == 0:
+            return probs.clone()
+        gram = self.gram(x).to(probs.device)
+        released = mad_perturb(probs, gram, self.epsilon, norm=self.norm, argmax_preserving=self.argmax_preserving)
+        return released.to(probs.dtype)
+
+
+class MADArgmax(MAD):
+    """MAD-argmax (Orekondy et al. 2020): MAD that keeps the victim's top-1 class, so benign accuracy is intact."""
+
+    preserves_argmax = True
+
+    def __init__(
+        self,
+        epsilon: float = 0.5,
+        norm: Literal["l1", "l2"] = "l1",
+        gradient: Literal["full", "last_layer"] = "last_layer",
+        proxy: Literal["random", "trained"] = "random",
+        proxy_arch: str = "cnn",
+        proxy_epochs: int = 5,
+        chunk_size: int = 0,
+    ) -> None:
+        super().__init__(epsilon=epsilon, norm=norm, argmax_preserving=True, gradient=gradient, proxy=proxy,
+                         proxy_arch=proxy_arch, proxy_epochs=proxy_epochs, chunk_size=chunk_size)
