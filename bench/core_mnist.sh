@@ -5,6 +5,7 @@
 # Usage: bash bench/core_mnist.sh [OUTPUT_DIR]
 set -euo pipefail
 out=${1:-runs/core_mnist}
+mkdir -p "$out"
 for defense in none deceptive; do
   for mode in soft hard; do
     start=$(date +%s)

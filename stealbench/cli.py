@@ -19,7 +19,7 @@ COMMANDS = {
 }
 
 USAGE = "usage: stealbench [--version] <command> [options]\n\ncommands:\n" + "".join(
-    f"  {name:<10} {text}\n" for name, text in COMMANDS.items()) + (
+    f"  {name:<12} {text}\n" for name, text in COMMANDS.items()) + (
     "\nexample: stealbench fit --defense deceptive --attack jbda\n"
     "help on one command: stealbench <command> --help\n")
 
