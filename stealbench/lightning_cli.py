@@ -22,6 +22,7 @@ from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
 from .plugins import get_catalog
 from .runner import Experiment, run_experiment
+from .training import PHASE_KEYS
 
 #: option -> (registry kind, base class, default key)
 COMPONENTS: dict[str, tuple[str, type, str]] = {
@@ -131,7 +132,9 @@ class StealbenchCLI(LightningCLI):
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Trainer options (accelerator, devices, precision, ...) are a template: each phase builds its own Trainer.
-        parser.add_class_arguments(Trainer, "trainer", instantiate=False, fail_untyped=False, sub_configs=True)
+        # Keys stealbench sets per phase are left out, so `--trainer.max_epochs` fails loudly instead of being ignored.
+        parser.add_class_arguments(Trainer, "trainer", instantiate=False, fail_untyped=False, sub_configs=True,
+                                   skip=set(PHASE_KEYS))
         for option, (_, base, default) in COMPONENTS.items():
             parser.add_subclass_arguments(base, option, required=False, fail_untyped=False,
                                           help=f"{option}: a registry key (`stealbench list "

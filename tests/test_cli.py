@@ -98,6 +98,7 @@ def test_bad_input_stops_with_one_clear_message(tmp_path, capsys, args, message)
 @pytest.mark.parametrize("args,message", [
     (["--defense.beta", "abc"], "beta"),
     (["--label_mode", "sharp"], "label_mode"),
+    (["--trainer.max_epochs", "5"], "max_epochs"),  # epochs are per phase: --victim.epochs, --attack.*
 ])
 def test_type_errors_name_the_key(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as info:
