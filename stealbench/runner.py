@@ -152,6 +152,8 @@ def _run_phases(exp: Experiment, catalog, splits, to_targets, run_dir: Path, tra
     verb = {"trained": "trained", "cache": "loaded from cache", "checkpoint": "loaded from checkpoint"}[victim.origin]
     console.info(f"victim {verb}" + (f" ({victim.path})" if victim.path else "")
                  + f" in {time.perf_counter() - t0:.1f}s")
+    # Re-seed: the attack must not depend on whether the victim was trained or loaded (same run, same numbers).
+    seed_everything(exp.seed, workers=True, verbose=False)
     victim_net = victim.net.to(device).eval()
     for p in victim_net.parameters():
         p.requires_grad_(False)

@@ -52,21 +52,20 @@ def test_headline_run_writes_a_complete_folder(tmp_path, capsys):
     assert not (run / "error.txt").exists()
 
 
-def test_second_run_reuses_the_cached_victim_and_checkpoint_loads(tmp_path, capsys, monkeypatch):
+def test_second_run_reuses_the_cached_victim_and_repeats_exactly(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STEALBENCH_CACHE_DIR", str(tmp_path / "cache"))
     assert fit(tmp_path, "--name", "first") == 0
     assert "victim trained" in capsys.readouterr().out
-    assert fit(tmp_path, "--name", "second", "--label_mode", "hard") == 0
-    out = capsys.readouterr().out
-    assert "victim loaded from cache" in out
+    assert fit(tmp_path, "--name", "second") == 0
+    assert "victim loaded from cache" in capsys.readouterr().out
     first = json.loads((tmp_path / "runs" / "first" / "results.json").read_text())
     second = json.loads((tmp_path / "runs" / "second" / "results.json").read_text())
-    assert first["metrics"]["victim/acc"] == second["metrics"]["victim/acc"]
-    assert second["identity"]["label_mode"] == "hard"
+    assert first["metrics"] == second["metrics"] and first["curve"] == second["curve"]  # seeded end to end
     cached = first["victim"]["path"]
-    assert fit(tmp_path, "--name", "third", "--victim.checkpoint", cached, "--attack", "random") == 0
+    assert fit(tmp_path, "--name", "third", "--victim.checkpoint", cached, "--attack", "random",
+               "--label_mode", "hard") == 0
     third = json.loads((tmp_path / "runs" / "third" / "results.json").read_text())
-    assert third["victim"]["origin"] == "checkpoint"
+    assert third["victim"]["origin"] == "checkpoint" and third["identity"]["label_mode"] == "hard"
     assert third["metrics"]["victim/acc"] == first["metrics"]["victim/acc"]
     assert fit(tmp_path, "--name", "third") == 2  # a completed folder is never overwritten
     assert "already holds a completed run" in capsys.readouterr().err
