@@ -11,7 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 # Keys of --trainer that stealbench sets per phase; the user's values for these are replaced.
 PHASE_KEYS = ("max_epochs", "min_epochs", "max_steps", "logger", "enable_checkpointing", "enable_progress_bar",
@@ -69,13 +69,32 @@ class TrainSettings:
     logger: Any = None  # shared across phases, or None
 
 
+class ShuffledBatches(Sampler[Tensor]):
+    """A new random permutation each epoch, yielded as index tensors of `batch_size` (the last may be short)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).split(self.batch_size))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+
+def make_loader(x: Tensor, targets: Tensor, *, batch_size: int, seed: int) -> DataLoader:
+    """Shuffled mini-batches of in-memory tensors, each gathered with one indexing op (no per-sample calls)."""
+    # batch_size=None: the sampler yields whole index tensors and TensorDataset indexes every tensor with them
+    return DataLoader(TensorDataset(x, targets), sampler=ShuffledBatches(len(x), batch_size, seed), batch_size=None,
+                      num_workers=0)
+
+
 def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: TrainSettings, *, seed: int,
         log_name: str = "train") -> nn.Module:
     """Train `net` on (x, targets) for `epochs` with a fresh Trainer; returns the trained net in eval mode."""
     quiet_lightning()
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(TensorDataset(x, targets), batch_size=settings.batch_size, shuffle=True,
-                        generator=generator, num_workers=0)
+    loader = make_loader(x, targets, batch_size=settings.batch_size, seed=seed)
     module = Classifier(net, lr=settings.lr, weight_decay=settings.weight_decay, log_name=log_name)
     trainer_kwargs = {k: v for k, v in settings.trainer.items() if k not in PHASE_KEYS}
     logger = settings.logger
