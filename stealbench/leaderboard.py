@@ -259,7 +259,8 @@ class Stat:
         if not self.values:
             return "n/a"
         spec = f"{'+' if signed else ''}.{digits}f"
-        text = format(self.mean, spec)
+        mean = self.mean if abs(self.mean) >= 0.5 * 10 ** -digits else 0.0  # no "-0.0000" from rounding noise
+        text = format(mean, spec)
         return text + (f" ± {self.std:.{digits}f}" if self.std is not None else "")
 
 
