@@ -9,7 +9,9 @@ PY="${PYTHON:-python}"
 export WANDB_MODE=disabled WANDB_ERROR_REPORTING=false WANDB_SILENT=true
 
 installed=()
+work="$(mktemp -d)"
 cleanup() {
+    rm -rf "$work"
     if [ "${STEALBENCH_KEEP_PLUGINS:-0}" != "1" ] && [ ${#installed[@]} -gt 0 ]; then
         "$PY" -m pip uninstall --quiet --yes "${installed[@]}" || true
     fi
@@ -28,6 +30,15 @@ for dir in plugins/*/; do
     echo "== $dist: pytest"
     if ! (cd "$dir" && "$PY" -m pytest -q -p no:cacheprovider); then
         failed+=("$dist")
+    fi
+    # end to end, exactly as a user would run it: the entry-point name is also the defense key
+    key="$("$PY" -c 'import sys, tomllib; print(next(iter(tomllib.load(open(sys.argv[1], "rb"))["project"]["entry-points"]["stealbench"])))' "$dir/pyproject.toml")"
+    echo "== $dist: stealbench fit --defense $key --attack jbda (smoke run)"
+    if ! (cd "$work" && STEALBENCH_CACHE_DIR="$work/cache" stealbench fit --defense "$key" --attack jbda \
+            --victim.epochs 2 --attack.rounds 2 --attack.epochs_per_round 1 --budget 200 \
+            --wandb.mode disabled --progress_bar false --output_dir "$work/runs" > "$work/$key.log" 2>&1); then
+        tail -20 "$work/$key.log" >&2
+        failed+=("$dist (fit)")
     fi
     rm -rf "$dir/build" "$dir"/src/*.egg-info
 done
