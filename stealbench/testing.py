@@ -40,7 +40,9 @@ __all__ = [
     "DEFENSE_RULES",
     "ConformanceError",
     "TinyWorld",
+    "check_architecture",
     "check_attack",
+    "check_dataset",
     "check_defense",
     "check_plugin",
     "make_attack_context",
@@ -524,8 +526,43 @@ def check_architecture(target: Any, *, num_classes: int = 10, input_shape: tuple
         raise ConformanceError(who, [("logits", f"{type(exc).__name__}: {exc}")]) from exc
 
 
+def check_dataset(target: Any, *, kwargs: dict[str, Any] | None = None) -> None:
+    """A data set loads float32 images in [0, 1] shaped like ``input_shape``, labels in range, non-empty splits."""
+    from .data.base import ImageDataset
+
+    factory, who = _resolve("datasets", target, ImageDataset)
+    failures: list[tuple[str, str]] = []
+    try:
+        data = _construct(factory, ImageDataset, dict(kwargs or {}))
+        c = data.input_shape[0]
+        if len(data.mean) != c or len(data.std) != c:
+            failures.append(("dataset-format", f"mean/std have {len(data.mean)}/{len(data.std)} entries for {c} "
+                                               "channels"))
+        splits = data.splits()
+    except Exception as exc:
+        raise ConformanceError(who, [("dataset-load", f"{type(exc).__name__}: {exc}")]) from exc
+    for part in ("victim", "pool", "eval"):
+        x, y = getattr(splits, f"{part}_x"), getattr(splits, f"{part}_y")
+        if len(y) == 0 or len(x) != len(y):
+            failures.append(("dataset-splits", f"the {part} split has {len(x)} images and {len(y)} labels"))
+            continue
+        if x.dtype != torch.float32 or tuple(x.shape[1:]) != tuple(data.input_shape):
+            failures.append(("dataset-format", f"{part} images are {x.dtype} {tuple(x.shape)}, expected float32 "
+                                               f"(N, {', '.join(map(str, data.input_shape))})"))
+        elif x.min() < 0 or x.max() > 1:
+            failures.append(("dataset-format", f"{part} images lie in [{x.min().item():.3g}, {x.max().item():.3g}], "
+                                               "expected pixel space [0, 1]"))
+        if y.dtype != torch.int64 or y.min() < 0 or y.max() >= data.num_classes:
+            failures.append(("dataset-format", f"{part} labels must be int64 in [0, {data.num_classes})"))
+    if failures:
+        raise ConformanceError(who, _dedupe(failures))
+
+
 def check_plugin(name: str, **options: Any) -> list[str]:
-    """Run the checks on every defense, attack and architecture the plugin `name` registered; returns the keys."""
+    """Run the checks on every defense, attack, architecture and data set the plugin `name` registered.
+
+    Returns the keys checked. ``options`` (e.g. ``budget=``, ``world=``) go to the checks that accept them.
+    """
     from .plugins import get_catalog
 
     catalog = get_catalog()
@@ -535,7 +572,8 @@ def check_plugin(name: str, **options: Any) -> list[str]:
     checked = []
     errors: list[ConformanceError] = []
     for kind, keys in plugins[name].registered.items():
-        check = {"defenses": check_defense, "attacks": check_attack, "architectures": check_architecture}.get(kind)
+        check = {"defenses": check_defense, "attacks": check_attack, "architectures": check_architecture,
+                 "datasets": check_dataset}.get(kind)
         for key in keys if check else []:
             try:
                 check(key, **{k: v for k, v in options.items() if k in inspect.signature(check).parameters})

@@ -214,3 +214,24 @@ def test_a_broken_plugin_fails_naming_plugin_and_rule(stealbench_distribution):
     message = str(err.value)
     assert message.startswith("plugin broken (stealbench-broken 0.0.1) breaks")
     assert "[argmax] defense 'leaky'" in message and "[oracle-only] attack 'peek'" in message
+
+
+def test_builtin_digits_conforms():
+    assert check_plugin("stealbench.data.digits") == ["digits"]
+
+
+def test_a_dataset_in_bytes_fails_the_format_rule():
+    from stealbench.data import ImageDataset
+    from stealbench.testing import check_dataset
+
+    class Bytes(ImageDataset):
+        num_classes, input_shape, mean, std = 2, (1, 4, 4), (0.5,), (0.5,)
+
+        def load(self):
+            x = torch.randint(256, (40, 1, 4, 4)).float()
+            y = torch.arange(40) % 2
+            return x[:20], y[:20], x[20:], y[20:]
+
+    with pytest.raises(ConformanceError) as err:
+        check_dataset(Bytes)
+    assert set(err.value.rules) == {"dataset-format"} and "pixel space [0, 1]" in str(err.value)
