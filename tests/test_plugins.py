@@ -30,6 +30,13 @@ GOOD = '''
 '''
 
 
+@pytest.fixture(autouse=True)
+def _no_plugin_switches(monkeypatch):
+    """The developer's own switches must not leak into these tests."""
+    for var in ("STEALBENCH_PLUGINS", "STEALBENCH_BLOCK_PLUGINS", "STEALBENCH_TRACE_HOOKS"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture
 def good(stealbench_distribution):
     stealbench_distribution("stealbench-good", {"sbt_good": GOOD}, entry_points={"good": "sbt_good"},
