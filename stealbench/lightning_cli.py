@@ -20,15 +20,18 @@ from .config import SurrogateConfig, VictimConfig, WandbConfig
 from .data.base import ImageDataset
 from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
+from .label_modes import LABEL_MODES, LabelOptions
 from .plugins import get_catalog
 from .runner import Experiment, run_experiment
 from .training import PHASE_KEYS
 
-#: option -> (registry kind, base class, default key)
-COMPONENTS: dict[str, tuple[str, type, str]] = {
+#: option -> (registry kind, base class, default key; None: the option is unset unless given)
+COMPONENTS: dict[str, tuple[str, type, str | None]] = {
     "data": ("datasets", ImageDataset, "digits"),
     "defense": ("defenses", Defense, "none"),
     "attack": ("attacks", Attack, "jbda"),
+    # the attacker pool from another data set (pools.py), e.g. `--pool_data fashion-mnist --pool_data.root ...`
+    "pool_data": ("datasets", ImageDataset, None),
 }
 
 
@@ -139,13 +142,15 @@ class StealbenchCLI(LightningCLI):
             parser.add_subclass_arguments(base, option, required=False, fail_untyped=False,
                                           help=f"{option}: a registry key (`stealbench list "
                                                f"{COMPONENTS[option][0]}`) or a class path")
-            parser.set_defaults({option: {"class_path": resolve_component(option, default)}})
+            if default is not None:
+                parser.set_defaults({option: {"class_path": resolve_component(option, default)}})
         parser.add_class_arguments(VictimConfig, "victim")
         parser.add_class_arguments(SurrogateConfig, "surrogate")
         parser.add_class_arguments(WandbConfig, "wandb")
         parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries")
-        parser.add_argument("--label_mode", type=str, default="soft", choices=["soft", "hard"],
-                            help="train the surrogate on released probabilities (soft) or their argmax (hard)")
+        parser.add_argument("--label_mode", type=str, default="soft", choices=list(LABEL_MODES),
+                            help="; ".join(f"{k}: {v}" for k, v in LABEL_MODES.items()))
+        parser.add_class_arguments(LabelOptions, "label_options")
         parser.add_argument("--output_dir", type=str, default="runs", help="parent folder of run folders")
         parser.add_argument("--name", type=str | None, default=None, help="run folder name (default: derived)")
         parser.add_argument("--progress_bar", type=bool | None, default=None,
@@ -174,13 +179,14 @@ class StealbenchCLI(LightningCLI):
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
         dump = self.parser.dump(cfg, skip_unset=False)
-        keys = {option: _key_of(option, cfg[option]["class_path"]) for option in COMPONENTS}
+        keys = {option: _key_of(option, cfg[option]["class_path"]) for option in COMPONENTS if cfg.get(option)}
         progress = cfg.progress_bar if cfg.progress_bar is not None else sys.stdout.isatty()
         return Experiment(
             data=init.data, defense=init.defense, attack=init.attack, keys=keys, budget=cfg.budget,
             label_mode=cfg.label_mode, seed=cfg.seed, victim=init.victim, surrogate=init.surrogate,
             wandb=init.wandb, trainer=dict(cfg.trainer.clone().as_dict()), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
+            label_options=init.label_options, pool_data=init.get("pool_data"),
         )
 
 

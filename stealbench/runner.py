@@ -26,6 +26,7 @@ from .config import SurrogateConfig, VictimConfig, WandbConfig
 from .data.base import ImageDataset
 from .defenses.base import Defense, DefenseSetup
 from .errors import ConfigError, StealbenchError
+from .label_modes import LabelOptions, make_label_mode
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .oracle import Oracle, check_probabilities
@@ -56,23 +57,27 @@ class Experiment:
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, as written to config.yaml
     config_yaml: str = ""
     progress_bar: bool = False
+    #: options of the defense-aware label modes (invert, smooth)
+    label_options: LabelOptions = field(default_factory=LabelOptions)
+    #: attacker pool from another data set (None: the victim data set's own pool split); see pools.py
+    pool_data: ImageDataset | None = None
 
     def identity(self) -> dict[str, Any]:
-        return {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
-                "victim_arch": self.victim.arch, "surrogate_arch": self.surrogate.arch, "budget": self.budget,
-                "seed": self.seed, "label_mode": self.label_mode}
+        ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
+                 "victim_arch": self.victim.arch, "surrogate_arch": self.surrogate.arch, "budget": self.budget,
+                 "seed": self.seed, "label_mode": self.label_mode}
+        if self.pool_data is not None:
+            ident["pool_data"] = self.keys.get("pool_data", type(self.pool_data).__name__.lower())
+        return ident
 
     def default_name(self) -> str:
         i = self.identity()
         return f"{i['data']}_{i['defense']}_{i['attack']}_{i['label_mode']}_b{i['budget']}_s{i['seed']}"
 
 
-def to_targets_fn(label_mode: str, num_classes: int):
-    if label_mode == "soft":
-        return lambda probs: probs.detach().float()
-    if label_mode == "hard":
-        return lambda probs: torch.nn.functional.one_hot(probs.argmax(-1), num_classes).float()
-    raise ConfigError(f"label_mode must be one of soft, hard; got {label_mode!r}")
+def to_targets_fn(label_mode: str, num_classes: int, options: LabelOptions | None = None):
+    """The label mode (a callable answers -> targets, with `wrap_oracle`); see label_modes.py."""
+    return make_label_mode(label_mode, num_classes, options)
 
 
 def _accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
@@ -84,12 +89,20 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     started = time.perf_counter()
     catalog = get_catalog()
     data = exp.data
-    to_targets = to_targets_fn(exp.label_mode, data.num_classes)
+    to_targets = to_targets_fn(exp.label_mode, data.num_classes, exp.label_options)
     if exp.budget < 1:
         raise ConfigError(f"budget must be a positive number of queries, got {exp.budget}")
 
     splits = data.splits()
-    exp.attack.validate(budget=exp.budget, num_classes=data.num_classes, pool_size=len(splits.pool_y))
+    if exp.pool_data is not None:  # the attacker's pool from another data set (never the evaluation images)
+        from dataclasses import replace
+
+        from .pools import load_pool
+
+        pool_x, pool_y = load_pool(exp.pool_data, data, splits.eval_x)
+        splits = replace(splits, pool_x=pool_x, pool_y=pool_y)
+    exp.attack.validate(budget=to_targets.effective_budget(exp.budget), num_classes=data.num_classes,
+                        pool_size=len(splits.pool_y))
     for role, arch in (("victim", exp.victim.arch), ("surrogate", exp.surrogate.arch)):
         try:
             catalog.architectures.get(arch)
@@ -170,7 +183,7 @@ def _run_phases(exp: Experiment, catalog, splits, to_targets, run_dir: Path, tra
     exp.defense.setup(DefenseSetup(
         victim=victim_net, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
         input_shape=data.input_shape, device=device, generator=generator, train_model=train_model,
-        load_dataset=lambda key: _load_other(catalog, key),
+        load_dataset=lambda key, **options: _load_other(catalog, key, **options),
     ))
 
     # Utility for benign users, on the evaluation set, with a copy of the defense (query history stays clean).
@@ -202,7 +215,7 @@ def _run_phases(exp: Experiment, catalog, splits, to_targets, run_dir: Path, tra
         tracker.log_point({k: v for k, v in point.items() if k != "retrained_from_scratch"})
 
     ctx = AttackContext(
-        oracle=oracle, pool_x=splits.pool_x, pool_y=splits.pool_y, num_classes=data.num_classes,
+        oracle=to_targets.wrap_oracle(oracle), pool_x=splits.pool_x, pool_y=splits.pool_y, num_classes=data.num_classes,
         input_shape=data.input_shape, generator=generator, device=device,
         new_surrogate=lambda: make_net(exp.surrogate.arch),
         train=lambda model, x, targets, epochs: train_model(model, x, targets, epochs, "surrogate"),
@@ -216,7 +229,7 @@ def _run_phases(exp: Experiment, catalog, splits, to_targets, run_dir: Path, tra
     final = curve[-1]
     metrics.update({"surrogate/acc": final["surrogate/acc"], "surrogate/fidelity": final["surrogate/fidelity"],
                     "queries": oracle.used})
-    extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()}}
+    extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()}, **to_targets.report()}
     elapsed = time.perf_counter() - started
     results = {
         "schema": SCHEMA_VERSION,
@@ -263,8 +276,12 @@ def _defend(defense: Defense, x: torch.Tensor, clean: torch.Tensor, device: torc
     return torch.cat(parts)
 
 
-def _load_other(catalog, key: str):
-    other = catalog.datasets.get(key)()
+def _load_other(catalog, key: str, **options):
+    """Another registered data set's training part; `options` go to its constructor (e.g. root=...)."""
+    try:
+        other = catalog.datasets.get(key)(**options)
+    except TypeError as exc:
+        raise ConfigError(f"data set {key!r} does not take options {sorted(options)}: {exc}") from exc
     s = other.splits()
     return s.victim_x, s.victim_y
 

@@ -113,6 +113,14 @@ class JBDA(Attack):
             sign = -sign
         return sign * self.lam
 
+    def new_per_source(self, num_classes: int) -> int:
+        """New points each augmented point yields (variants that spawn several override this)."""
+        return 1
+
+    def augment(self, model: nn.Module, x: Tensor, labels: Tensor, round_idx: int, ctx: AttackContext) -> Tensor:
+        """New points from `x` (labelled `labels` by the oracle) after round `round_idx`; variants override this."""
+        return jacobian_step(model, x, labels, self.step_size(round_idx), grad_of=self.grad_of)
+
     def seed_indices(self, ctx: AttackContext) -> Tensor:
         if self.seed_source == "balanced":
             idx = class_balanced_indices(ctx.pool_y, self.seed_per_class, ctx.num_classes, ctx.generator)
@@ -138,9 +146,11 @@ class JBDA(Attack):
             source = torch.arange(len(x))
             if self.reservoir_size is not None and round_idx >= self.reservoir_start:
                 source = torch.randperm(len(x), generator=ctx.generator)[: self.reservoir_size]
-            if len(source) > ctx.oracle.remaining:  # last round: a random subset that fits the budget exactly
-                source = source[torch.randperm(len(source), generator=ctx.generator)[: ctx.oracle.remaining]]
-            new_x = jacobian_step(model, x[source], labels[source], self.step_size(round_idx), grad_of=self.grad_of)
+            per_source = self.new_per_source(ctx.num_classes)
+            if len(source) * per_source > ctx.oracle.remaining:  # last round: a random subset that fits exactly
+                keep = -(-ctx.oracle.remaining // per_source)
+                source = source[torch.randperm(len(source), generator=ctx.generator)[:keep]]
+            new_x = self.augment(model, x[source], labels[source], round_idx, ctx)[: ctx.oracle.remaining]
             new_answers = ctx.oracle.query(new_x)
             x = torch.cat([x, new_x])  # a new tensor: the originals are kept, never overwritten
             labels = torch.cat([labels, new_answers.argmax(-1)])

@@ -1,0 +1,108 @@
+"""Issue 4 benchmark: each attack of the catalogue against none, deceptive and misinformation on MNIST.
+
+Runs `stealbench fit` once per (attack, defense) cell, reuses finished cells (their results.json) when rerun,
+and prints a markdown table of surrogate accuracy (plus the victim's defended accuracy, i.e. benign utility).
+
+    python bench/catalog_table.py --root ../shared/data --budget 1000 --out bench/out/catalog
+
+Settings are deliberately modest (CPU): victim 2 epochs, LeNet-5 victim and surrogate, 5 surrogate epochs per
+training round, misinformation models trained 1 epoch on 5,000 images. Defaults of the components are not tuned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ATTACKS: dict[str, list[str]] = {
+    "jbda": ["--attack", "jbda", "--attack.rounds", "5", "--attack.epochs_per_round", "5"],
+    "jbda-topk (k=3)": ["--attack", "jbda-topk", "--attack.k", "3", "--attack.rounds", "3",
+                        "--attack.epochs_per_round", "5"],
+    "t-rnd": ["--attack", "t-rnd", "--attack.rounds", "5", "--attack.epochs_per_round", "5"],
+    "random (natural)": ["--attack", "random", "--attack.num_checkpoints", "3", "--attack.epochs", "5"],
+    "knockoff adaptive": ["--attack", "knockoff", "--attack.policy", "adaptive", "--attack.num_checkpoints", "3",
+                          "--attack.epochs", "5"],
+    "activethief k-center": ["--attack", "activethief", "--attack.strategy", "kcenter", "--attack.rounds", "3",
+                             "--attack.epochs", "5"],
+    "activethief unc+k-center": ["--attack", "activethief", "--attack.strategy", "uncertainty-kcenter",
+                                 "--attack.rounds", "3", "--attack.epochs", "5"],
+}
+DEFENSES: dict[str, list[str]] = {
+    "none": ["--defense", "none"],
+    "deceptive": ["--defense", "deceptive", "--defense.beta", "1.0", "--defense.gamma", "0.1"],
+    "misinformation": ["--defense", "misinformation", "--defense.epochs", "1", "--defense.train_size", "5000"],
+}
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="../shared/data")
+    parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench/out/catalog")
+    parser.add_argument("--attacks", nargs="*", default=list(ATTACKS))
+    parser.add_argument("--defenses", nargs="*", default=list(DEFENSES))
+    parser.add_argument("--table", default=None, help="also write the markdown table to this file")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--data", "mnist", "--data.root", args.root, "--victim.arch", "lenet5", "--victim.epochs", "2",
+              "--surrogate.arch", "lenet5", "--budget", str(args.budget), "--seed", str(args.seed),
+              "--progress_bar", "false", "--wandb.mode", "disabled", "--output_dir", str(out)]
+    cells: dict[tuple[str, str], dict] = {}
+    for attack in args.attacks:
+        for defense in args.defenses:
+            name = f"{slug(attack)}__{defense}"
+            result_file = out / name / "results.json"
+            if not result_file.exists():
+                cmd = [sys.executable, "-m", "stealbench", "fit", *ATTACKS[attack], *DEFENSES[defense], *common,
+                       "--name", name]
+                started = time.time()
+                proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+                print(f"[{time.time() - started:6.0f}s] {attack} vs {defense}: rc {proc.returncode}", flush=True)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    continue
+            cells[(attack, defense)] = json.loads(result_file.read_text())
+            print_table(args, cells)
+    table = print_table(args, cells)
+    if args.table:
+        Path(args.table).write_text(table)
+    return 0
+
+
+def print_table(args, cells) -> str:
+    lines = [f"MNIST, budget {args.budget} queries, seed {args.seed}: surrogate test accuracy "
+             "(fidelity to the undefended victim in parentheses)", "",
+             "| attack | " + " | ".join(args.defenses) + " |",
+             "| --- | " + " | ".join("---" for _ in args.defenses) + " |"]
+    for attack in args.attacks:
+        row = []
+        for defense in args.defenses:
+            r = cells.get((attack, defense))
+            row.append("-" if r is None else
+                       f"{r['metrics']['surrogate/acc']:.3f} ({r['metrics']['surrogate/fidelity']:.3f}), "
+                       f"{r['metrics']['queries']} q")
+        lines.append(f"| {attack} | " + " | ".join(row) + " |")
+    victim = []
+    for defense in args.defenses:
+        r = next((c for (a, d), c in cells.items() if d == defense), None)
+        victim.append("-" if r is None else f"{r['metrics']['victim/acc_defended']:.3f} "
+                      f"(undefended {r['metrics']['victim/acc']:.3f})")
+    lines.append("| *victim, benign accuracy* | " + " | ".join(victim) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

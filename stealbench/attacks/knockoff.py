@@ -1,0 +1,230 @@
+"""Knockoff Nets (Orekondy, Schiele & Fritz, CVPR 2019): query natural images from the attacker's pool.
+
+`policy: random` samples pool images uniformly; `policy: adaptive` learns which pool classes to sample with a
+gradient-bandit policy over the pool's classes (its own labels: with `--pool_data` those of the other data set),
+rewarded by the answers' certainty (top-1 minus top-2), diversity (mass above the recent mean answer) and the
+surrogate's loss on them. Queries go in batches of `batch_size`; the policy is updated once per batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .. import hookimpl
+from ..errors import ConfigError
+from .base import Attack, AttackContext
+
+REWARDS = ("certainty", "diversity", "loss")
+_PROB_FLOOR = 1e-8  # the loss reward's log never sees 0
+_H_LIMIT = 50.0  # preferences stay in [-50, 50]: softmax never overflows
+
+
+def certainty_reward(answers: Tensor) -> Tensor:
+    """Top-1 minus top-2 probability of each answer, in [0, 1]."""
+    if answers.shape[1] < 2:
+        return answers[:, 0].clone()
+    top2 = answers.topk(2, dim=1).values
+    return (top2[:, 0] - top2[:, 1]).clamp(0, 1)
+
+
+def diversity_reward(answers: Tensor, recent_mean: Tensor | None) -> Tensor:
+    """Sum over classes of max(0, y_k - mean of recent answers_k), in [0, 1] (0 before any history)."""
+    if recent_mean is None:
+        return torch.zeros(len(answers), dtype=answers.dtype)
+    return (answers - recent_mean).clamp_min(0).sum(1).clamp(0, 1)
+
+
+def loss_reward(answers: Tensor, surrogate_probs: Tensor) -> Tensor:
+    """Cross-entropy of the surrogate against the answers, divided by log K (finite: probabilities floored)."""
+    k = answers.shape[1]
+    ce = -(answers * surrogate_probs.clamp_min(_PROB_FLOOR).log()).sum(1)
+    return (ce / math.log(max(k, 2))).clamp(0, -math.log(_PROB_FLOOR))
+
+
+class GradientBandit:
+    """Softmax preferences H over arms, updated with a running-mean baseline (Sutton & Barto, 2.8), batched."""
+
+    def __init__(self, num_arms: int, step: float) -> None:
+        self.h = torch.zeros(num_arms, dtype=torch.float64)
+        self.step = step
+        self.baseline = 0.0
+        self.count = 0
+
+    def probs(self, available: Tensor) -> Tensor:
+        logits = self.h.masked_fill(~available, float("-inf"))
+        return torch.softmax(logits, 0)
+
+    def update(self, arms: Tensor, rewards: Tensor, available: Tensor) -> None:
+        rewards = torch.nan_to_num(rewards.double(), nan=0.0, posinf=0.0, neginf=0.0)
+        pi = self.probs(available)
+        advantage = rewards - self.baseline  # (n,)
+        onehot = torch.nn.functional.one_hot(arms, len(self.h)).double()
+        grad = (advantage[:, None] * (onehot - pi[None, :])).mean(0)
+        self.h = (self.h + self.step * grad.masked_fill(~available, 0.0)).clamp(-_H_LIMIT, _H_LIMIT)
+        n = len(rewards)
+        self.count += n
+        self.baseline += (rewards.sum().item() - n * self.baseline) / self.count
+
+
+class Knockoff(Attack):
+    """Knockoff Nets (Orekondy et al. 2019): pool images, random or by a gradient-bandit policy over pool classes."""
+
+    def __init__(self, policy: Literal["random", "adaptive"] = "random", checkpoints: list[int] | None = None,
+                 num_checkpoints: int = 5, epochs: int = 10, retrain_from_scratch: bool = True,
+                 batch_size: int = 50, bandit_step: float = 0.1,
+                 rewards: list[str] = ["certainty", "diversity", "loss"],  # noqa: B006 (JSON-friendly default)
+                 diversity_window: int = 10) -> None:
+        """
+        Args:
+            policy: `random` (uniform over the pool) or `adaptive` (gradient bandit over pool classes).
+            checkpoints: query counts at which the surrogate is trained and evaluated (default: a doubling
+                sequence ending at the budget, `num_checkpoints` long).
+            num_checkpoints: length of the default doubling sequence.
+            epochs: surrogate training epochs at each checkpoint.
+            retrain_from_scratch: re-initialise the surrogate at each checkpoint (else fine-tune it).
+            batch_size: adaptive: queries per policy step.
+            bandit_step: adaptive: the gradient bandit's step size alpha.
+            rewards: adaptive: which rewards to add up (certainty, diversity, loss).
+            diversity_window: adaptive: the diversity reward compares with the mean of this many recent batches.
+        """
+        checks = [
+            (policy in ("random", "adaptive"), f"attack.policy must be one of random, adaptive; got {policy!r}"),
+            (epochs >= 1, f"attack.epochs must be >= 1, got {epochs}"),
+            (num_checkpoints >= 1, f"attack.num_checkpoints must be >= 1, got {num_checkpoints}"),
+            (batch_size >= 1, f"attack.batch_size must be >= 1, got {batch_size}"),
+            (bandit_step > 0 and math.isfinite(bandit_step), f"attack.bandit_step must be > 0, got {bandit_step}"),
+            (bool(rewards) and all(r in REWARDS for r in rewards),
+             f"attack.rewards must be a non-empty list drawn from {', '.join(REWARDS)}; got {rewards!r}"),
+            (diversity_window >= 1, f"attack.diversity_window must be >= 1, got {diversity_window}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        self.policy = policy
+        self.checkpoints = list(checkpoints) if checkpoints else None
+        self.num_checkpoints = num_checkpoints
+        self.epochs = epochs
+        self.retrain_from_scratch = retrain_from_scratch
+        self.batch_size = batch_size
+        self.bandit_step = bandit_step
+        self.rewards = list(rewards)
+        self.diversity_window = diversity_window
+        self._reward_log: list[dict[str, float]] = []  # per policy step: mean of each reward (for tests/reports)
+        self._policy: Tensor | None = None
+
+    def schedule(self, budget: int) -> list[int]:
+        if self.checkpoints:
+            return sorted(set(self.checkpoints))
+        return sorted({max(1, budget >> k) for k in range(self.num_checkpoints)})
+
+    def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
+        if budget > pool_size:
+            raise ConfigError(f"budget {budget} exceeds the attacker pool ({pool_size} images); knockoff queries each "
+                              "pool image at most once. Lower --budget or use a larger pool (--pool_data).")
+        bad = [c for c in self.schedule(budget) if c < 1 or c > budget]
+        if bad:
+            raise ConfigError(f"attack.checkpoints {bad} lie outside [1, budget={budget}]")
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        order = torch.randperm(len(ctx.pool_x), generator=ctx.generator)
+        model = ctx.new_surrogate()
+        chooser = self._random_chooser(order) if self.policy == "random" else self._adaptive_chooser(ctx, order)
+        xs: list[Tensor] = []
+        targets: list[Tensor] = []
+        self._model = model
+        for round_idx, point in enumerate(self.schedule(ctx.oracle.budget), start=1):
+            while ctx.oracle.used < point and ctx.oracle.remaining > 0:
+                n = min(point - ctx.oracle.used, ctx.oracle.remaining,
+                        self.batch_size if self.policy == "adaptive" else point)
+                idx = chooser(n)
+                if len(idx) == 0:
+                    break
+                x_new = ctx.pool_x[idx]
+                answers = ctx.oracle.query(x_new)
+                xs.append(x_new)
+                targets.append(ctx.to_targets(answers))
+                if self.policy == "adaptive":
+                    self._feedback(ctx, x_new, answers)
+            if self.retrain_from_scratch:
+                model = ctx.new_surrogate()
+            model = ctx.train(model, torch.cat(xs), torch.cat(targets), self.epochs)
+            self._model = model
+            ctx.checkpoint(model, round_idx, self.retrain_from_scratch)
+        if self.policy == "adaptive" and self._policy is not None:
+            top = self._policy.topk(min(5, len(self._policy)))
+            ctx.log("knockoff adaptive policy, top pool classes: "
+                    + ", ".join(f"{int(c)}: {p:.2f}" for p, c in zip(top.values.tolist(), top.indices.tolist())))
+        return model
+
+    # -- random ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _random_chooser(order: Tensor):
+        state = {"next": 0}
+
+        def choose(n: int) -> Tensor:
+            idx = order[state["next"]:state["next"] + n]
+            state["next"] += len(idx)
+            return idx
+
+        return choose
+
+    # -- adaptive -------------------------------------------------------------------------------------------------
+    def _adaptive_chooser(self, ctx: AttackContext, order: Tensor):
+        classes = ctx.pool_y[order]
+        num_arms = int(classes.max()) + 1 if len(classes) else 1
+        # per arm, its unqueried pool images in random order (one sort, no per-image loop)
+        by_arm = torch.argsort(classes, stable=True)
+        counts = torch.bincount(classes, minlength=num_arms)
+        starts = torch.cumsum(counts, 0) - counts
+        taken = torch.zeros(num_arms, dtype=torch.long)
+        self._bandit = GradientBandit(num_arms, self.bandit_step)
+        self._recent: list[Tensor] = []
+
+        def choose(n: int) -> Tensor:
+            available = taken < counts
+            if not available.any():
+                return torch.empty(0, dtype=torch.long)
+            pi = self._bandit.probs(available)
+            self._policy = pi
+            arms = torch.multinomial(pi.float(), n, replacement=True, generator=ctx.generator)
+            want = torch.bincount(arms, minlength=num_arms)
+            got = torch.minimum(want, counts - taken)
+            picked, picked_arms = [], []
+            for arm in torch.nonzero(got).flatten().tolist():  # a loop over classes, not images
+                lo = int(starts[arm] + taken[arm])
+                picked.append(order[by_arm[lo:lo + int(got[arm])]])
+                picked_arms.append(torch.full((int(got[arm]),), arm, dtype=torch.long))
+                taken[arm] += got[arm]
+            self._arms = torch.cat(picked_arms)
+            self._available = available
+            return torch.cat(picked)
+
+        return choose
+
+    def _feedback(self, ctx: AttackContext, x: Tensor, answers: Tensor) -> None:
+        answers = answers.detach().double().cpu()
+        parts: dict[str, Tensor] = {}
+        if "certainty" in self.rewards:
+            parts["certainty"] = certainty_reward(answers)
+        if "diversity" in self.rewards:
+            mean = torch.cat(self._recent).mean(0) if self._recent else None
+            parts["diversity"] = diversity_reward(answers, mean)
+        if "loss" in self.rewards:
+            device = next(self._model.parameters()).device
+            with torch.no_grad():
+                self._model.eval()
+                probs = torch.softmax(self._model(x.to(device)).double(), -1).cpu()
+            parts["loss"] = loss_reward(answers, probs)
+        self._recent = (self._recent + [answers])[-self.diversity_window:]
+        reward = torch.stack(list(parts.values())).sum(0)
+        self._bandit.update(self._arms, reward, self._available)
+        self._reward_log.append({k: float(v.mean()) for k, v in {**parts, "total": reward}.items()})
+
+
+@hookimpl
+def register_attacks(register):
+    register("knockoff", Knockoff)

@@ -1,0 +1,505 @@
+"""Label modes: how an attacker turns the oracle's answers into training targets.
+
+- ``soft``: the released probabilities as they are.
+- ``hard``: one-hot argmax of them.
+- ``invert``: the attacker knows the defense is the reverse sigmoid (``deceptive``) and inverts it, with known
+  ``beta``/``gamma`` (``--label_options.beta``/``.gamma``) or with parameters estimated from its own answers.
+- ``smooth``: against randomised defenses, every image is queried ``samples`` times and the answers averaged
+  (every answer counts as a query: the attack sees a budget ``samples`` times smaller).
+
+A label mode has two parts: :meth:`LabelMode.wrap_oracle` (what the attack talks to) and
+:meth:`LabelMode.__call__` (answers -> targets). :func:`effect_removed` measures how much of a defense's
+perturbation a label mode undoes, given the clean answers (only the experimenter has those).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .oracle import Oracle
+
+LABEL_MODES: dict[str, str] = {
+    "soft": "train on the released probabilities",
+    "hard": "train on the argmax of the released probabilities (one-hot)",
+    "invert": "invert the reverse sigmoid (deceptive); known beta/gamma or estimated from the answers",
+    "smooth": "query each image `samples` times and average the answers (against randomised defenses)",
+}
+
+
+@dataclass
+class LabelOptions:
+    """Options of the defense-aware label modes (`--label_options.samples 8`); soft and hard ignore them."""
+
+    #: invert: the reverse sigmoid's beta; null estimates it (with gamma) from the attacker's answers
+    beta: float | None = None
+    #: invert: the reverse sigmoid's gamma; null estimates it (with beta) from the attacker's answers
+    gamma: float | None = None
+    #: smooth: answers averaged per image (each one is a query)
+    samples: int = 5
+    #: smooth: average log-probabilities (`log`, geometric mean: undoes zero-mean logit noise) or probabilities
+    average: Literal["log", "probs"] = "log"
+    #: invert/smooth: train on the recovered probabilities (`soft`) or their argmax (`hard`)
+    then: Literal["soft", "hard"] = "soft"
+
+
+class LabelMode:
+    """soft / hard: a pure transform of the released answers."""
+
+    def __init__(self, name: str, num_classes: int, then: str = "soft") -> None:
+        self.name = name
+        self.num_classes = num_classes
+        self.then = then
+
+    def wrap_oracle(self, oracle: "Oracle"):
+        """What the attack queries (the oracle itself, unless the mode spends several queries per image)."""
+        return oracle
+
+    def effective_budget(self, budget: int) -> int:
+        """The budget as the attack sees it through :meth:`wrap_oracle` (in images)."""
+        return budget
+
+    def recover(self, released: Tensor) -> Tensor:
+        """The mode's estimate of the clean probabilities (the identity for soft/hard)."""
+        return released
+
+    def __call__(self, released: Tensor) -> Tensor:
+        probs = self.recover(released.detach().float())
+        if self.then == "hard":
+            return torch.nn.functional.one_hot(probs.argmax(-1), self.num_classes).float()
+        return probs
+
+    def report(self) -> dict[str, float]:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------------------- smooth
+class SmoothingOracle:
+    """Asks the real oracle `samples` times per image and returns the averaged answer.
+
+    Its budget, `used` and `remaining` are counted in images (real queries // samples), so an attack's own
+    accounting stays exact; the real oracle counts every answer.
+    """
+
+    def __init__(self, oracle: "Oracle", samples: int, average: str) -> None:
+        self._oracle = oracle
+        self.samples = samples
+        self.average = average
+        self.budget = oracle.budget // samples
+        self.input_shape = oracle.input_shape
+        self.num_classes = oracle.num_classes
+
+    @property
+    def used(self) -> int:
+        return -(-self._oracle.used // self.samples)
+
+    @property
+    def remaining(self) -> int:
+        return self._oracle.remaining // self.samples
+
+    def query(self, x: Tensor) -> Tensor:
+        n = len(x)
+        answers = self._oracle.query(x.repeat_interleave(self.samples, dim=0))
+        answers = answers.view(n, self.samples, -1).double()
+        if self.average == "log":
+            mean = torch.softmax(answers.clamp_min(1e-12).log().mean(1), dim=-1)
+        else:
+            mean = answers.mean(1)
+        return mean.to(x.dtype if x.is_floating_point() else torch.float32)
+
+    def stats(self) -> dict[str, float]:
+        return self._oracle.stats()
+
+
+class SmoothMode(LabelMode):
+    def __init__(self, num_classes: int, samples: int, average: str, then: str) -> None:
+        super().__init__("smooth", num_classes, then)
+        self.samples = samples
+        self.average = average
+
+    def wrap_oracle(self, oracle: "Oracle") -> SmoothingOracle:
+        return SmoothingOracle(oracle, self.samples, self.average)
+
+    def effective_budget(self, budget: int) -> int:
+        return budget // self.samples
+
+
+# ---------------------------------------------------------------------------------------------------------- invert
+_EPS = 1e-9  # the reverse sigmoid clips y to [eps, 1 - eps] before the logit (see defenses/deceptive.py)
+_GRID = 20001  # points of the lookup table in logit space
+_ZGRID = 64  # normaliser candidates per row (plus the clip-floor hypothesis)
+
+
+def _rs_f(y: Tensor, beta: float, gamma: float) -> Tensor:
+    """The unnormalised reverse sigmoid f(y) = y - beta (sigmoid(gamma logit y) - 1/2)."""
+    return y - beta * (torch.sigmoid(gamma * torch.logit(y)) - 0.5)
+
+
+class _Branches:
+    """Monotone pieces of f on [eps, 1-eps] as lookup tables (f -> logit y), for vectorised inversion.
+
+    For gamma < 1 (and beta*gamma < 1) f decreases on (0, y*), increases on (y*, 1-y*) and decreases again on
+    (1-y*, 1): a released value has up to three preimages (L, M, H). That is what makes the defense deceptive.
+    """
+
+    def __init__(self, beta: float, gamma: float) -> None:
+        lo, hi = math.log(_EPS / (1 - _EPS)), math.log((1 - _EPS) / _EPS)
+        logits = torch.linspace(lo, hi, _GRID, dtype=torch.float64)
+        f = _rs_f(torch.sigmoid(logits), beta, gamma)
+        slope = torch.sign(f[1:] - f[:-1])
+        slope[slope == 0] = 1
+        # split at sign changes of the slope; keep the first three pieces (L, M, H), the middle one increasing
+        cuts = (torch.nonzero(slope[1:] != slope[:-1]).flatten() + 1).tolist()
+        bounds = [0, *cuts, _GRID - 1]
+        pieces = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            fl, ll = f[a:b + 1], logits[a:b + 1]
+            if fl[-1] < fl[0]:
+                fl, ll = fl.flip(0), ll.flip(0)
+            pieces.append((fl.contiguous(), ll.contiguous()))
+        if len(pieces) == 1:  # monotone f (e.g. gamma >= 1): only the middle branch
+            pieces = [None, pieces[0], None]
+        elif len(pieces) == 2:
+            pieces = [pieces[0], pieces[1], None] if slope[0] < 0 else [None, pieces[0], pieces[1]]
+        self.pieces = pieces[:3]
+        self.fmin = float(f.min())
+        self.fmax = float(f.max())
+        self.f_eps = float(f[0])
+
+    def inverse(self, values: Tensor, branch: int) -> Tensor:
+        """y with f(y) = values on one branch (NaN where the branch has no preimage).
+
+        Values within a relative 1e-6 outside the branch's range (float32 answers) snap to its end points.
+        """
+        piece = self.pieces[branch]
+        if piece is None:
+            return torch.full_like(values, float("nan"))
+        fs, ls = piece
+        tol = 1e-5 * fs[-1].abs() + 1e-12
+        inside = (values >= fs[0] - tol) & (values <= fs[-1] + tol)
+        v = values.clamp(fs[0], fs[-1]).contiguous()
+        idx = torch.searchsorted(fs, v).clamp(1, len(fs) - 1)
+        f0, f1 = fs[idx - 1], fs[idx]
+        w = ((v - f0) / (f1 - f0).clamp_min(1e-300)).clamp(0, 1)
+        y = torch.sigmoid(ls[idx - 1] + w * (ls[idx] - ls[idx - 1]))
+        return torch.where(inside, y, torch.full_like(y, float("nan")))
+
+    def preimages(self, values: Tensor) -> Tensor:
+        """(..., 3): the L, M and H preimages of every value (NaN where absent)."""
+        return torch.stack([self.inverse(values, b) for b in range(3)], dim=-1)
+
+
+def _candidates(released: Tensor) -> tuple[Tensor, Tensor]:
+    """Branch assignments tried per row, (n, C, K) in {0: L, 1: M, 2: H}, and their prior cost (lower first).
+
+    Tiers, cheapest first: one entry on H or M and all others on L (a confident victim); the released argmax
+    on H or M plus one more entry on M; every entry on M (an uncertain victim). Within a tier the caller
+    prefers the lowest-entropy solution.
+    """
+    n, K = released.shape
+    top = released.argmax(-1)
+    eye = torch.eye(K, dtype=torch.long)
+    single = torch.cat([eye * 2, eye]).expand(n, 2 * K, K)  # (n, 2K, K)
+    single_cost = torch.full((n, 2 * K), 10.0, dtype=torch.float64)
+    pair = torch.ones(n, K, K, dtype=torch.long) * eye  # (n, j, K): entry j on M ...
+    pair = torch.cat([pair, pair.clone()], 1)
+    rows = torch.arange(n)
+    pair[rows, :K, top] = 2  # ... plus the argmax on H
+    pair[rows, K:, top] = 1  # ... or on M
+    pair_cost = torch.full((n, 2 * K), 20.0, dtype=torch.float64)
+    every = torch.ones(n, 1, K, dtype=torch.long)
+    assign = torch.cat([single, pair, every], 1)
+    cost = torch.cat([single_cost, pair_cost, torch.full((n, 1), 30.0, dtype=torch.float64)], 1)
+    return assign, cost
+
+
+def invert_reverse_sigmoid(released: Tensor, beta: float, gamma: float, *, chunk: int = 64) -> tuple[Tensor, Tensor]:
+    """Estimate the clean probabilities behind reverse-sigmoid answers; returns (probs, solved mask).
+
+    Solves f(y_i) = Z * y'_i for all i with sum(y) = 1, over the normaliser Z and a branch assignment
+    (see :class:`_Branches`). Several assignments can be exact solutions; the one with the lowest prior cost in
+    :func:`_candidates` wins (victims are usually confident). Rows without any solution come back unchanged.
+    Values clipped to 0 by the defense (large beta) are treated as the L-branch floor.
+    """
+    br = _Branches(beta, gamma)
+    y_rel = released.double().clamp_min(0)
+    y_rel = y_rel / y_rel.sum(-1, keepdim=True).clamp_min(1e-300)
+    B, K = y_rel.shape
+    out = y_rel.clone()
+    solved = torch.zeros(B, dtype=torch.bool)
+    t = torch.linspace(0, 1, _ZGRID, dtype=torch.float64)
+    for start in range(0, B, chunk):
+        yr = y_rel[start:start + chunk]
+        n = len(yr)
+        assign, cost = _candidates(yr)  # (n, C, K), (n, C)
+        pos = yr.masked_fill(yr <= 0, float("inf"))
+        # every released value must be reachable: fmin <= Z y'_i <= fmax
+        z_lo = (br.fmin / pos.min(-1).values) * (1 - 1e-6)
+        z_hi = (br.fmax / yr.max(-1).values) * (1 + 1e-6)
+        z_hi = torch.maximum(z_hi, z_lo * (1 + 1e-9))
+        zs = z_lo[:, None] * (z_hi / z_lo)[:, None] ** t  # (n, G), log-spaced
+        G = zs.shape[1]
+        values = _assignment_values(br, zs, yr, assign)  # (n, G, C, K)
+        resid = values.sum(-1) - 1.0  # (n, G, C)
+        finite = torch.isfinite(resid)
+        sign_change = (resid[:, :-1] * resid[:, 1:] <= 0) & finite[:, :-1] & finite[:, 1:]
+        has = sign_change.any(1)  # (n, C)
+        # within a tier of the prior, the most confident (lowest-entropy) solution wins
+        first = sign_change.double().argmax(1)  # (n, C): first bracket of each candidate
+        approx = values.gather(1, first[:, None, :, None].expand(n, 1, values.shape[2], K)).squeeze(1)
+        approx = approx.nan_to_num(0.0).clamp_min(0)
+        approx = approx / approx.sum(-1, keepdim=True).clamp_min(1e-300)
+        entropy = -torch.special.xlogy(approx, approx).sum(-1)
+        score = torch.where(has, cost + entropy / (2 * math.log(max(K, 2))), torch.full_like(cost, float("inf")))
+        best = score.argmin(-1)  # (n,)
+        ok = torch.isfinite(score.gather(1, best[:, None]).squeeze(1))
+        rows = torch.arange(start, start + n)
+        # Entries the victim put below the clip floor are all released as f(eps) / Z, which pins Z exactly:
+        # a root at the edge of the feasible range, that sign changes on the grid cannot see.
+        floor_y, floor_ok = _solve_at_floor(br, yr, assign, cost)
+        out[rows[floor_ok]] = floor_y[floor_ok]
+        solved[rows[floor_ok]] = True
+        ok &= ~floor_ok
+        if not ok.any():
+            continue
+        g0 = first.gather(1, best[:, None]).squeeze(1)
+        za = zs.gather(1, g0[:, None]).squeeze(1)
+        zb = zs.gather(1, (g0 + 1)[:, None]).squeeze(1)
+        a_best = assign[torch.arange(n), best][:, None]  # (n, 1, K)
+
+        def total(z: Tensor) -> tuple[Tensor, Tensor]:
+            y = _assignment_values(br, z[:, None], yr, a_best)[:, 0, 0]  # (n, K)
+            return y.sum(-1) - 1.0, y
+
+        ra, _ = total(za)
+        for _ in range(40):  # bisection inside the bracket
+            zm = (za + zb) / 2
+            rm, _ = total(zm)
+            left = (ra * rm <= 0) | ~torch.isfinite(rm)
+            zb = torch.where(left, zm, zb)
+            za = torch.where(left, za, zm)
+            ra = torch.where(left, ra, rm)
+        z = (za + zb) / 2
+        _, y = total(z)
+        y = _polish(y, z[:, None] * yr, beta, gamma)
+        good = ok & torch.isfinite(y).all(-1)
+        y = y.nan_to_num(0.0).clamp_min(0)
+        y = y / y.sum(-1, keepdim=True).clamp_min(1e-300)
+        out[rows[good]] = y[good]
+        solved[rows[good]] = True
+    return out.to(released.dtype), solved
+
+
+def _polish(y: Tensor, values: Tensor, beta: float, gamma: float, steps: int = 3) -> Tensor:
+    """A few Newton steps on f(sigmoid(l)) = values in logit space (the lookup table is linear between points)."""
+    inside = (y > _EPS * 1.01) & (y < 1 - _EPS * 1.01) & torch.isfinite(y)
+    lg = torch.logit(y.nan_to_num(0.5).clamp(_EPS, 1 - _EPS))
+    for _ in range(steps):
+        p = torch.sigmoid(lg)
+        s = torch.sigmoid(gamma * lg)
+        f = p - beta * (s - 0.5)
+        df = p * (1 - p) - beta * gamma * s * (1 - s)  # d f / d logit
+        step = (f - values) / torch.where(df.abs() > 1e-12, df, torch.full_like(df, float("inf")))
+        lg = lg - step.clamp(-0.5, 0.5)
+    return torch.where(inside, torch.sigmoid(lg), y)
+
+
+def _floor_values(yr: Tensor) -> Tensor:
+    """Per row, the released value most likely to be the clip floor (victim probability <= 1e-9).
+
+    On the reverse sigmoid's L branch f decreases, so tiny probabilities are released as the largest of the
+    small answers, and all of them as the same value: the most repeated value (ties within 1e-6, the argmax
+    excluded), or the largest non-argmax value when nothing repeats.
+    """
+    top = yr.argmax(-1, keepdim=True)
+    masked = yr.scatter(-1, top, float("nan"))
+    close = (masked[:, :, None] - masked[:, None, :]).abs() <= 1e-6 * masked[:, :, None].abs()
+    ties = close.sum(-1).double()  # NaN rows compare False
+    ties = ties + masked.nan_to_num(-1.0) * 1e-3  # break equal counts towards larger values
+    return yr.gather(-1, ties.argmax(-1, keepdim=True)).squeeze(-1)
+
+
+def _solve_at_floor(br: _Branches, yr: Tensor, assign: Tensor, cost: Tensor,
+                    tol: float = 2e-3) -> tuple[Tensor, Tensor]:
+    """Solutions that put the floor value (see :func:`_floor_values`) at f(eps): Z = f(eps) / y'_floor."""
+    z = (br.f_eps / _floor_values(yr).clamp_min(1e-300))[:, None]  # (n, 1)
+    values = _assignment_values(br, z, yr, assign)[:, 0]  # (n, C, K)
+    resid = (values.sum(-1) - 1.0).abs()
+    approx = values.nan_to_num(0.0).clamp_min(0)
+    approx = approx / approx.sum(-1, keepdim=True).clamp_min(1e-300)
+    entropy = -torch.special.xlogy(approx, approx).sum(-1)
+    fits = torch.isfinite(resid) & (resid < tol)
+    score = torch.where(fits, cost + entropy / (2 * math.log(max(yr.shape[-1], 2))),
+                        torch.full_like(cost, float("inf")))
+    best = score.argmin(-1)
+    ok = torch.isfinite(score.gather(1, best[:, None]).squeeze(1))
+    y = values[torch.arange(len(yr)), best].nan_to_num(0.0).clamp_min(0)
+    y = y / y.sum(-1, keepdim=True).clamp_min(1e-300)
+    return y, ok
+
+
+def _assignment_values(br: _Branches, zs: Tensor, yr: Tensor, assign: Tensor) -> Tensor:
+    """Preimages selected by each assignment: zs (n, G), yr (n, K), assign (n, C, K) -> (n, G, C, K).
+
+    Entries the defense clipped to 0 are put at the clip floor (their preimage is unknown but tiny).
+    """
+    pre = br.preimages(zs[:, :, None] * yr[:, None, :])  # (n, G, K, 3)
+    pre = torch.where(yr[:, None, :, None] <= 0, torch.full_like(pre, _EPS), pre)
+    n, G, K, _ = pre.shape
+    C = assign.shape[1]
+    index = assign[:, None, :, :].expand(n, G, C, K)
+    return pre[:, :, None, :, :].expand(n, G, C, K, 3).gather(-1, index[..., None]).squeeze(-1)
+
+
+def _assignment_sums(br: _Branches, zs: Tensor, yr: Tensor, assign: Tensor) -> Tensor:
+    """Row sums of the selected preimages, NaN where one of them does not exist: (n, G, C)."""
+    return _assignment_values(br, zs, yr, assign).sum(-1)
+
+
+#: the estimate when the answers hold too few clip-floor rows to say anything (the literature's common setting)
+DEFAULT_GUESS = (1.0, 0.1)
+
+
+def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_rows: int = 8
+                             ) -> tuple[tuple[float, float], int]:
+    """Estimate (beta, gamma) of a reverse sigmoid from its answers alone; returns ((beta, gamma), rows used).
+
+    A single answer has an exact preimage for many (beta, gamma), so the parameters are not identified row by
+    row. What pins them: a confident victim outputs probabilities below the defense's clip floor (1e-9) for
+    some classes, and those come out as several equal answers (see :func:`_floor_values`), which fixes the
+    normaliser Z = f(eps) / y'_floor for a guessed (beta, gamma). The guess is scored by how far the best
+    branch assignment at that Z is from summing to 1, over a grid (beta 0.1..2, gamma 0.01..1), refined once.
+    With fewer than `min_floor_rows` such rows the estimate is DEFAULT_GUESS (reported as 0 rows used).
+
+    Known weakness: saturated rows only pin the product beta * (sigmoid(20.7 gamma) - 1/2), so the estimate
+    lies on the right ridge but often not at the right point of it (e.g. (1.79, 0.028) for (0.5, 0.3)).
+    """
+    y = released.double().clamp_min(0)
+    y = y / y.sum(-1, keepdim=True)
+    floor = _floor_values(y)
+    ties = ((y - floor[:, None]).abs() <= 1e-6 * floor[:, None]).sum(-1) >= 2
+    rows = y[ties]
+    if len(rows) > max_rows:
+        rows = rows[torch.linspace(0, len(rows) - 1, max_rows).long()]
+    if len(rows) < min_floor_rows:
+        return DEFAULT_GUESS, 0
+    assign, cost = _candidates(rows)
+
+    def score(beta: float, gamma: float) -> float:
+        br = _Branches(beta, gamma)
+        z = br.f_eps / _floor_values(rows)
+        sums = _assignment_sums(br, z[:, None], rows, assign)[:, 0]  # (n, C)
+        return (sums - 1).abs().nan_to_num(nan=1.0).clamp_max(1.0).min(-1).values.mean().item()
+
+    best, best_score = DEFAULT_GUESS, float("inf")
+    for b in [0.1 * i for i in range(1, 21)]:
+        for g in [10 ** (-2 + 2 * i / 16) for i in range(17)]:
+            s = score(b, g)
+            if s < best_score:
+                best, best_score = (b, g), s
+    b0, g0 = best
+    for b in [b0 * (1 + d) for d in (-0.06, -0.03, 0.0, 0.03, 0.06)]:
+        for g in [g0 * (1 + d) for d in (-0.12, -0.06, -0.03, 0.0, 0.03, 0.06, 0.12)]:
+            s = score(b, g)
+            if s < best_score:
+                best, best_score = (b, g), s
+    return best, len(rows)
+
+
+class InvertMode(LabelMode):
+    """Invert the reverse sigmoid, with known or estimated parameters."""
+
+    def __init__(self, num_classes: int, beta: float | None, gamma: float | None, then: str) -> None:
+        super().__init__("invert", num_classes, then)
+        self.known = beta is not None and gamma is not None
+        self.beta = beta
+        self.gamma = gamma
+        self._seen: list[Tensor] = []
+        self._seen_rows = 0
+        self._estimated_at = 0
+        self.solved = 0
+        self.total = 0
+        self.estimated_from = 0  # clip-floor answers behind the estimate (0: the default guess)
+
+    def _maybe_estimate(self, released: Tensor) -> None:
+        if self.known:
+            return
+        if self._seen_rows < 2048:
+            self._seen.append(released.detach().cpu())
+            self._seen_rows += len(released)
+        # (re-)estimate on the first answers and whenever the sample has doubled, up to 2048 answers
+        if self._estimated_at == 0 or (self._seen_rows >= 2 * self._estimated_at and self._estimated_at < 2048):
+            (self.beta, self.gamma), self.estimated_from = estimate_reverse_sigmoid(torch.cat(self._seen))
+            self._estimated_at = self._seen_rows
+
+    def recover(self, released: Tensor) -> Tensor:
+        if len(released) == 0:
+            return released
+        self._maybe_estimate(released)
+        probs, solved = invert_reverse_sigmoid(released.cpu(), self.beta, self.gamma)
+        self.solved += int(solved.sum())
+        self.total += len(released)
+        return probs.to(released.device, released.dtype)
+
+    def report(self) -> dict[str, float]:
+        out = {"label_mode/beta": float(self.beta or 0), "label_mode/gamma": float(self.gamma or 0)}
+        if self.total:
+            out["label_mode/solved"] = self.solved / self.total
+        if not self.known:
+            out["label_mode/estimated_from"] = float(self.estimated_from)
+        return out
+
+
+def make_label_mode(name: str, num_classes: int, options: LabelOptions | None = None) -> LabelMode:
+    """The label mode called `name`; raises ConfigError (naming the option) for bad values."""
+    options = options or LabelOptions()
+    if options.then not in ("soft", "hard"):
+        raise ConfigError(f"label_options.then must be one of soft, hard; got {options.then!r}")
+    if name == "soft" or name == "hard":
+        return LabelMode(name, num_classes, then=name)
+    if name == "smooth":
+        if not isinstance(options.samples, int) or options.samples < 1:
+            raise ConfigError(f"label_options.samples must be an integer >= 1, got {options.samples!r}")
+        if options.average not in ("log", "probs"):
+            raise ConfigError(f"label_options.average must be one of log, probs; got {options.average!r}")
+        return SmoothMode(num_classes, options.samples, options.average, options.then)
+    if name == "invert":
+        for key in ("beta", "gamma"):
+            value = getattr(options, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"label_options.{key} must be > 0 or null (estimate it), got {value}")
+        if (options.beta is None) != (options.gamma is None):
+            raise ConfigError("label_options.beta and label_options.gamma must both be given (known defense) "
+                              "or both be null (estimated from the answers)")
+        return InvertMode(num_classes, options.beta, options.gamma, options.then)
+    raise ConfigError(f"label_mode must be one of {', '.join(LABEL_MODES)}; got {name!r}")
+
+
+def effect_removed(clean: Tensor, released: Tensor, recovered: Tensor) -> dict[str, float]:
+    """How much of the defense's perturbation a label mode undoes: 1 - L1(recovered, clean) / L1(released, clean).
+
+    1 means the clean answers are fully recovered, 0 no better than the released ones, < 0 worse. Also the
+    fraction of argmax changes the defense made that the recovered answers undo.
+    """
+    clean, released, recovered = clean.double(), released.double(), recovered.double()
+    l1_def = (released - clean).abs().sum(-1).mean().item()
+    l1_rec = (recovered - clean).abs().sum(-1).mean().item()
+    flipped = released.argmax(-1) != clean.argmax(-1)
+    fixed = (recovered.argmax(-1) == clean.argmax(-1)) & flipped
+    return {
+        "l1_released": l1_def,
+        "l1_recovered": l1_rec,
+        "l1_removed": 1.0 - l1_rec / l1_def if l1_def > 0 else 0.0,
+        "top1_flips_undone": fixed.double().sum().item() / max(int(flipped.sum()), 1),
+    }
+
+
+__all__ = ["LABEL_MODES", "LabelMode", "LabelOptions", "SmoothingOracle", "effect_removed",
+           "estimate_reverse_sigmoid", "invert_reverse_sigmoid", "make_label_mode"]

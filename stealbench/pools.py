@@ -1,0 +1,64 @@
+"""Attacker pools from another data set than the victim's (e.g. Fashion-MNIST images against an MNIST victim).
+
+`stealbench fit --pool_data fashion-mnist --pool_data.root ../shared/data` replaces the attacker pool of every
+attack by that data set's training images, resized to the victim's input shape. Its labels are the pool data
+set's own classes (what Knockoff's adaptive policy and a class-balanced seed set may use); they never train the
+surrogate. The pool is checked to share no image with the evaluation set.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ConfigError
+
+
+def match_shape(x: Tensor, input_shape: tuple[int, int, int]) -> Tensor:
+    """Images (N, C, H, W) in [0, 1] converted to `input_shape`: grey <-> RGB, then area/bilinear resizing."""
+    channels, height, width = input_shape
+    if x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:
+            x = x.mean(1, keepdim=True)
+        else:
+            raise ConfigError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
+    if tuple(x.shape[2:]) != (height, width):
+        parts = []
+        for xb in x.split(4096):  # bounded memory
+            smaller = height <= xb.shape[2] and width <= xb.shape[3]
+            parts.append(F.interpolate(xb.float(), size=(height, width), mode="area" if smaller else "bilinear",
+                                       **({} if smaller else {"align_corners": False})))
+        x = torch.cat(parts)
+    return x.clamp(0.0, 1.0).contiguous()
+
+
+def fingerprints(x: Tensor) -> Tensor:
+    """One int64 per image (a fixed random projection of its 8-bit pixels): equal images, equal prints."""
+    flat = (x.reshape(len(x), -1) * 255).round().to(torch.int64)
+    weights = torch.randint(1, 2**20, (flat.shape[1],), generator=torch.Generator().manual_seed(1234))
+    return (flat * weights).sum(1)
+
+
+def check_disjoint(pool_x: Tensor, eval_x: Tensor, what: str = "pool_data") -> None:
+    """ConfigError if any pool image equals an evaluation image."""
+    shared = torch.isin(fingerprints(pool_x), fingerprints(eval_x))
+    if shared.any():
+        raise ConfigError(f"{what}: {int(shared.sum())} attacker-pool images also appear in the evaluation set; "
+                          "choose a pool data set disjoint from the victim's evaluation data")
+
+
+def load_pool(pool_data, victim_data, eval_x: Tensor) -> tuple[Tensor, Tensor]:
+    """(pool_x, pool_y) from `pool_data` (an ImageDataset), shaped like the victim's inputs, disjoint from eval."""
+    if type(pool_data) is type(victim_data):
+        raise ConfigError("pool_data is the victim's own data set; leave --pool_data unset to use its attacker "
+                          "pool (the part of its test split kept apart from the evaluation set)")
+    splits = pool_data.splits()
+    x = match_shape(splits.victim_x, tuple(victim_data.input_shape))
+    check_disjoint(x, eval_x)
+    return x, splits.victim_y
+
+
+__all__ = ["check_disjoint", "fingerprints", "load_pool", "match_shape"]
