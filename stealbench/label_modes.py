@@ -375,7 +375,7 @@ def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_
     row. What pins them: a confident victim outputs probabilities below the defense's clip floor (1e-9) for
     some classes, and those come out as several equal answers (see :func:`_floor_values`), which fixes the
     normaliser Z = f(eps) / y'_floor for a guessed (beta, gamma). The guess is scored by how far the best
-    branch assignment at that Z is from summing to 1, over a grid (beta 0.1..2, gamma 0.01..1), refined once.
+    branch assignment at that Z is from summing to 1, over a grid (beta 0.2..2, gamma 0.01..1), refined once.
     With fewer than `min_floor_rows` such rows the estimate is DEFAULT_GUESS (reported as 0 rows used).
 
     Known weakness: saturated rows only pin the product beta * (sigmoid(20.7 gamma) - 1/2), so the estimate
@@ -399,14 +399,14 @@ def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_
         return (sums - 1).abs().nan_to_num(nan=1.0).clamp_max(1.0).min(-1).values.mean().item()
 
     best, best_score = DEFAULT_GUESS, float("inf")
-    for b in [0.1 * i for i in range(1, 21)]:
-        for g in [10 ** (-2 + 2 * i / 16) for i in range(17)]:
+    for b in [0.2 * i for i in range(1, 11)]:
+        for g in [10 ** (-2 + 2 * i / 10) for i in range(11)]:
             s = score(b, g)
             if s < best_score:
                 best, best_score = (b, g), s
     b0, g0 = best
-    for b in [b0 * (1 + d) for d in (-0.06, -0.03, 0.0, 0.03, 0.06)]:
-        for g in [g0 * (1 + d) for d in (-0.12, -0.06, -0.03, 0.0, 0.03, 0.06, 0.12)]:
+    for b in [b0 * (1 + d) for d in (-0.1, -0.05, 0.0, 0.05, 0.1)]:
+        for g in [g0 * (1 + d) for d in (-0.2, -0.1, 0.0, 0.1, 0.2)]:
             s = score(b, g)
             if s < best_score:
                 best, best_score = (b, g), s
