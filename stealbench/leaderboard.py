@@ -209,7 +209,8 @@ def _fmt_param(value: Any) -> str:
 
 
 def assign_labels(runs: list[Run]) -> None:
-    """Label defenses and attacks by key plus the init parameters that differ between runs of the same key, and
+    """Label defenses by key plus their init parameters, attacks by key plus the init parameters that differ
+    between runs of the same key, and
     every run by the other settings that differ between runs (victim epochs, data split, ...)."""
     for part in ("defense", "attack"):
         by_key: dict[str, list[dict]] = defaultdict(list)
@@ -219,7 +220,9 @@ def assign_labels(runs: list[Run]) -> None:
                 else {}
             params[id(run)] = _flatten(args) if args else {}
             by_key[run.identity[part]].append(params[id(run)])
-        varying = {key: sorted({k for p in plist for k in p if len({_fmt_param(q.get(k)) for q in plist}) > 1})
+        # defenses show all their (few) parameters, attacks only those that differ between runs
+        varying = {key: sorted({k for p in plist for k in p
+                                if part == "defense" or len({_fmt_param(q.get(k)) for q in plist}) > 1})
                    for key, plist in by_key.items()}
         for run in runs:
             key = run.identity[part]

@@ -121,7 +121,7 @@ def test_defense_parameters_that_differ_label_the_rows(tmp_path):
         write_run(tmp_path, defense="deceptive", acc=acc, defense_args={"beta": 1.0, "gamma": gamma},
                   name=f"dec{gamma}")
     rows, _ = build([tmp_path])
-    assert [r.defense for r in rows] == ["deceptive(gamma=0.5)", "deceptive(gamma=0.1)", "none"]
+    assert [r.defense for r in rows] == ["deceptive(beta=1.0, gamma=0.5)", "deceptive(beta=1.0, gamma=0.1)", "none"]
     # runs that differ in another setting are never merged as seeds: the setting shows
     write_run(tmp_path, acc=0.7, victim_epochs=9, name="other_epochs")
     rows, problems = build([tmp_path])
