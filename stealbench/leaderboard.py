@@ -552,8 +552,10 @@ def plot_curves(rows: list[Row], out_dir: Path) -> list[Path]:
                     runs = list(seeds.values())
                     victim_accs += [run.metrics["victim/acc"] for run in runs]
                     qs, means, stds = _mean_curve(runs, key)
+                    # the undefended line dashed and on top, so it stays visible where a defense coincides
                     style = dict(color=colors[defense], marker="o", markersize=3,
-                                 linestyle="--" if defense == BASELINE else "-")
+                                 linestyle="--" if defense == BASELINE else "-",
+                                 zorder=3 if defense == BASELINE else 2)
                     ax.plot(qs, means, label=f"{defense} (n={len(runs)})", **style)
                     ax.fill_between(qs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                                     color=colors[defense], alpha=0.15, linewidth=0)
