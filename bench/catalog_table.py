@@ -27,6 +27,11 @@ ATTACKS: dict[str, list[str]] = {
     "random (natural)": ["--attack", "random", "--attack.num_checkpoints", "3", "--attack.epochs", "5"],
     "knockoff adaptive": ["--attack", "knockoff", "--attack.policy", "adaptive", "--attack.num_checkpoints", "3",
                           "--attack.epochs", "5"],
+    "random, Fashion-MNIST pool": ["--attack", "random", "--attack.num_checkpoints", "3", "--attack.epochs", "5",
+                                   "--pool_data", "fashion-mnist", "--pool_data.root", "{root}"],
+    "knockoff adaptive, Fashion-MNIST pool": ["--attack", "knockoff", "--attack.policy", "adaptive",
+                                              "--attack.num_checkpoints", "3", "--attack.epochs", "5",
+                                              "--pool_data", "fashion-mnist", "--pool_data.root", "{root}"],
     "activethief k-center": ["--attack", "activethief", "--attack.strategy", "kcenter", "--attack.rounds", "3",
                              "--attack.epochs", "5"],
     "activethief unc+k-center": ["--attack", "activethief", "--attack.strategy", "uncertainty-kcenter",
@@ -64,7 +69,8 @@ def main() -> int:
             name = f"{slug(attack)}__{defense}"
             result_file = out / name / "results.json"
             if not result_file.exists():
-                cmd = [sys.executable, "-m", "stealbench", "fit", *ATTACKS[attack], *DEFENSES[defense], *common,
+                options = [a.replace("{root}", args.root) for a in ATTACKS[attack]]
+                cmd = [sys.executable, "-m", "stealbench", "fit", *options, *DEFENSES[defense], *common,
                        "--name", name]
                 started = time.time()
                 proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})

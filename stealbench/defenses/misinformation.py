@@ -134,7 +134,7 @@ class AdaptiveMisinformation(Defense):
             raise ConfigError(f"defense.outlier_data {key!r} needs DefenseSetup.load_dataset")
         try:
             x, _ = context.load_dataset(key, root=self.outlier_root)
-        except TypeError:  # a data set without a root option
+        except (TypeError, ConfigError):  # a data set without a `root` option (e.g. digits)
             x, _ = context.load_dataset(key)
         idx = torch.randperm(len(x), generator=context.generator)[:n]
         return match_shape(x[idx], tuple(context.input_shape))
@@ -190,6 +190,12 @@ class AdaptiveMisinformation(Defense):
         if self.tau is None:
             scores = self.score(context.train_x[held_out].to(context.device))
             self._threshold.fill_(float(torch.quantile(scores.double().cpu(), self.benign_flag_rate)))
+
+    def reset(self) -> None:
+        """Zero the counters behind report() (the answers themselves do not depend on earlier queries)."""
+        self._mixed_sum.zero_()
+        self._flagged.zero_()
+        self._count.zero_()
 
     # -- answering ------------------------------------------------------------------------------------------------
     @torch.no_grad()
