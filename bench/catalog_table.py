@@ -44,6 +44,21 @@ DEFENSES: dict[str, list[str]] = {
 }
 
 
+#: defense-aware label modes: (row name, attack options, defense options, label-mode options)
+LABEL_MODE_CELLS: list[tuple[str, list[str], list[str], list[str]]] = [
+    ("jbda vs none, soft", ATTACKS["jbda"], DEFENSES["none"], []),
+    ("jbda vs deceptive, soft", ATTACKS["jbda"], DEFENSES["deceptive"], []),
+    ("jbda vs deceptive, hard", ATTACKS["jbda"], DEFENSES["deceptive"], ["--label_mode", "hard"]),
+    ("jbda vs deceptive, invert (known beta/gamma)", ATTACKS["jbda"], DEFENSES["deceptive"],
+     ["--label_mode", "invert", "--label_options.beta", "1.0", "--label_options.gamma", "0.1"]),
+    ("jbda vs deceptive, invert (estimated)", ATTACKS["jbda"], DEFENSES["deceptive"], ["--label_mode", "invert"]),
+    ("random vs none, soft", ATTACKS["random (natural)"], DEFENSES["none"], []),
+    ("random vs noise eps=3, soft", ATTACKS["random (natural)"], ["--defense", "noise", "--defense.eps", "3.0"], []),
+    ("random vs noise eps=3, smooth x4", ATTACKS["random (natural)"], ["--defense", "noise", "--defense.eps", "3.0"],
+     ["--label_mode", "smooth", "--label_options.samples", "4"]),
+]
+
+
 def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")
 
@@ -57,12 +72,16 @@ def main() -> int:
     parser.add_argument("--attacks", nargs="*", default=list(ATTACKS))
     parser.add_argument("--defenses", nargs="*", default=list(DEFENSES))
     parser.add_argument("--table", default=None, help="also write the markdown table to this file")
+    parser.add_argument("--label-modes", action="store_true",
+                        help="run the defense-aware label-mode cells (LABEL_MODE_CELLS) instead of the main table")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = ["--data", "mnist", "--data.root", args.root, "--victim.arch", "lenet5", "--victim.epochs", "2",
               "--surrogate.arch", "lenet5", "--budget", str(args.budget), "--seed", str(args.seed),
               "--progress_bar", "false", "--wandb.mode", "disabled", "--output_dir", str(out)]
+    if args.label_modes:
+        return label_mode_table(args, out, common)
     cells: dict[tuple[str, str], dict] = {}
     for attack in args.attacks:
         for defense in args.defenses:
@@ -83,6 +102,41 @@ def main() -> int:
     table = print_table(args, cells)
     if args.table:
         Path(args.table).write_text(table)
+    return 0
+
+
+def run_cell(out: Path, name: str, options: list[str], common: list[str], root: str) -> dict | None:
+    result_file = out / name / "results.json"
+    if not result_file.exists():
+        cmd = [sys.executable, "-m", "stealbench", "fit", *[a.replace("{root}", root) for a in options], *common,
+               "--name", name]
+        started = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+        print(f"[{time.time() - started:6.0f}s] {name}: rc {proc.returncode}", flush=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            return None
+    return json.loads(result_file.read_text())
+
+
+def label_mode_table(args, out: Path, common: list[str]) -> int:
+    lines = [f"MNIST, budget {args.budget} queries, seed {args.seed}: surrogate accuracy per label mode", "",
+             "| cell | surrogate acc | fidelity | queries | images trained on | label-mode report |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row, attack, defense, mode in LABEL_MODE_CELLS:
+        r = run_cell(out, "lm__" + slug(row), [*attack, *defense, *mode], common, args.root)
+        if r is None:
+            lines.append(f"| {row} | failed | | | | |")
+            continue
+        m, extra = r["metrics"], r["extra_metrics"]
+        images = m["queries"] // (4 if "smooth" in row else 1)
+        report = ", ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in extra.items() if k.startswith("label_mode/"))
+        lines.append(f"| {row} | {m['surrogate/acc']:.3f} | {m['surrogate/fidelity']:.3f} | {m['queries']} | "
+                     f"{images} | {report} |")
+    text = "\n".join(lines) + "\n"
+    print(text, flush=True)
+    if args.table:
+        Path(args.table).write_text(text)
     return 0
 
 
