@@ -9,13 +9,14 @@ Derived per row, against the undefended (`none`) runs of the same data, attack, 
 
 - accuracy drop: undefended surrogate accuracy minus defended surrogate accuracy at the same budget, paired by
   seed (mean ± std over the seeds present in both).
-- query multiplier: the attacker reached accuracy A with B queries against the undefended oracle (the `none` run
-  at budget B, same seed). Against the defense, the queries it needs to reach A are read off the defended curve
-  (the seed's largest-budget defended run): the first crossing of A, interpolated linearly in log(queries) between
-  checkpoints. Multiplier = those queries / B. When the defended curve never reaches A, the needed queries exceed
-  the last checkpoint Q: reported as "> Q/B" (a lower bound); when its first checkpoint q0 already reaches A, as
-  "<= q0/B" (an upper bound). Over seeds: "m ± s" when every seed crossed, "≥ m" when some only give lower bounds
-  (mean of crossings and bounds, itself a lower bound), "> m" when none crossed.
+- query multiplier: A = the accuracy the undefended attack reached with B queries (its curve at B, from the
+  seed's largest-budget undefended run). Queries needed to reach A are read off each curve the same way, the
+  first checkpoint crossing of A, interpolated linearly in log(queries); multiplier = queries needed against the
+  defense / queries needed without it (= B when the undefended curve rises monotonically; reading both curves
+  alike makes a defense that changes nothing score exactly 1x on noisy curves). When the defended curve never
+  reaches A the needed queries exceed its last checkpoint Q: reported as "> Q/B" (a lower bound); when its first
+  checkpoint q0 already reaches A, as "<= q0/B". Over seeds: "m ± s" when every seed crossed, "≥ m" when some
+  only give lower bounds (mean of crossings and bounds, itself a lower bound), "> m" when none crossed.
 """
 
 from __future__ import annotations
@@ -283,6 +284,42 @@ def queries_to_reach(curve: list[dict[str, Any]], target: float) -> tuple[float,
     return float(points[-1]["queries"]), ">"
 
 
+def value_at(curve: list[dict[str, Any]], queries: float) -> float | None:
+    """Surrogate accuracy on a curve at `queries`, interpolated in log(queries); None outside the curve."""
+    points = sorted(curve, key=lambda p: p["queries"])
+    for a, b in zip(points, points[1:]):
+        if a["queries"] <= queries <= b["queries"]:
+            t = math.log(queries / a["queries"]) / math.log(b["queries"] / a["queries"])
+            return a["surrogate/acc"] + t * (b["surrogate/acc"] - a["surrogate/acc"])
+    if points and points[0]["queries"] == queries:
+        return points[0]["surrogate/acc"]
+    return None
+
+
+def query_multiplier(undefended: list[dict[str, Any]], defended: list[dict[str, Any]], budget: int,
+                     fallback_target: float) -> tuple[float, str]:
+    """(multiplier, bound). Target A: the undefended curve's accuracy at `budget` (else `fallback_target`, the
+    budget run's final accuracy). Both curves are read the same way, first crossing of A in log(queries), so that a
+    defense identical to no defense scores exactly 1x even when the curves are not monotone."""
+    target = value_at(undefended, budget)
+    target = fallback_target if target is None else target
+    q_def, b_def = queries_to_reach(defended, target)
+    q_und, b_und = queries_to_reach(undefended, target - 1e-12)
+    if b_und == ">":  # cannot happen when the target comes from this curve; be safe
+        q_und, b_und = float(budget), "="
+    if b_und == "<=" and q_und >= budget:  # the budget is the first checkpoint: exact
+        b_und = "="
+    if b_def == ">":
+        bound = ">"
+    elif b_und == "=":
+        bound = b_def
+    elif b_def == "=":
+        bound = ">="
+    else:
+        bound = "mixed"
+    return q_def / q_und, bound
+
+
 @dataclass
 class Multiplier:
     per_seed: list[tuple[int, float, str]]  # (seed, multiplier, bound)
@@ -296,7 +333,7 @@ class Multiplier:
         stat = Stat(values)
         if bounds == {"="}:
             return stat.mean, stat.std, "="
-        if bounds <= {"=", ">"}:
+        if bounds <= {"=", ">", ">="}:
             return stat.mean, None, ">" if bounds == {">"} else ">="
         if bounds <= {"=", "<="}:
             return stat.mean, None, "<="
@@ -391,12 +428,13 @@ def build_rows(runs: list[Run]) -> tuple[list[Row], list[tuple[str, str]]]:
             if ref is None:
                 continue
             drops.append(ref.metrics["surrogate/acc"] - run.metrics["surrogate/acc"])
+        base_curves = longest[(*group, BASELINE)]
         for seed, ref in sorted(base_by_seed.items()):
             defended = curves.get(seed)
             if defended is None:
                 continue
-            queries, bound = queries_to_reach(defended.curve, ref.metrics["surrogate/acc"])
-            mults.append((seed, queries / row.budget, bound))
+            mults.append((seed, *query_multiplier(base_curves.get(seed, ref).curve, defended.curve, row.budget,
+                                                  ref.metrics["surrogate/acc"])))
         row.acc_drop = Stat(drops)
         row.multiplier = Multiplier(mults)
         if not drops:
@@ -638,8 +676,9 @@ def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path,
              "Ranked within each data / attack / label mode / budget by attacker accuracy (lower = stronger "
              "defense). Acc drop: undefended minus defended attacker accuracy at equal budget, paired by seed. "
              "Query multiplier: queries the attacker needs against the defense to reach the accuracy the "
-             "undefended attack reached at this budget, interpolated in log(queries) on the defended curve; "
-             "\"> X\" means the defended curve never got there (X = its last checkpoint / budget). Utility Δacc: "
+             "undefended attack reached at this budget, over the queries it needed without the defense (first "
+             "crossing on each seed's largest-budget curve, interpolated in log(queries)); \"> X\" means the "
+             "defended curve never got there (X = its last checkpoint / budget). Utility Δacc: "
              "defended minus clean victim accuracy for benign users; KL in nats per query.\n",
              to_markdown(rows)]
     if plots:

@@ -98,6 +98,17 @@ def test_query_multiplier_and_accuracy_drop_on_a_constructed_example(tmp_path):
     assert "2/3 reached" in r100.multiplier.fmt()
 
 
+def test_identical_non_monotone_curves_give_exactly_one(tmp_path):
+    """A defense that changes nothing needs exactly as many queries, even on a noisy curve that dips."""
+    curve = [(100, 0.54), (200, 0.52), (400, 0.70), (800, 0.65), (1600, 0.67)]
+    for budget in (400, 1600):
+        write_run(tmp_path, budget=budget, curve=[p for p in curve if p[0] <= budget])
+        write_run(tmp_path, defense="deceptive", budget=budget, curve=[p for p in curve if p[0] <= budget])
+    rows, _ = build([tmp_path])
+    for budget in (400, 1600):
+        assert row_of(rows, defense="deceptive", budget=budget).multiplier.summary()[:1] == (pytest.approx(1.0),)
+
+
 def test_seeds_aggregate_as_mean_and_sample_std(tmp_path):
     accs = {0: 0.70, 1: 0.80, 2: 0.90}
     for seed, acc in accs.items():
