@@ -8,7 +8,7 @@ from torch import nn
 
 from stealbench.attacks.activethief import ActiveThief, kcenter_greedy
 from stealbench.attacks.base import AttackContext
-from stealbench.attacks.jbda import JBDA, jacobian_step
+from stealbench.attacks.jbda import jacobian_step
 from stealbench.attacks.jbda_variants import TRND, JBTopK, random_other_classes, topk_other_classes
 from stealbench.attacks.knockoff import GradientBandit, Knockoff, certainty_reward, diversity_reward, loss_reward
 from stealbench.defenses.labels import LabelsOnly

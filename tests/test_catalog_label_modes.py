@@ -1,7 +1,5 @@
 """Issue 4 label modes: soft/hard unchanged, invert (reverse sigmoid), smooth (averaged answers, exact counting)."""
 
-import subprocess
-import sys
 
 import pytest
 import torch

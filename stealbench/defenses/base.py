@@ -22,8 +22,9 @@ class DefenseSetup:
     generator: torch.Generator
     #: trains a fresh net on (x, soft targets); for defenses that need a proxy or auxiliary model
     train_model: Callable[..., nn.Module] | None = None
-    #: loads another registered data set by key (e.g. an outlier set), as ``(train_x, train_y)``
-    load_dataset: Callable[[str], tuple[Tensor, Tensor]] | None = None
+    #: loads another registered data set by key (e.g. an outlier set), as ``(train_x, train_y)``;
+    #: keyword options go to its constructor, e.g. ``load_dataset("fashion-mnist", root="../shared/data")``
+    load_dataset: Callable[..., tuple[Tensor, Tensor]] | None = None
 
 
 class Defense(nn.Module):
