@@ -176,7 +176,7 @@ class _Branches:
     def inverse(self, values: Tensor, branch: int) -> Tensor:
         """y with f(y) = values on one branch (NaN where the branch has no preimage).
 
-        Values within a relative 1e-6 outside the branch's range (float32 answers) snap to its end points.
+        Values within a relative 1e-5 outside the branch's range (float32 answers) snap to its end points.
         """
         piece = self.pieces[branch]
         if piece is None:
@@ -414,7 +414,11 @@ def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_
 
 
 class InvertMode(LabelMode):
-    """Invert the reverse sigmoid, with known or estimated parameters."""
+    """Invert the reverse sigmoid, with known or estimated parameters.
+
+    Estimated parameters come from the answers seen so far (re-estimated whenever they have doubled, up to
+    2,048); targets already handed out are not revised.
+    """
 
     def __init__(self, num_classes: int, beta: float | None, gamma: float | None, then: str) -> None:
         super().__init__("invert", num_classes, then)
