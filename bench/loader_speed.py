@@ -1,4 +1,4 @@
-"""Batch-indexed loading vs the per-sample default DataLoader, over one MNIST-sized epoch of in-memory tensors.
+"""stealbench's epoch-gathered batches vs the per-sample default DataLoader, over one MNIST-sized epoch of in-memory tensors.
 
 Usage: python bench/loader_speed.py   (prints the time of each and their ratio, measured side by side)
 """
@@ -26,4 +26,4 @@ per_sample = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True,
 batched = make_loader(x, y, batch_size=64, seed=0)
 for _ in range(2):  # alternate, so that machine noise hits both
     a, b = epoch(per_sample), epoch(batched)
-    print(f"per-sample DataLoader {a:.3f}s  batch-indexed {b:.3f}s  ratio {a / b:.1f}x")
+    print(f"per-sample DataLoader {a:.3f}s  epoch-gathered {b:.3f}s  ratio {a / b:.1f}x")

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+
 
 # Keys of --trainer that stealbench sets per phase; the user's values for these are replaced.
 PHASE_KEYS = ("max_epochs", "min_epochs", "max_steps", "logger", "enable_checkpointing", "enable_progress_bar",
@@ -69,25 +69,30 @@ class TrainSettings:
     logger: Any = None  # shared across phases, or None
 
 
-class ShuffledBatches(Sampler[Tensor]):
-    """A new random permutation each epoch, yielded as index tensors of `batch_size` (the last may be short)."""
+class ShuffledBatches:
+    """Mini-batches of in-memory tensors: one gather of the whole data per epoch, then contiguous slices (views).
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size = n, batch_size
+    Lightning takes any re-iterable with a length as a train loader. One big gather per epoch instead of one small
+    indexing op (or one `__getitem__` call per sample) per batch: small multi-threaded gathers stall badly when the
+    CPU is shared.
+    """
+
+    def __init__(self, x: Tensor, targets: Tensor, batch_size: int, seed: int) -> None:
+        self.x, self.targets, self.batch_size = x, targets, batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=self.generator).split(self.batch_size))
+        perm = torch.randperm(len(self.x), generator=self.generator)
+        x, targets = self.x[perm], self.targets[perm]
+        return zip(x.split(self.batch_size), targets.split(self.batch_size))
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return -(-len(self.x) // self.batch_size)
 
 
-def make_loader(x: Tensor, targets: Tensor, *, batch_size: int, seed: int) -> DataLoader:
-    """Shuffled mini-batches of in-memory tensors, each gathered with one indexing op (no per-sample calls)."""
-    # batch_size=None: the sampler yields whole index tensors and TensorDataset indexes every tensor with them
-    return DataLoader(TensorDataset(x, targets), sampler=ShuffledBatches(len(x), batch_size, seed), batch_size=None,
-                      num_workers=0)
+def make_loader(x: Tensor, targets: Tensor, *, batch_size: int, seed: int) -> ShuffledBatches:
+    """Shuffled mini-batches of (x, targets), reshuffled every epoch, deterministic under `seed`."""
+    return ShuffledBatches(x, targets, batch_size, seed)
 
 
 def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: TrainSettings, *, seed: int,
