@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from .label_modes import LabelOptions, make_label_mode
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .oracle import Oracle, check_probabilities
+from .pools import load_pool
 from .plugins import get_catalog
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .tracking import Tracker
@@ -75,11 +76,6 @@ class Experiment:
         return f"{i['data']}_{i['defense']}_{i['attack']}_{i['label_mode']}_b{i['budget']}_s{i['seed']}"
 
 
-def to_targets_fn(label_mode: str, num_classes: int, options: LabelOptions | None = None):
-    """The label mode (a callable answers -> targets, with `wrap_oracle`); see label_modes.py."""
-    return make_label_mode(label_mode, num_classes, options)
-
-
 def _accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
     return float(multiclass_accuracy(probs.argmax(-1), labels, num_classes=num_classes, average="micro"))
 
@@ -89,19 +85,15 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     started = time.perf_counter()
     catalog = get_catalog()
     data = exp.data
-    to_targets = to_targets_fn(exp.label_mode, data.num_classes, exp.label_options)
+    label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
     if exp.budget < 1:
         raise ConfigError(f"budget must be a positive number of queries, got {exp.budget}")
 
     splits = data.splits()
     if exp.pool_data is not None:  # the attacker's pool from another data set (never the evaluation images)
-        from dataclasses import replace
-
-        from .pools import load_pool
-
         pool_x, pool_y = load_pool(exp.pool_data, data, splits.eval_x)
         splits = replace(splits, pool_x=pool_x, pool_y=pool_y)
-    exp.attack.validate(budget=to_targets.effective_budget(exp.budget), num_classes=data.num_classes,
+    exp.attack.validate(budget=label_mode.effective_budget(exp.budget), num_classes=data.num_classes,
                         pool_size=len(splits.pool_y))
     for role, arch in (("victim", exp.victim.arch), ("surrogate", exp.surrogate.arch)):
         try:
@@ -120,7 +112,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     try:
         tracker = Tracker(exp.wandb, run_dir, run_dir.name, {**exp.identity(), "plugins": catalog.versions(),
                                                               "config": exp.config})
-        results = _run_phases(exp, catalog, splits, to_targets, run_dir, tracker, started)
+        results = _run_phases(exp, catalog, splits, label_mode, run_dir, tracker, started)
     except BaseException as exc:
         # The folder must not look complete: no results.json, an error.txt saying what happened.
         (run_dir / "error.txt").write_text("".join(traceback.format_exception(exc)))
@@ -130,7 +122,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     return results
 
 
-def _run_phases(exp: Experiment, catalog, splits, to_targets, run_dir: Path, tracker: Tracker,
+def _run_phases(exp: Experiment, catalog, splits, label_mode, run_dir: Path, tracker: Tracker,
                 started: float) -> dict[str, Any]:
     data = exp.data
     device = resolve_device(exp.trainer)
@@ -215,11 +207,12 @@ def _run_phases(exp: Experiment, catalog, splits, to_targets, run_dir: Path, tra
         tracker.log_point({k: v for k, v in point.items() if k != "retrained_from_scratch"})
 
     ctx = AttackContext(
-        oracle=to_targets.wrap_oracle(oracle), pool_x=splits.pool_x, pool_y=splits.pool_y, num_classes=data.num_classes,
+        oracle=label_mode.wrap_oracle(oracle), pool_x=splits.pool_x, pool_y=splits.pool_y,
+        num_classes=data.num_classes,
         input_shape=data.input_shape, generator=generator, device=device,
         new_surrogate=lambda: make_net(exp.surrogate.arch),
         train=lambda model, x, targets, epochs: train_model(model, x, targets, epochs, "surrogate"),
-        to_targets=to_targets, checkpoint=checkpoint, log=console.info,
+        to_targets=label_mode, checkpoint=checkpoint, log=console.info,
     )
     exp.attack.run(ctx)
     if not curve:
@@ -229,7 +222,7 @@ def _run_phases(exp: Experiment, catalog, splits, to_targets, run_dir: Path, tra
     final = curve[-1]
     metrics.update({"surrogate/acc": final["surrogate/acc"], "surrogate/fidelity": final["surrogate/fidelity"],
                     "queries": oracle.used})
-    extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()}, **to_targets.report()}
+    extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()}, **label_mode.report()}
     elapsed = time.perf_counter() - started
     results = {
         "schema": SCHEMA_VERSION,

@@ -13,7 +13,7 @@ from conftest import FAST, REPO
 from stealbench.cli import main
 from stealbench.defenses.base import Defense
 from stealbench.results import METRIC_KEYS
-from stealbench.runner import to_targets_fn
+from stealbench.label_modes import make_label_mode
 
 
 def fit(tmp_path, *args):
@@ -73,8 +73,8 @@ def test_second_run_reuses_the_cached_victim_and_repeats_exactly(tmp_path, capsy
 
 def test_label_modes():
     probs = torch.tensor([[0.2, 0.7, 0.1]])
-    assert torch.equal(to_targets_fn("hard", 3)(probs), torch.tensor([[0.0, 1.0, 0.0]]))
-    assert torch.equal(to_targets_fn("soft", 3)(probs), probs)
+    assert torch.equal(make_label_mode("hard", 3)(probs), torch.tensor([[0.0, 1.0, 0.0]]))
+    assert torch.equal(make_label_mode("soft", 3)(probs), probs)
 
 
 @pytest.mark.parametrize("args,message", [
