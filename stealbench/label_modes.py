@@ -15,7 +15,7 @@ perturbation a label mode undoes, given the clean answers (only the experimenter
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -464,6 +464,14 @@ class InvertMode(LabelMode):
 def make_label_mode(name: str, num_classes: int, options: LabelOptions | None = None) -> LabelMode:
     """The label mode called `name`; raises ConfigError (naming the option) for bad values."""
     options = options or LabelOptions()
+    # an option the chosen mode does not read is a mistake to report, not to ignore
+    used = {"soft": (), "hard": (), "smooth": ("samples", "average", "then"), "invert": ("beta", "gamma", "then")}
+    defaults = LabelOptions()
+    unused = [f.name for f in fields(LabelOptions) if f.name not in used.get(name, ())
+              and getattr(options, f.name) != getattr(defaults, f.name)]
+    if name in used and unused:
+        raise ConfigError(f"label_options.{', label_options.'.join(unused)} do not apply to label_mode {name!r} "
+                          f"(it reads: {', '.join(used[name]) or 'no options'})")
     if options.then not in ("soft", "hard"):
         raise ConfigError(f"label_options.then must be one of soft, hard; got {options.then!r}")
     if name == "soft" or name == "hard":

@@ -85,6 +85,7 @@ def test_label_modes():
     (["--victim.arch", "resnet18x"], "victim.arch"),
     (["--data", "mnist", "--data.root", "/nonexistent"], "--data.root"),
     (["--attack", "random", "--budget", "5000"], "exceeds the attacker pool"),
+    (["--label_options.samples", "8"], "do not apply to label_mode 'soft'"),
 ])
 def test_bad_input_stops_with_one_clear_message(tmp_path, capsys, args, message):
     assert fit(tmp_path, *args) == 2
