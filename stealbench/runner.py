@@ -249,10 +249,8 @@ def _run_phases(exp: Experiment, catalog, splits, label_mode, run_dir: Path, tra
     return results
 
 
-def _params(component: Any) -> str:
-    cfg = component.config() if hasattr(component, "config") and callable(component.config) else {
-        k: v for k, v in vars(component).items() if not k.startswith("_") and k != "training"}
-    cfg = {k: v for k, v in cfg.items() if not isinstance(v, (torch.Tensor, torch.nn.Module))}
+def _params(component: Defense | Attack) -> str:
+    cfg = {k: v for k, v in component.config().items() if not isinstance(v, (torch.Tensor, torch.nn.Module))}
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
 

@@ -56,6 +56,10 @@ class Defense(nn.Module):
         """Extra numbers for results.json (e.g. when a detector raised its alarm); keys are prefixed `defense/`."""
         return {}
 
+    def config(self) -> dict:
+        """The defense's public settings (plain attributes; submodules and tensors are state, not settings)."""
+        return {k: v for k, v in vars(self).items()
+                if not k.startswith("_") and k != "training" and not isinstance(v, (torch.Tensor, nn.Module))}
+
     def extra_repr(self) -> str:
-        params = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "training"}
-        return ", ".join(f"{k}={v}" for k, v in params.items())
+        return ", ".join(f"{k}={v}" for k, v in self.config().items())
