@@ -26,6 +26,17 @@ def _isolated_env(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread (and do not fight other processes for the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.fail(f"MNIST not found under {SHARED_DATA}; set STEALBENCH_SHARED_DATA to the shared data folder")

@@ -24,13 +24,7 @@ def probs(n=64, k=10, seed=0, scale=3.0):
 X = torch.rand(64, 1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train faster on one thread (and do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_labels_releases_one_hot_of_the_argmax():
