@@ -85,19 +85,11 @@ def main() -> int:
     cells: dict[tuple[str, str], dict] = {}
     for attack in args.attacks:
         for defense in args.defenses:
-            name = f"{slug(attack)}__{defense}"
-            result_file = out / name / "results.json"
-            if not result_file.exists():
-                options = [a.replace("{root}", args.root) for a in ATTACKS[attack]]
-                cmd = [sys.executable, "-m", "stealbench", "fit", *options, *DEFENSES[defense], *common,
-                       "--name", name]
-                started = time.time()
-                proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
-                print(f"[{time.time() - started:6.0f}s] {attack} vs {defense}: rc {proc.returncode}", flush=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-2000:], file=sys.stderr)
-                    continue
-            cells[(attack, defense)] = json.loads(result_file.read_text())
+            result = run_cell(out, f"{slug(attack)}__{defense}", [*ATTACKS[attack], *DEFENSES[defense]], common,
+                              args.root)
+            if result is None:
+                continue
+            cells[(attack, defense)] = result
             print_table(args, cells)
     table = print_table(args, cells)
     if args.table:

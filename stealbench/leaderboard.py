@@ -611,11 +611,15 @@ def plot_curves(rows: list[Row], out_dir: Path) -> list[Path]:
         fig.suptitle(f"{data}, {label_mode} labels" + (f", {setting}" if setting else "")
                      + "\nmean over seeds (band ± std); each seed's largest-budget run", fontsize=10)
         fig.tight_layout()
-        path = out_dir / f"curves_{_slug(data)}_{label_mode}{'_' + _slug(setting) if setting else ''}.png"
+        path = _figure_path(out_dir, "curves", data, label_mode, setting)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _figure_path(out_dir: Path, kind: str, data: str, label_mode: str, setting: str) -> Path:
+    return out_dir / f"{kind}_{_slug(data)}_{label_mode}{'_' + _slug(setting) if setting else ''}.png"
 
 
 def plot_utility(rows: list[Row], out_dir: Path) -> list[Path]:
@@ -661,7 +665,7 @@ def plot_utility(rows: list[Row], out_dir: Path) -> list[Path]:
                      "over seeds)",
                      fontsize=10)
         fig.tight_layout()
-        path = out_dir / f"utility_{_slug(data)}_{label_mode}{'_' + _slug(setting) if setting else ''}.png"
+        path = _figure_path(out_dir, "utility", data, label_mode, setting)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
