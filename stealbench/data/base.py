@@ -17,13 +17,18 @@ class Splits:
 
     victim_x: Tensor
     victim_y: Tensor
+    #: the defender's benign images that the victim never trains on (calibrating a defense, e.g. a detector's
+    #: threshold); carved from the training part, disjoint from the attacker pool and the evaluation set
+    holdout_x: Tensor
+    holdout_y: Tensor
     pool_x: Tensor
     pool_y: Tensor  # ground truth of the attacker pool: only for class-balanced seed selection, never for training
     eval_x: Tensor
     eval_y: Tensor
 
     def sizes(self) -> dict[str, int]:
-        return {"victim_train": len(self.victim_y), "attacker_pool": len(self.pool_y), "eval": len(self.eval_y)}
+        return {"victim_train": len(self.victim_y), "defender_holdout": len(self.holdout_y),
+                "attacker_pool": len(self.pool_y), "eval": len(self.eval_y)}
 
 
 def stratified_split(labels: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -54,14 +59,18 @@ class ImageDataset:
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
 
-    def __init__(self, pool_fraction: float = 0.5, victim_train_size: int | None = None, split_seed: int = 0) -> None:
+    def __init__(self, pool_fraction: float = 0.5, victim_train_size: int | None = None, split_seed: int = 0,
+                 holdout_fraction: float = 0.1) -> None:
         if not 0.0 < pool_fraction < 1.0:
             raise ConfigError(f"data.pool_fraction must be in (0, 1), got {pool_fraction}")
+        if not 0.0 < holdout_fraction < 0.5:
+            raise ConfigError(f"data.holdout_fraction must be in (0, 0.5), got {holdout_fraction}")
         if victim_train_size is not None and victim_train_size < self.num_classes:
             raise ConfigError(f"data.victim_train_size must be >= {self.num_classes}, got {victim_train_size}")
         self.pool_fraction = pool_fraction
         self.victim_train_size = victim_train_size
         self.split_seed = split_seed
+        self.holdout_fraction = holdout_fraction
         self._splits: Splits | None = None
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -77,11 +86,15 @@ class ImageDataset:
             train_x, train_y, test_x, test_y = self.load()
             self._check_loaded(train_x, train_y, test_x, test_y)
             g = torch.Generator().manual_seed(self.split_seed)
+            holdout, train = stratified_split(train_y, self.holdout_fraction, g)
+            holdout_x, holdout_y = train_x[holdout], train_y[holdout]
+            train_x, train_y = train_x[train], train_y[train]
             if self.victim_train_size is not None and self.victim_train_size < len(train_y):
                 keep, _ = stratified_split(train_y, self.victim_train_size / len(train_y), g)
                 train_x, train_y = train_x[keep], train_y[keep]
             pool, evaluation = stratified_split(test_y, self.pool_fraction, g)
-            self._splits = Splits(train_x, train_y, test_x[pool], test_y[pool], test_x[evaluation], test_y[evaluation])
+            self._splits = Splits(train_x, train_y, holdout_x, holdout_y, test_x[pool], test_y[pool],
+                                  test_x[evaluation], test_y[evaluation])
         return self._splits
 
     def _check_loaded(self, *tensors: Tensor) -> None:
@@ -95,4 +108,4 @@ class ImageDataset:
 
     def config(self) -> dict:
         return {"pool_fraction": self.pool_fraction, "victim_train_size": self.victim_train_size,
-                "split_seed": self.split_seed}
+                "split_seed": self.split_seed, "holdout_fraction": self.holdout_fraction}

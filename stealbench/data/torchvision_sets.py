@@ -18,8 +18,9 @@ class _TorchvisionGrey28(ImageDataset):
     input_shape = (1, 28, 28)
 
     def __init__(self, root: str = "data", download: bool = False, pool_fraction: float = 0.5,
-                 victim_train_size: int | None = None, split_seed: int = 0) -> None:
-        super().__init__(pool_fraction=pool_fraction, victim_train_size=victim_train_size, split_seed=split_seed)
+                 victim_train_size: int | None = None, split_seed: int = 0, holdout_fraction: float = 0.1) -> None:
+        super().__init__(pool_fraction=pool_fraction, victim_train_size=victim_train_size, split_seed=split_seed,
+                         holdout_fraction=holdout_fraction)
         self.root = root
         self.download = download
 

@@ -11,7 +11,11 @@ from torch import Tensor, nn
 
 @dataclass
 class DefenseSetup:
-    """What a defense may use in :meth:`Defense.setup`: the defender owns the victim and its data."""
+    """What a defense may use in :meth:`Defense.setup`: the defender owns the victim and its data.
+
+    Setup runs in the defender's process, with its own random stream (`generator`, seeded from the run seed and
+    the role "defense"), so nothing a defense draws can change the attacker's luck.
+    """
 
     victim: nn.Module  # pixel-space images -> logits; frozen
     train_x: Tensor  # the victim's training images, pixel space [0, 1]
@@ -20,11 +24,16 @@ class DefenseSetup:
     input_shape: tuple[int, int, int]
     device: torch.device
     generator: torch.Generator
-    #: trains a fresh net on (x, soft targets); for defenses that need a proxy or auxiliary model
+    #: train_model(net, x, targets, epochs, *, log_name="defense", loss=None) -> net: trains a net with the run's
+    #: trainer on (x, soft targets); `loss(logits, targets) -> scalar` replaces the soft cross-entropy
     train_model: Callable[..., nn.Module] | None = None
-    #: loads another registered data set by key (e.g. an outlier set), as ``(train_x, train_y)``;
-    #: keyword options go to its constructor, e.g. ``load_dataset("fashion-mnist", root="../shared/data")``
+    #: load_dataset(key, *, part="train", **options) -> (x, y): another registered data set's `train` or `test`
+    #: part, as stored (not resized); options go to its constructor, e.g. ``root="../shared/data"``. Refuses
+    #: (ConfigError) a set that shares images with the attacker's pool: a defense may not train on the attacker's data
     load_dataset: Callable[..., tuple[Tensor, Tensor]] | None = None
+    #: benign images of the victim's task that the victim never trained on (for calibration, e.g. a threshold)
+    holdout_x: Tensor | None = None
+    holdout_y: Tensor | None = None
 
 
 class Defense(nn.Module):
