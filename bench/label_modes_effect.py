@@ -17,7 +17,7 @@ from stealbench.defenses.deceptive import reverse_sigmoid
 from stealbench.defenses.noise import LogitNoise
 from stealbench.label_modes import (LabelOptions, effect_removed, estimate_reverse_sigmoid,
                                     invert_reverse_sigmoid, make_label_mode)
-from stealbench.oracle import Oracle
+from stealbench.defender.oracle import Oracle
 
 
 def main() -> None:

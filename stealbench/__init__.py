@@ -4,7 +4,7 @@ Importing this package is cheap (no torch, no Lightning): the CLI's `--version`,
 commands rely on that. The public API lives in the submodules:
 
 - `stealbench.defenses.Defense`, `stealbench.attacks.Attack`, `stealbench.data.ImageDataset`: base classes
-- `stealbench.oracle.Oracle`: the black-box API an attack talks to
+- `stealbench.defender.oracle.Oracle`: the black-box API an attack talks to
 - `stealbench.hookspecs`: the pluggy hooks a plugin implements (`stealbench.hookimpl` marks them)
 """
 

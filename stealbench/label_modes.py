@@ -24,7 +24,7 @@ from torch import Tensor
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .oracle import Oracle
+    from .defender.oracle import Oracle
 
 LABEL_MODES: dict[str, str] = {
     "soft": "train on the released probabilities",

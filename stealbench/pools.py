@@ -1,9 +1,10 @@
 """Attacker pools from another data set than the victim's (e.g. Fashion-MNIST images against an MNIST victim).
 
 `stealbench fit --pool_data fashion-mnist --pool_data.root ../shared/data` replaces the attacker pool of every
-attack by that data set's training images, resized to the victim's input shape. Its labels are the pool data
-set's own classes (what Knockoff's adaptive policy and a class-balanced seed set may use); they never train the
-surrogate. The pool is checked to share no image with the evaluation set.
+attack by that data set's whole training part, resized to the victim's input shape. Its labels are the pool data
+set's own classes: the attacker's own knowledge (``ctx.pool_labels``; Knockoff's adaptive policy may use them),
+never the victim task's. The pool is checked to share no image with the evaluation set, and a defense's extra
+data (e.g. an outlier set) is checked to share none with the pool.
 """
 
 from __future__ import annotations
@@ -50,15 +51,25 @@ def check_disjoint(pool_x: Tensor, eval_x: Tensor, what: str = "pool_data") -> N
                           "choose a pool data set disjoint from the victim's evaluation data")
 
 
+def check_outliers_disjoint(outlier_x: Tensor, pool_x: Tensor, outlier_name: str, pool_name: str) -> None:
+    """ConfigError if a defense's data set (converted to the pool's shape) shares any image with the attacker pool."""
+    converted = match_shape(outlier_x, tuple(pool_x.shape[1:]))
+    shared = int(torch.isin(fingerprints(converted), fingerprints(pool_x)).sum())
+    if shared:
+        raise ConfigError(f"{outlier_name} shares {shared} images with {pool_name}: a defense may not train on the "
+                          "attacker's data. Give the defense another data set or part (e.g. its test part), or "
+                          "the attacker another pool")
+
+
 def load_pool(pool_data, victim_data, eval_x: Tensor) -> tuple[Tensor, Tensor]:
     """(pool_x, pool_y) from `pool_data` (an ImageDataset), shaped like the victim's inputs, disjoint from eval."""
     if type(pool_data) is type(victim_data):
         raise ConfigError("pool_data is the victim's own data set; leave --pool_data unset to use its attacker "
                           "pool (the part of its test split kept apart from the evaluation set)")
-    splits = pool_data.splits()
-    x = match_shape(splits.victim_x, tuple(victim_data.input_shape))
+    train_x, train_y, _, _ = pool_data.parts()
+    x = match_shape(train_x, tuple(victim_data.input_shape))
     check_disjoint(x, eval_x)
-    return x, splits.victim_y
+    return x, train_y
 
 
-__all__ = ["check_disjoint", "fingerprints", "load_pool", "match_shape"]
+__all__ = ["check_disjoint", "check_outliers_disjoint", "fingerprints", "load_pool", "match_shape"]

@@ -1,6 +1,10 @@
 """One stealing experiment, phase by phase: data -> victim -> defense -> oracle -> attack rounds -> results.
 
-Plain Python orchestration; each training phase gets a fresh Lightning Trainer (see training.fit).
+Plain Python orchestration; each training phase gets a fresh Lightning Trainer (see training.fit). The defender's
+phases run here; the attack runs in its own process (``stealbench.attacker``), joined to this one only by the
+oracle's requests and the surrogate checkpoints (``stealbench.defender.referee``). Every random choice derives
+from the run seed and its role (``stealbench.seeding``), so runs that differ only in the defense share the
+attacker's luck.
 """
 
 from __future__ import annotations
@@ -17,21 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.seed import seed_everything
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from . import __version__, console
-from .attacks.base import Attack, AttackContext
+from .attacker.launch import start_attacker
+from .attacker.process import AttackerSpec
+from .attacks.base import Attack
 from .config import SurrogateConfig, VictimConfig, WandbConfig
-from .data.base import ImageDataset
+from .data.base import ImageDataset, Splits
+from .defender.guard import guarded_answer
+from .defender.oracle import Oracle
+from .defender.referee import Referee
+from .defender.referee import stop as stop_attacker
 from .defenses.base import Defense, DefenseSetup
 from .errors import ConfigError, StealbenchError
 from .label_modes import LabelOptions, make_label_mode
 from .metrics import DefenseStats
 from .models.factory import build_net
-from .oracle import Oracle, check_probabilities
-from .pools import load_pool
 from .plugins import get_catalog
+from .pools import check_outliers_disjoint, load_pool
+from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_probs, resolve_device
@@ -92,7 +101,8 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     splits = data.splits()
     if exp.pool_data is not None:  # the attacker's pool from another data set (never the evaluation images)
         pool_x, pool_y = load_pool(exp.pool_data, data, splits.eval_x)
-        splits = replace(splits, pool_x=pool_x, pool_y=pool_y)
+        # the attacker's own data set: its labels are the attacker's knowledge (Knockoff's adversary has them)
+        splits = replace(splits, pool_x=pool_x, pool_y=pool_y, pool_labels=pool_y)
     exp.attack.validate(budget=label_mode.effective_budget(exp.budget), num_classes=data.num_classes,
                         pool_size=len(splits.pool_y))
     for role, arch in (("victim", exp.victim.arch), ("surrogate", exp.surrogate.arch)):
@@ -115,21 +125,21 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
         results = _run_phases(exp, catalog, splits, label_mode, run_dir, tracker, started)
     except BaseException as exc:
         # The folder must not look complete: no results.json, an error.txt saying what happened.
-        (run_dir / "error.txt").write_text("".join(traceback.format_exception(exc)))
+        details = getattr(exc, "details", "")
+        (run_dir / "error.txt").write_text("".join(traceback.format_exception(exc))
+                                          + (f"\nin the attacker's process:\n{details}" if details else ""))
         if tracker is not None:
             tracker.abort()
         raise
     return results
 
 
-def _run_phases(exp: Experiment, catalog, splits, label_mode, run_dir: Path, tracker: Tracker,
+def _run_phases(exp: Experiment, catalog, splits: Splits, label_mode, run_dir: Path, tracker: Tracker,
                 started: float) -> dict[str, Any]:
-    data = exp.data
     device = resolve_device(exp.trainer)
-    seed_everything(exp.seed, workers=True, verbose=False)
     console.header({
-        "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, attacker pool {len(splits.pool_y)}, "
-                f"eval {len(splits.eval_y)})",
+        "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
+                f"attacker pool {len(splits.pool_y)}, eval {len(splits.eval_y)})",
         "victim": f"{exp.victim.arch}, {exp.victim.epochs} epochs",
         "surrogate": exp.surrogate.arch,
         "defense": f"{exp.keys['defense']}  {_params(exp.defense)}",
@@ -140,50 +150,76 @@ def _run_phases(exp: Experiment, catalog, splits, label_mode, run_dir: Path, tra
         "output": str(run_dir),
         "W&B": tracker.mode,
     })
+    logger = tracker.lightning_logger()
+    defended = _defender_phase(exp, catalog, splits, device, logger)
+    oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
+                    num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
+    referee, report = _attack_phase(exp, splits, label_mode, device, oracle, defended, logger, tracker)
+    return _write_results(exp, catalog, splits, run_dir, tracker, started, defended, oracle, referee, report,
+                          label_mode)
+
+
+@dataclass
+class Defended:
+    """The defender's side after setup: the frozen victim, its clean predictions and the utility figures."""
+
+    victim: Any  # victim.VictimResult
+    victim_net: torch.nn.Module
+    victim_pred: torch.Tensor  # the undefended argmax on the evaluation set (the fidelity reference)
+    metrics: dict[str, Any]
+    make_net: Any  # arch -> a fresh net for this data set
+
+
+def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.device, logger) -> Defended:
+    """Victim (trained or loaded), defense setup, utility on the evaluation set: all on the defender's side."""
+    data = exp.data
 
     def make_net(arch: str):
         return build_net(arch, num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean,
                          std=data.std, catalog=catalog)
 
-    logger = tracker.lightning_logger()
     victim_settings = TrainSettings(batch_size=exp.victim.batch_size, lr=exp.victim.lr,
                                     weight_decay=exp.victim.weight_decay, trainer=exp.trainer,
                                     progress_bar=exp.progress_bar, logger=logger)
-    victim_seed = exp.seed if exp.victim.seed is None else exp.victim.seed
+    victim_seed = role_seed(exp.seed if exp.victim.seed is None else exp.victim.seed, "victim")
     data_identity = {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", **data.config()}
     t0 = time.perf_counter()
-    victim = obtain_victim(lambda: make_net(exp.victim.arch), exp.victim, data_identity, victim_seed,
-                           splits.victim_x, splits.victim_y, data.num_classes, victim_settings)
+    with seeded_globals(victim_seed):
+        victim = obtain_victim(lambda: make_net(exp.victim.arch), exp.victim, data_identity, victim_seed,
+                               splits.victim_x, splits.victim_y, data.num_classes, victim_settings)
     verb = {"trained": "trained", "cache": "loaded from cache", "checkpoint": "loaded from checkpoint"}[victim.origin]
     console.info(f"victim {verb}" + (f" ({victim.path})" if victim.path else "")
                  + f" in {time.perf_counter() - t0:.1f}s")
-    # Re-seed: the attack must not depend on whether the victim was trained or loaded (same run, same numbers).
-    seed_everything(exp.seed, workers=True, verbose=False)
     victim_net = victim.net.to(device).eval()
     for p in victim_net.parameters():
         p.requires_grad_(False)
 
-    generator = torch.Generator().manual_seed(exp.seed)
-    surrogate_settings = TrainSettings(batch_size=exp.surrogate.batch_size, lr=exp.surrogate.lr,
-                                       weight_decay=exp.surrogate.weight_decay, trainer=exp.trainer,
-                                       progress_bar=exp.progress_bar, logger=logger)
+    defense_settings = replace(victim_settings, batch_size=exp.surrogate.batch_size, lr=exp.surrogate.lr,
+                               weight_decay=exp.surrogate.weight_decay)
+    train_seeds = RoleCounter(exp.seed, "defense")
 
-    def train_model(net, x, targets, epochs, log_name="defense"):
-        return fit(net, x, targets, epochs, surrogate_settings,
-                   seed=int(torch.randint(2**31, (1,), generator=generator)), log_name=log_name)
+    def train_model(net, x, targets, epochs, log_name="defense", loss=None):
+        seed = train_seeds.next()
+        with seeded_globals(seed):
+            return fit(net, x, targets, epochs, defense_settings, seed=seed, log_name=log_name,
+                       **({"loss": loss} if loss is not None else {}))
 
-    exp.defense.setup(DefenseSetup(
-        victim=victim_net, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
-        input_shape=data.input_shape, device=device, generator=generator, train_model=train_model,
-        load_dataset=lambda key, **options: _load_other(catalog, key, **options),
-    ))
+    with seeded_globals(role_seed(exp.seed, "defense")):
+        exp.defense.setup(DefenseSetup(
+            victim=victim_net, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
+            input_shape=data.input_shape, device=device, generator=role_generator(exp.seed, "defense"),
+            train_model=train_model, holdout_x=splits.holdout_x, holdout_y=splits.holdout_y,
+            load_dataset=lambda key, part="train", **options: _load_other(catalog, key, part, splits.pool_x,
+                                                                       exp.keys.get("pool_data"), **options),
+        ))
 
     # Utility for benign users, on the evaluation set, with a copy of the defense (query history stays clean).
     clean_eval = predict_probs(victim_net, splits.eval_x, device)
-    released_eval = _defend(copy.deepcopy(exp.defense), splits.eval_x, clean_eval, device, exp.keys["defense"])
+    with seeded_globals(role_seed(exp.seed, "evaluation")):
+        released_eval = _defend(copy.deepcopy(exp.defense), splits.eval_x, clean_eval, device,
+                                _who(exp, catalog, "defense"))
     stats = DefenseStats()
     stats.update(clean_eval, released_eval)
-    victim_pred = clean_eval.argmax(-1)
     metrics: dict[str, Any] = {
         "victim/acc": _accuracy(clean_eval, splits.eval_y, data.num_classes),
         "victim/acc_defended": _accuracy(released_eval, splits.eval_y, data.num_classes),
@@ -191,38 +227,60 @@ def _run_phases(exp: Experiment, catalog, splits, label_mode, run_dir: Path, tra
     }
     console.info(f"victim acc {metrics['victim/acc']:.4f}, defended {metrics['victim/acc_defended']:.4f}, "
                  f"top-1 changed {metrics['defense/top1_changed']:.4f}")
+    return Defended(victim, victim_net, clean_eval.argmax(-1), metrics, make_net)
 
-    oracle = Oracle(victim_net, exp.defense, budget=exp.budget, input_shape=data.input_shape,
-                    num_classes=data.num_classes, device=device, defense_name=exp.keys["defense"])
-    curve: list[dict[str, Any]] = []
 
-    def checkpoint(model, round_idx: int, retrained_from_scratch: bool) -> None:
-        probs = predict_probs(model, splits.eval_x, device)
-        point = {"queries": oracle.used, "round": round_idx,
-                 "surrogate/acc": _accuracy(probs, splits.eval_y, data.num_classes),
-                 "surrogate/fidelity": _accuracy(probs, victim_pred, data.num_classes),
-                 "retrained_from_scratch": bool(retrained_from_scratch)}
-        curve.append(point)
+def _attack_phase(exp: Experiment, splits: Splits, label_mode, device: torch.device, oracle: Oracle,
+                  defended: Defended, logger, tracker: Tracker) -> tuple[Referee, dict[str, Any]]:
+    """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
+    data = exp.data
+
+    def evaluate(net) -> dict[str, float]:
+        probs = predict_probs(net, splits.eval_x, device)
+        return {"surrogate/acc": _accuracy(probs, splits.eval_y, data.num_classes),
+                "surrogate/fidelity": _accuracy(probs, defended.victim_pred, data.num_classes)}
+
+    def on_point(point: dict[str, Any]) -> None:
         console.round_line(point, exp.budget)
         tracker.log_point({k: v for k, v in point.items() if k != "retrained_from_scratch"})
 
-    ctx = AttackContext(
-        oracle=label_mode.wrap_oracle(oracle), pool_x=splits.pool_x, pool_y=splits.pool_y,
-        num_classes=data.num_classes,
-        input_shape=data.input_shape, generator=generator, device=device,
-        new_surrogate=lambda: make_net(exp.surrogate.arch),
-        train=lambda model, x, targets, epochs: train_model(model, x, targets, epochs, "surrogate"),
-        to_targets=label_mode, checkpoint=checkpoint, log=console.info,
+    def on_log(metrics: dict[str, float], step: int | None) -> None:
+        if logger is not None:
+            logger.log_metrics(metrics, step)
+
+    referee = Referee(
+        oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
+        evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),
+        seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log, say=console.info,
     )
-    exp.attack.run(ctx)
-    if not curve:
+    spec = AttackerSpec(
+        attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
+        num_classes=data.num_classes, input_shape=tuple(data.input_shape), mean=tuple(data.mean),
+        std=tuple(data.std), surrogate=exp.surrogate, trainer=exp.trainer, progress_bar=exp.progress_bar,
+        device=str(device),
+    )
+    process, conn = start_attacker(spec)
+    try:
+        with seeded_globals(role_seed(exp.seed, "oracle")):  # randomised defenses answer from this stream
+            report = referee.serve(conn, process)
+    finally:
+        stop_attacker(process, conn)
+    if not referee.curve:
         raise StealbenchError(f"attack {exp.keys['attack']!r} finished without evaluating the surrogate "
                               "(it never called ctx.checkpoint)")
+    return referee, report
 
+
+def _write_results(exp: Experiment, catalog, splits: Splits, run_dir: Path, tracker: Tracker, started: float,
+                   defended: Defended, oracle: Oracle, referee: Referee, report: dict[str, Any],
+                   label_mode) -> dict[str, Any]:
+    curve = referee.curve
     final = curve[-1]
-    metrics.update({"surrogate/acc": final["surrogate/acc"], "surrogate/fidelity": final["surrogate/fidelity"],
-                    "queries": oracle.used})
-    extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()}, **label_mode.report()}
+    metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
+               "surrogate/fidelity": final["surrogate/fidelity"], "queries": oracle.used}
+    label_report = report.get("label_mode") if isinstance(report.get("label_mode"), dict) else {}
+    extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()},
+              **{k: float(v) for k, v in label_report.items() if isinstance(v, (int, float))}}
     elapsed = time.perf_counter() - started
     results = {
         "schema": SCHEMA_VERSION,
@@ -232,7 +290,9 @@ def _run_phases(exp: Experiment, catalog, splits, label_mode, run_dir: Path, tra
         "extra_metrics": extras,
         "curve": curve,
         "splits": splits.sizes(),
-        "victim": {"origin": victim.origin, "path": victim.path},
+        "seed_set": referee.seed_set_record,
+        "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
+        "victim": {"origin": defended.victim.origin, "path": defended.victim.path},
         "config": exp.config,
         "versions": {"stealbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "plugins": catalog.versions()},
@@ -249,6 +309,16 @@ def _run_phases(exp: Experiment, catalog, splits, label_mode, run_dir: Path, tra
     return results
 
 
+def _who(exp: Experiment, catalog, option: str) -> str:
+    """'KEY' (plugin SOURCE): how errors name a component."""
+    key = exp.keys.get(option, "?")
+    registry = {"defense": catalog.defenses, "attack": catalog.attacks}[option]
+    try:
+        return f"{key!r} (plugin {registry.source(key)})"
+    except StealbenchError:
+        return repr(key)
+
+
 def _params(component: Defense | Attack) -> str:
     cfg = {k: v for k, v in component.config().items() if not isinstance(v, (torch.Tensor, torch.nn.Module))}
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
@@ -258,23 +328,27 @@ def _params(component: Defense | Attack) -> str:
 def _defend(defense: Defense, x: torch.Tensor, clean: torch.Tensor, device: torch.device, name: str,
             batch_size: int = 1024) -> torch.Tensor:
     defense = defense.to(device).eval()
-    parts = []
-    for xb, pb in zip(x.split(batch_size), clean.split(batch_size)):
-        pb = pb.to(device)
-        released = defense(xb.to(device), pb)
-        check_probabilities(released, pb, name)
-        parts.append(released.cpu())
+    parts = [guarded_answer(defense, xb.to(device), pb.to(device), name).cpu()
+             for xb, pb in zip(x.split(batch_size), clean.split(batch_size))]
     return torch.cat(parts)
 
 
-def _load_other(catalog, key: str, **options):
-    """Another registered data set's training part; `options` go to its constructor (e.g. root=...)."""
+def _load_other(catalog, key: str, part: str, pool_x: torch.Tensor, pool_key: str | None, **options):
+    """Another registered data set's `train` or `test` part, for a defense; refused if it shares attacker-pool images.
+
+    A defense must not train on the attacker's own data (e.g. an outlier set that is the attacker's pool).
+    """
+    if part not in ("train", "test"):
+        raise ConfigError(f"load_dataset(part=...) takes 'train' or 'test', got {part!r}")
     try:
         other = catalog.datasets.get(key)(**options)
     except TypeError as exc:
         raise ConfigError(f"data set {key!r} does not take options {sorted(options)}: {exc}") from exc
-    s = other.splits()
-    return s.victim_x, s.victim_y
+    train_x, train_y, test_x, test_y = other.parts()
+    x, y = (train_x, train_y) if part == "train" else (test_x, test_y)
+    pool_name = f"--pool_data {pool_key}" if pool_key else "the victim data set's pool split"
+    check_outliers_disjoint(x, pool_x, f"{key} ({part} part)", f"the attacker pool ({pool_name})")
+    return x, y
 
 
 __all__ = ["Experiment", "run_experiment"]

@@ -23,6 +23,7 @@ Everything runs on tiny random 8x8 images with a tiny victim, in well under a se
 from __future__ import annotations
 
 import inspect
+import pickle
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ DEFENSE_RULES: dict[str, str] = {
 #: rule id -> what an attack must do
 ATTACK_RULES: dict[str, str] = {
     "interface": "is a subclass of stealbench.attacks.Attack whose defaults construct it",
+    "sendable": "survives pickling (a run sends the attack to the attacker's own process)",
     "run": "run(ctx) finishes without error and returns an nn.Module surrogate",
     "budget": "never asks the oracle for more images than oracle.remaining",
     "oracle-only": "every victim evaluation goes through oracle.query (the victim is never touched directly)",
@@ -151,7 +153,10 @@ def make_defense_setup(world: TinyWorld | None = None, victim: nn.Module | None 
         victim=victim, train_x=train_x, train_y=world.labels(world.n_train, world.seed + 1),
         num_classes=world.num_classes, input_shape=world.input_shape, device=world.device,
         generator=torch.Generator().manual_seed(world.seed), train_model=world.train,
-        load_dataset=lambda key: (world.images(world.n_train, world.seed + 7), world.labels(world.n_train, 7)),
+        load_dataset=lambda key, part="train", **options: (world.images(world.n_train, world.seed + 7),
+                                                           world.labels(world.n_train, 7)),
+        holdout_x=world.images(world.n_train // 4, world.seed + 5),
+        holdout_y=world.labels(world.n_train // 4, world.seed + 5),
     )
 
 
@@ -180,7 +185,7 @@ class _WatchedVictim(nn.Module):
 
 
 def _watched_oracle(victim: nn.Module, defense: Defense, budget: int, world: TinyWorld, watch: _Watch):
-    from .oracle import Oracle  # lazy: torchmetrics
+    from .defender.oracle import Oracle  # lazy: torchmetrics
 
     class WatchedOracle(Oracle):
         log: list[tuple[int, float]]
@@ -211,9 +216,17 @@ def make_attack_context(budget: int = 150, world: TinyWorld | None = None, defen
     watch = _Watch()
     oracle = _watched_oracle(world.victim(), defense, budget, world, watch)
     oracle._conformance_watch = watch
+    pool_x, pool_truth = world.images(world.n_pool, world.seed + 2), world.labels(world.n_pool, world.seed + 2)
+
+    def seed_set(per_class: int) -> tuple[Tensor, Tensor]:
+        from .attacks.base import class_balanced_indices
+
+        idx = class_balanced_indices(pool_truth, per_class, world.num_classes,
+                                     torch.Generator().manual_seed(world.seed + 9))
+        return pool_x[idx], pool_truth[idx]
+
     return AttackContext(
-        oracle=oracle, pool_x=world.images(world.n_pool, world.seed + 2),
-        pool_y=world.labels(world.n_pool, world.seed + 2), num_classes=world.num_classes,
+        oracle=oracle, pool_x=pool_x, seed_set=seed_set, num_classes=world.num_classes,
         input_shape=world.input_shape, generator=torch.Generator().manual_seed(world.seed), device=world.device,
         new_surrogate=world.new_net, train=world.train,
         to_targets=lambda probs: probs.detach().float(),
@@ -462,6 +475,12 @@ def check_attack(target: Any, *, kwargs: dict[str, Any] | None = None, budget: i
             attack = _construct(factory, Attack, kwargs)
         except Exception as exc:
             failures.append(("interface", f"{type(exc).__name__}: {exc}"))
+            return None
+        try:
+            pickle.loads(pickle.dumps(attack))
+        except Exception as exc:
+            failures.append(("sendable", f"cannot be pickled ({type(exc).__name__}: {exc}); keep the attack's "
+                                         "state in plain attributes (no lambdas, open files or local classes)"))
             return None
         points: list[int] = []
         ctx = make_attack_context(budget, world, checkpoint=lambda model, r, fresh: points.append(ctx.oracle.used))

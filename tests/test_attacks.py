@@ -9,7 +9,7 @@ from stealbench.attacks.jbda import JBDA, jacobian_step
 from stealbench.attacks.random import RandomSamples
 from stealbench.defenses.none import NoDefense
 from stealbench.errors import ConfigError
-from stealbench.oracle import Oracle
+from stealbench.defender.oracle import Oracle
 
 SHAPE = (1, 8, 8)
 

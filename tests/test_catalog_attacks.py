@@ -14,7 +14,7 @@ from stealbench.attacks.knockoff import GradientBandit, Knockoff, certainty_rewa
 from stealbench.defenses.labels import LabelsOnly
 from stealbench.defenses.none import NoDefense
 from stealbench.errors import ConfigError
-from stealbench.oracle import Oracle
+from stealbench.defender.oracle import Oracle
 from stealbench.pools import check_disjoint, match_shape
 
 SHAPE = (1, 8, 8)

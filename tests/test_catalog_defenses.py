@@ -13,7 +13,7 @@ from stealbench.defenses.noise import LogitNoise
 from stealbench.defenses.rounding import Rounding, round_on_simplex
 from stealbench.defenses.topk import TopK
 from stealbench.errors import ConfigError
-from stealbench.oracle import check_probabilities
+from stealbench.defender.oracle import check_probabilities
 
 
 def probs(n=64, k=10, seed=0, scale=3.0):

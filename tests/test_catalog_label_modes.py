@@ -10,7 +10,7 @@ from stealbench.defenses.noise import LogitNoise
 from stealbench.errors import ConfigError
 from stealbench.label_modes import (LabelOptions, SmoothingOracle, effect_removed, estimate_reverse_sigmoid,
                                     invert_reverse_sigmoid, make_label_mode)
-from stealbench.oracle import Oracle
+from stealbench.defender.oracle import Oracle
 
 
 def confident(n=300, seed=0, scale=25.0):

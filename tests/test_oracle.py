@@ -8,7 +8,7 @@ from stealbench.defenses.base import Defense
 from stealbench.defenses.deceptive import DeceptivePerturbation
 from stealbench.defenses.none import NoDefense
 from stealbench.errors import BudgetExceededError, DefenseOutputError, OracleInputError
-from stealbench.oracle import Oracle
+from stealbench.defender.oracle import Oracle
 
 SHAPE = (1, 8, 8)
 

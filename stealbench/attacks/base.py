@@ -3,36 +3,60 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:  # the oracle pulls in torchmetrics; `stealbench list` should not
-    from ..oracle import Oracle
+
+@runtime_checkable
+class OracleHandle(Protocol):
+    """What an attack sees of the oracle: queries in, released probabilities out, and the counters."""
+
+    budget: int
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    @property
+    def used(self) -> int: ...
+
+    @property
+    def remaining(self) -> int: ...
+
+    def query(self, x: Tensor) -> Tensor: ...
 
 
 @dataclass
 class AttackContext:
-    """Everything an attack may use. It holds no reference to the victim: answers come only from `oracle`."""
+    """Everything an attack may use, and nothing more: what a real attacker holds.
 
-    oracle: "Oracle"
-    pool_x: Tensor  # unlabeled attacker data, pixel space [0, 1]
-    #: ground truth of the pool, only for choosing a class-balanced seed set (Papernot et al. assume the attacker
-    #: holds a few representative images per class); never train on it
-    pool_y: Tensor
+    In a run, the attack executes in the attacker's own process: `oracle` sends its queries to the defender's
+    process, `checkpoint` sends the surrogate's weights there to be evaluated, and no object of the defender's
+    (victim, defense, evaluation set, the pool's ground truth) exists in this process.
+    """
+
+    oracle: OracleHandle
+    pool_x: Tensor  # unlabelled attacker images, pixel space [0, 1]
     num_classes: int
     input_shape: tuple[int, int, int]
-    generator: torch.Generator  # seeded; use it for every random choice
+    generator: torch.Generator  # seeded from (run seed, "attack"); use it for every random choice
     device: torch.device
-    #: a freshly initialised surrogate network
+    #: a freshly initialised surrogate network (each call's initial weights derive from the run seed)
     new_surrogate: Callable[[], nn.Module]
     #: train(model, x, targets, epochs) -> model; targets are probability vectors (see `to_targets`)
     train: Callable[[nn.Module, Tensor, Tensor, int], nn.Module]
     #: released answers -> training targets, per the run's label mode (soft probabilities or one-hot)
     to_targets: Callable[[Tensor], Tensor]
-    #: report(model, round, retrained_from_scratch): evaluate the surrogate at the current query count
+    #: checkpoint(model, round, retrained_from_scratch): evaluate the surrogate at the current query count (on the
+    #: defender's side, with the weights sent over); rounds count from 1
     checkpoint: Callable[[nn.Module, int, bool], None]
+    #: seed_set(per_class) -> (images, labels): a class-balanced labelled seed set chosen by the framework from the
+    #: pool (Papernot et al. assume the attacker holds a few labelled images per class). The labels are the
+    #: attacker's own knowledge and cost no queries; at most one size per run, recorded in results.json
+    seed_set: Callable[[int], tuple[Tensor, Tensor]] | None = None
+    #: labels of the pool, only when it comes from another data set (``--pool_data``): the attacker's own data
+    #: with its own classes (not the victim's task). None for the victim task's pool: no ground truth for it
+    pool_labels: Tensor | None = None
     #: print a progress message
     log: Callable[[str], None] = print
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from .. import hookimpl
 from ..errors import ConfigError
-from .base import Attack, AttackContext, class_balanced_indices
+from .base import Attack, AttackContext
 
 
 def jacobian_step(model: nn.Module, x: Tensor, labels: Tensor, step: float, *, grad_of: str = "prob",
@@ -54,8 +54,9 @@ class JBDA(Attack):
         """
         Args:
             seed_per_class: seed images per class (the seed set has seed_per_class * num_classes images).
-            seed_source: `balanced` picks seed_per_class images of each class from the attacker pool (uses the
-                pool's labels for selection only); `random` picks as many images at random.
+            seed_source: `balanced` takes the framework's labelled seed set (`ctx.seed_set`: seed_per_class
+                images of each class, chosen from the pool; Papernot et al.'s assumption, the labels cost no
+                queries and only select images); `random` picks as many unlabelled pool images at random.
             lam: step size lambda, in pixel units.
             direction: `towards` steps along +sign(grad F_c) (Papernot's rule: c is the oracle's label),
                 `away` along -sign(grad F_c).
@@ -121,17 +122,20 @@ class JBDA(Attack):
         """New points from `x` (labelled `labels` by the oracle) after round `round_idx`; variants override this."""
         return jacobian_step(model, x, labels, self.step_size(round_idx), grad_of=self.grad_of)
 
-    def seed_indices(self, ctx: AttackContext) -> Tensor:
+    def seed_images(self, ctx: AttackContext) -> Tensor:
         if self.seed_source == "balanced":
-            idx = class_balanced_indices(ctx.pool_y, self.seed_per_class, ctx.num_classes, ctx.generator)
-            if len(idx) < self.seed_size(ctx.num_classes):
+            if ctx.seed_set is None:
+                raise ConfigError("attack.seed_source balanced needs a labelled seed set, which this context lacks; "
+                                  "use --attack.seed_source random")
+            x, _ = ctx.seed_set(self.seed_per_class)
+            if len(x) < self.seed_size(ctx.num_classes):
                 ctx.log(f"note: the pool has fewer than {self.seed_per_class} images of some class; "
-                        f"seed set has {len(idx)} images")
-            return idx
-        return torch.randperm(len(ctx.pool_x), generator=ctx.generator)[: self.seed_size(ctx.num_classes)]
+                        f"seed set has {len(x)} images")
+            return x.clone()
+        return ctx.pool_x[torch.randperm(len(ctx.pool_x), generator=ctx.generator)[: self.seed_size(ctx.num_classes)]]
 
     def run(self, ctx: AttackContext) -> nn.Module:
-        x = ctx.pool_x[self.seed_indices(ctx)].clone()
+        x = self.seed_images(ctx)
         answers = ctx.oracle.query(x)
         labels = answers.argmax(-1)
         targets = ctx.to_targets(answers)

@@ -1,9 +1,11 @@
 """Knockoff Nets (Orekondy, Schiele & Fritz, CVPR 2019): query natural images from the attacker's pool.
 
-`policy: random` samples pool images uniformly; `policy: adaptive` learns which pool classes to sample with a
-gradient-bandit policy over the pool's classes (its own labels: with `--pool_data` those of the other data set),
-rewarded by the answers' certainty (top-1 minus top-2), diversity (mass above the recent mean answer) and the
-surrogate's loss on them. Queries go in batches of `batch_size`; the policy is updated once per batch.
+`policy: random` samples pool images uniformly; `policy: adaptive` learns which groups of pool images to sample
+with a gradient-bandit policy, rewarded by the answers' certainty (top-1 minus top-2), diversity (mass above the
+recent mean answer) and the surrogate's loss on them. Queries go in batches of `batch_size`; the policy is updated
+once per batch. The bandit's arms are what the attacker can know: the labels of its own data set (``--pool_data``,
+as in Knockoff Nets, whose adversary labels its own images), or, for the victim task's unlabelled pool, k-means
+clusters of the pool images (`arms: clusters`); never the victim task's ground truth.
 """
 
 from __future__ import annotations
@@ -45,6 +47,31 @@ def loss_reward(answers: Tensor, surrogate_probs: Tensor) -> Tensor:
     return (ce / math.log(max(k, 2))).clamp(0, -math.log(_PROB_FLOOR))
 
 
+def kmeans_assign(x: Tensor, k: int, generator: torch.Generator, iters: int = 20, side: int = 8) -> Tensor:
+    """Cluster index of every image: Lloyd's k-means (k-means++ start) on images average-pooled to <= side x side.
+
+    Batched over images; the loops run over iterations and the k initial centres only.
+    """
+    feats = torch.nn.functional.adaptive_avg_pool2d(x.float(), (min(side, x.shape[2]), min(side, x.shape[3])))
+    feats = feats.flatten(1)
+    n = len(feats)
+    centres = feats[torch.randint(n, (1,), generator=generator)]
+    for _ in range(1, k):  # k-means++: the next centre drawn in proportion to the squared distance
+        d2 = torch.cdist(feats, centres).min(1).values.pow(2)
+        weights = d2 if d2.sum() > 0 else torch.ones(n)
+        centres = torch.cat([centres, feats[torch.multinomial(weights, 1, generator=generator)]])
+    assign = torch.cdist(feats, centres).argmin(1)
+    for _ in range(iters):
+        sums = torch.zeros_like(centres).index_add_(0, assign, feats)
+        counts = torch.bincount(assign, minlength=k).clamp_min(1).unsqueeze(1).to(feats.dtype)
+        centres = torch.where(counts > 0, sums / counts, centres)
+        new = torch.cdist(feats, centres).argmin(1)
+        if torch.equal(new, assign):
+            break
+        assign = new
+    return assign
+
+
 class GradientBandit:
     """Softmax preferences H over arms, updated with a running-mean baseline (Sutton & Barto, 2.8), batched."""
 
@@ -77,7 +104,8 @@ class Knockoff(Attack):
                  num_checkpoints: int = 5, epochs: int = 10, retrain_from_scratch: bool = True,
                  batch_size: int = 50, bandit_step: float = 0.1,
                  rewards: list[str] = ["certainty", "diversity", "loss"],  # noqa: B006 (JSON-friendly default)
-                 diversity_window: int = 10) -> None:
+                 diversity_window: int = 10, arms: Literal["auto", "labels", "clusters"] = "auto",
+                 num_clusters: int | None = None) -> None:
         """
         Args:
             policy: `random` (uniform over the pool) or `adaptive` (gradient bandit over pool classes).
@@ -90,6 +118,10 @@ class Knockoff(Attack):
             bandit_step: adaptive: the gradient bandit's step size alpha.
             rewards: adaptive: which rewards to add up (certainty, diversity, loss).
             diversity_window: adaptive: the diversity reward compares with the mean of this many recent batches.
+            arms: adaptive: the bandit's arms. `labels`: the pool's own labels (only with --pool_data, whose labels
+                the attacker has); `clusters`: k-means clusters of the pool images; `auto`: labels when the
+                attacker has them, else clusters.
+            num_clusters: adaptive with clusters: how many (default: the victim's number of classes).
         """
         checks = [
             (policy in ("random", "adaptive"), f"attack.policy must be one of random, adaptive; got {policy!r}"),
@@ -100,6 +132,8 @@ class Knockoff(Attack):
             (bool(rewards) and all(r in REWARDS for r in rewards),
              f"attack.rewards must be a non-empty list drawn from {', '.join(REWARDS)}; got {rewards!r}"),
             (diversity_window >= 1, f"attack.diversity_window must be >= 1, got {diversity_window}"),
+            (arms in ("auto", "labels", "clusters"), f"attack.arms must be one of auto, labels, clusters; got {arms!r}"),
+            (num_clusters is None or num_clusters >= 2, f"attack.num_clusters must be >= 2 or null, got {num_clusters}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -113,6 +147,8 @@ class Knockoff(Attack):
         self.bandit_step = bandit_step
         self.rewards = list(rewards)
         self.diversity_window = diversity_window
+        self.arms = arms
+        self.num_clusters = num_clusters
         self._reward_log: list[dict[str, float]] = []  # per policy step: mean of each reward (for tests/reports)
         self._policy: Tensor | None = None
 
@@ -156,7 +192,7 @@ class Knockoff(Attack):
             ctx.checkpoint(model, round_idx, self.retrain_from_scratch)
         if self.policy == "adaptive" and self._policy is not None:
             top = self._policy.topk(min(5, len(self._policy)))
-            ctx.log("knockoff adaptive policy, top pool classes: "
+            ctx.log("knockoff adaptive policy, top arms: "
                     + ", ".join(f"{int(c)}: {p:.2f}" for p, c in zip(top.values.tolist(), top.indices.tolist())))
         return model
 
@@ -173,8 +209,19 @@ class Knockoff(Attack):
         return choose
 
     # -- adaptive -------------------------------------------------------------------------------------------------
+    def arm_of_each_image(self, ctx: AttackContext) -> Tensor:
+        """The bandit arm of every pool image: the attacker's own labels, or k-means clusters of the images."""
+        use_labels = self.arms == "labels" or (self.arms == "auto" and ctx.pool_labels is not None)
+        if use_labels:
+            if ctx.pool_labels is None:
+                raise ConfigError("attack.arms labels needs labels the attacker owns: a pool from another data set "
+                                  "(--pool_data ...). The victim task's pool is unlabelled; use --attack.arms clusters")
+            return ctx.pool_labels.long()
+        k = self.num_clusters or ctx.num_classes
+        return kmeans_assign(ctx.pool_x, min(k, len(ctx.pool_x)), ctx.generator)
+
     def _adaptive_chooser(self, ctx: AttackContext, order: Tensor):
-        classes = ctx.pool_y[order]
+        classes = self.arm_of_each_image(ctx)[order]
         num_arms = int(classes.max()) + 1 if len(classes) else 1
         # per arm, its unqueried pool images in random order (one sort, no per-image loop)
         by_arm = torch.argsort(classes, stable=True)

@@ -25,6 +25,8 @@ class Splits:
     pool_y: Tensor  # ground truth of the attacker pool: only for class-balanced seed selection, never for training
     eval_x: Tensor
     eval_y: Tensor
+    #: labels the attacker may use for its pool: a --pool_data set's own labels; None for the victim task's pool
+    pool_labels: Tensor | None = None
 
     def sizes(self) -> dict[str, int]:
         return {"victim_train": len(self.victim_y), "defender_holdout": len(self.holdout_y),
@@ -72,6 +74,7 @@ class ImageDataset:
         self.split_seed = split_seed
         self.holdout_fraction = holdout_fraction
         self._splits: Splits | None = None
+        self._parts: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Return (train_x, train_y, test_x, test_y): float32 images in [0, 1] shaped (N, C, H, W), int64 labels."""
@@ -81,10 +84,17 @@ class ImageDataset:
     def key(self) -> str:
         return getattr(self, "registry_key", type(self).__name__.lower())
 
+    def parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The whole (train_x, train_y, test_x, test_y), loaded and checked once."""
+        if self._parts is None:
+            loaded = self.load()
+            self._check_loaded(*loaded)
+            self._parts = loaded
+        return self._parts
+
     def splits(self) -> Splits:
         if self._splits is None:
-            train_x, train_y, test_x, test_y = self.load()
-            self._check_loaded(train_x, train_y, test_x, test_y)
+            train_x, train_y, test_x, test_y = self.parts()
             g = torch.Generator().manual_seed(self.split_seed)
             holdout, train = stratified_split(train_y, self.holdout_fraction, g)
             holdout_x, holdout_y = train_x[holdout], train_y[holdout]

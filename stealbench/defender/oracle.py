@@ -1,4 +1,8 @@
-"""The black-box API an attacker sees: victim + defense behind query accounting and validation."""
+"""The black-box API, on the defender's side: victim + defense behind query accounting and validation.
+
+The attacker's process never holds this object: its requests arrive over a channel (see ``defender/referee.py``).
+Tests and the conformance kit use it directly.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +11,12 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .defenses.base import Defense
-from .errors import BudgetExceededError, DefenseOutputError, OracleInputError
-from .metrics import DefenseStats
+from ..defenses.base import Defense
+from ..errors import BudgetExceededError, OracleInputError
+from ..metrics import DefenseStats
+from .guard import check_probabilities, guarded_answer
 
 _PIXEL_TOLERANCE = 1e-6
-_SIMPLEX_TOLERANCE = 1e-4
-
-
-def check_probabilities(released: Tensor, clean: Tensor, who: str) -> None:
-    """Raise DefenseOutputError unless `released` is a batch of probability vectors shaped like `clean`."""
-    problem = None
-    if not isinstance(released, Tensor):
-        problem = f"returned {type(released).__name__}, not a torch.Tensor"
-    elif released.shape != clean.shape:
-        problem = f"returned shape {tuple(released.shape)}, expected {tuple(clean.shape)}"
-    elif released.dtype != clean.dtype:
-        problem = f"returned dtype {released.dtype}, expected {clean.dtype}"
-    elif released.device != clean.device:
-        problem = f"returned a tensor on {released.device}, expected {clean.device}"
-    elif not torch.isfinite(released).all():
-        problem = "returned NaN or infinite values"
-    elif (released < -_SIMPLEX_TOLERANCE).any():
-        problem = f"returned negative probabilities (min {released.min().item():.3g})"
-    elif clean.shape[-1] > 1:
-        sums = released.sum(-1)
-        worst = (sums - 1).abs().max().item()
-        if worst > _SIMPLEX_TOLERANCE:
-            problem = f"returned rows that do not sum to 1 (worst row sums to {1 + worst:.6g} or {1 - worst:.6g})"
-    elif (released > 1 + _SIMPLEX_TOLERANCE).any():
-        problem = "returned a binary probability above 1"
-    if problem:
-        raise DefenseOutputError(f"defense {who} {problem}; a defense must return probability vectors "
-                                 "with the input's shape, dtype and device")
 
 
 class Oracle:
@@ -121,8 +98,9 @@ def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device,
     def answer(x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.to(device, torch.float32)
         clean = torch.softmax(victim(x), dim=-1)
-        released = defense(x, clean)
-        check_probabilities(released, clean, defense_name)
-        return clean, released
+        return clean, guarded_answer(defense, x, clean, defense_name)
 
     return answer
+
+
+__all__ = ["Oracle", "check_probabilities"]

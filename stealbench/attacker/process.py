@@ -1,0 +1,136 @@
+"""The attacker's process: builds the AttackContext from what a real attacker holds and runs the attack.
+
+Its first request fetches the pool; every later one is a query, a checkpoint (the surrogate's weights, to be
+evaluated on the defender's side), the labelled seed set, or a log line. See ``stealbench.defender.referee``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# preloaded by the fork server: the attacker's process starts with these imported
+import lightning  # noqa: F401
+
+from ..attacks.base import Attack, AttackContext
+from ..config import SurrogateConfig
+from ..seeding import RoleCounter, role_generator, role_seed, seeded_globals
+from ..transport import PipeChannel, error_payload
+from .remote import RelayLogger, RemoteOracle
+
+
+@dataclass
+class AttackerSpec:
+    """Everything the attacker's process is started with (plain settings; the pool comes over the channel)."""
+
+    attack: Attack
+    attack_key: str
+    label_mode: Any  # a label_modes.LabelMode: wraps the oracle, turns answers into targets
+    seed: int
+    budget: int
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    surrogate: SurrogateConfig
+    trainer: dict[str, Any]
+    progress_bar: bool
+    device: str
+    env: dict[str, str] = field(default_factory=dict)
+    sys_path: list[str] = field(default_factory=list)
+
+
+class SurrogateFactory:
+    """`new_surrogate()`: the surrogate architecture, each instance initialised from its own role seed."""
+
+    def __init__(self, spec: AttackerSpec) -> None:
+        self.spec = spec
+        self.seeds = RoleCounter(spec.seed, "surrogate_init")
+
+    def __call__(self) -> nn.Module:
+        from ..models.factory import build_net
+
+        with seeded_globals(self.seeds.next()):
+            return build_net(self.spec.surrogate.arch, num_classes=self.spec.num_classes,
+                             input_shape=self.spec.input_shape, mean=self.spec.mean, std=self.spec.std)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to this process when the main process dies (no orphaned attackers)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        except OSError:
+            pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def build_context(spec: AttackerSpec, channel: PipeChannel) -> AttackContext:
+    from ..training import TrainSettings, fit
+
+    hello = channel.call("hello")
+    device = torch.device(spec.device)
+    oracle = RemoteOracle(channel, budget=spec.budget, input_shape=spec.input_shape, num_classes=spec.num_classes)
+    settings = TrainSettings(batch_size=spec.surrogate.batch_size, lr=spec.surrogate.lr,
+                             weight_decay=spec.surrogate.weight_decay, trainer=spec.trainer,
+                             progress_bar=spec.progress_bar, logger=RelayLogger(channel))
+    train_seeds = RoleCounter(spec.seed, "surrogate_train")
+
+    def train(model: nn.Module, x: Tensor, targets: Tensor, epochs: int) -> nn.Module:
+        seed = train_seeds.next()
+        with seeded_globals(seed):
+            return fit(model, x, targets, epochs, settings, seed=seed, log_name="surrogate")
+
+    def checkpoint(model: nn.Module, round_idx: int, retrained_from_scratch: bool) -> None:
+        channel.call("checkpoint", state=dict(model.state_dict()), round=int(round_idx),
+                     retrained=bool(retrained_from_scratch))
+
+    def seed_set(per_class: int) -> tuple[Tensor, Tensor]:
+        reply = channel.call("seed_set", per_class=int(per_class))
+        return reply["x"], reply["y"]
+
+    return AttackContext(
+        oracle=spec.label_mode.wrap_oracle(oracle), pool_x=hello["pool_x"], num_classes=spec.num_classes,
+        input_shape=spec.input_shape, generator=role_generator(spec.seed, "attack"), device=device,
+        new_surrogate=SurrogateFactory(spec), train=train, to_targets=spec.label_mode, checkpoint=checkpoint,
+        seed_set=seed_set, pool_labels=hello.get("pool_labels"),
+        log=lambda message: channel.notify("say", text=str(message)),
+    )
+
+
+def attacker_main(conn, spec: AttackerSpec) -> None:
+    """Entry point of the attacker's process."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it ends this one
+    os.environ.clear()
+    os.environ.update(spec.env)
+    sys.path[:] = spec.sys_path
+    from ..training import quiet_lightning
+
+    quiet_lightning()
+    channel = PipeChannel(conn)
+    try:
+        ctx = build_context(spec, channel)
+        with seeded_globals(role_seed(spec.seed, "attack")):
+            spec.attack.run(ctx)
+        channel.send_final("done", {"label_mode": spec.label_mode.report()})
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the main process, which decides
+        try:
+            channel.send_final("failed", error_payload(exc, traceback.format_exc()))
+        except (OSError, EOFError, BrokenPipeError):
+            pass  # the main process is gone
+    finally:
+        conn.close()
+
+
+__all__ = ["AttackerSpec", "SurrogateFactory", "attacker_main", "build_context"]
