@@ -203,7 +203,7 @@ class AdaptiveMisinformation(Defense):
         return mapping
 
     def _copy_victim(self, context: DefenseSetup) -> nn.Module:
-        net = copy.deepcopy(context.victim).cpu()
+        net = copy.deepcopy(context.victim).cpu().train()  # the victim is frozen in eval mode; its copies train
         for p in net.parameters():
             p.requires_grad_(True)
         return net if self.from_victim else reset_parameters(net)
