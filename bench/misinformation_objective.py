@@ -97,7 +97,7 @@ def main() -> None:
           f"(other options default); seed {args.seed}")
 
     def setup_for(**options) -> AdaptiveMisinformation:
-        defense = AdaptiveMisinformation(epochs=epochs, train_size=args.train_size, **outlier_options, **options)
+        defense = AdaptiveMisinformation(epochs=epochs, train_size=args.train_size, **{**outlier_options, **options})
         defense.setup(DefenseSetup(
             victim=victim, train_x=s.victim_x, train_y=s.victim_y, num_classes=data.num_classes,
             input_shape=data.input_shape, device=device, generator=torch.Generator().manual_seed(args.seed),
