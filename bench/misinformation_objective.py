@@ -13,6 +13,20 @@ defense's outliers are Fashion-MNIST's test part (`outlier_part: test`); the run
 part is refused. Columns: the misinformation model's accuracy and mean true-class probability on the holdout,
 how often its argmax is the victim's second choice (what a surrogate could still learn from it), and the
 defended victim's accuracy and flag rate on holdout, evaluation (test) and pool (OOD) images.
+
+Measured (CPU, seed 0, defaults above; MNIST: LeNet-5 victim 2 epochs on 54,001 images, defense epochs 2,
+train_size 10000, outliers Fashion-MNIST test; digits: MLP victim 30 epochs, defense epochs 10, patches):
+
+    data    objective    tau     mis acc  mis p_true  mis=2nd  def acc hold  def acc eval  flag hold  flag eval  flag OOD
+    digits  paper        0.8827  0.0222   0.0382      0.1556   0.9556        0.8973        0.0556     0.1071     1.0000
+    digits  derangement  0.8827  0.0000   0.0298      0.1444   0.9444        0.9018        0.0556     0.1071     1.0000
+    mnist   paper        0.8066  0.0055   0.0114      0.1987   0.9428        0.9514        0.0500     0.0450     0.9996
+    mnist   derangement  0.8066  0.0040   0.0060      0.0517   0.9408        0.9500        0.0500     0.0450     0.9996
+
+(victim accuracy: digits holdout 0.9778 / eval 0.9643; MNIST holdout 0.9745 / eval 0.9812.) Both objectives
+drive the true class to ~0; the paper's leaves the mass where the victim put it next, so its argmax is the
+victim's second choice 4x as often on MNIST as the derangement's (chance: 1/9). The digits holdout has 90 images,
+so its 5% quantile is coarse (eval flag rate 0.107 against 0.056 on the holdout).
 """
 
 from __future__ import annotations
