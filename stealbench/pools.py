@@ -52,13 +52,20 @@ def check_disjoint(pool_x: Tensor, eval_x: Tensor, what: str = "pool_data") -> N
 
 
 def check_outliers_disjoint(outlier_x: Tensor, pool_x: Tensor, outlier_name: str, pool_name: str) -> None:
-    """ConfigError if a defense's data set (converted to the pool's shape) shares any image with the attacker pool."""
-    converted = match_shape(outlier_x, tuple(pool_x.shape[1:]))
-    shared = int(torch.isin(fingerprints(converted), fingerprints(pool_x)).sum())
-    if shared:
-        raise ConfigError(f"{outlier_name} shares {shared} images with {pool_name}: a defense may not train on the "
-                          "attacker's data. Give the defense another data set or part (e.g. its test part), or "
-                          "the attacker another pool")
+    """ConfigError if any image a defense would train on (`outlier_x`) is also in the attacker's pool.
+
+    The outliers are converted to the pool's image shape first (the pool is stored at the victim's input shape,
+    a data set loaded for a defense is not), so the same picture matches whatever its stored size.
+    """
+    if len(outlier_x) == 0 or len(pool_x) == 0:
+        return
+    outliers = match_shape(outlier_x, tuple(pool_x.shape[1:]))
+    shared = torch.isin(fingerprints(outliers), fingerprints(pool_x))
+    if shared.any():
+        raise ConfigError(
+            f"{outlier_name}: {int(shared.sum())} of its {len(outlier_x)} images are also in the attacker's pool "
+            f"({pool_name}); a defense may not train on the attacker's data: choose another data set or part for "
+            "the defense, or another pool for the attacker")
 
 
 def load_pool(pool_data, victim_data, eval_x: Tensor) -> tuple[Tensor, Tensor]:

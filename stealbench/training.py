@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -37,19 +37,22 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 class Classifier(L.LightningModule):
     """Wraps a plain nn.Module for training on (images, probability targets)."""
 
-    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, log_name: str = "train") -> None:
+    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, log_name: str = "train",
+                 loss: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         super().__init__()
         self.net = net
         self.lr = lr
         self.weight_decay = weight_decay
         self.log_name = log_name
+        #: loss(logits, targets) -> scalar; a defense may train towards another objective than the soft CE
+        self.loss = loss if loss is not None else soft_cross_entropy
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, targets = batch
-        loss = soft_cross_entropy(self.net(x), targets)
+        loss = self.loss(self.net(x), targets)
         self.log(f"{self.log_name}/train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
@@ -96,11 +99,14 @@ def make_loader(x: Tensor, targets: Tensor, *, batch_size: int, seed: int) -> Sh
 
 
 def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: TrainSettings, *, seed: int,
-        log_name: str = "train") -> nn.Module:
-    """Train `net` on (x, targets) for `epochs` with a fresh Trainer; returns the trained net in eval mode."""
+        log_name: str = "train", loss: Callable[[Tensor, Tensor], Tensor] | None = None) -> nn.Module:
+    """Train `net` on (x, targets) for `epochs` with a fresh Trainer; returns the trained net in eval mode.
+
+    `loss(logits, targets) -> scalar` replaces the soft cross-entropy (None keeps it).
+    """
     quiet_lightning()
     loader = make_loader(x, targets, batch_size=settings.batch_size, seed=seed)
-    module = Classifier(net, lr=settings.lr, weight_decay=settings.weight_decay, log_name=log_name)
+    module = Classifier(net, lr=settings.lr, weight_decay=settings.weight_decay, log_name=log_name, loss=loss)
     trainer_kwargs = {k: v for k, v in settings.trainer.items() if k not in PHASE_KEYS}
     logger = settings.logger
     trainer = L.Trainer(
