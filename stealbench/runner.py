@@ -347,7 +347,7 @@ def _load_other(catalog, key: str, part: str, pool_x: torch.Tensor, pool_key: st
     train_x, train_y, test_x, test_y = other.parts()
     x, y = (train_x, train_y) if part == "train" else (test_x, test_y)
     pool_name = f"--pool_data {pool_key}" if pool_key else "the victim data set's pool split"
-    check_outliers_disjoint(x, pool_x, f"{key} ({part} part)", f"the attacker pool ({pool_name})")
+    check_outliers_disjoint(x, pool_x, f"data set {key!r} ({part} part)", pool_name)
     return x, y
 
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from stealbench.attacks.base import AttackContext, class_balanced_indices
+from helpers import attack_context
+
+from stealbench.attacks.base import class_balanced_indices
 from stealbench.attacks.jbda import JBDA, jacobian_step
 from stealbench.attacks.random import RandomSamples
-from stealbench.defenses.none import NoDefense
 from stealbench.errors import ConfigError
-from stealbench.defender.oracle import Oracle
 
 SHAPE = (1, 8, 8)
 
@@ -58,22 +58,10 @@ def test_class_balanced_seed_selection():
 
 
 def make_ctx(budget, pool=400, checkpoints=None):
-    g = torch.Generator().manual_seed(0)
-    oracle = Oracle(tiny_net(1), NoDefense(), budget=budget, input_shape=SHAPE, num_classes=10)
-    trained_sizes = []
-
-    def train(model, x, targets, epochs):
-        assert len(x) == len(targets) == oracle.used  # every queried image, and only those, is trained on
-        trained_sizes.append(len(x))
-        return model
-
-    ctx = AttackContext(
-        oracle=oracle, pool_x=torch.rand(pool, *SHAPE, generator=g), pool_y=torch.arange(10).repeat(pool // 10),
-        num_classes=10, input_shape=SHAPE, generator=g, device=torch.device("cpu"), new_surrogate=tiny_net,
-        train=train, to_targets=lambda p: p,
-        checkpoint=lambda model, r, fresh: (checkpoints.append((oracle.used, r)) if checkpoints is not None else None),
-        log=lambda msg: None)
-    return ctx, trained_sizes
+    ctx, log = attack_context(budget, pool)
+    if checkpoints is not None:
+        ctx.checkpoint = lambda model, r, fresh: checkpoints.append((ctx.oracle.used, r))
+    return ctx, log["trained"]
 
 
 def test_jbda_doubles_each_round_and_stops_exactly_at_the_budget():

@@ -6,15 +6,14 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import attack_context
+
 from stealbench.attacks.activethief import ActiveThief, kcenter_greedy
-from stealbench.attacks.base import AttackContext
 from stealbench.attacks.jbda import jacobian_step
 from stealbench.attacks.jbda_variants import TRND, JBTopK, random_other_classes, topk_other_classes
 from stealbench.attacks.knockoff import GradientBandit, Knockoff, certainty_reward, diversity_reward, loss_reward
 from stealbench.defenses.labels import LabelsOnly
-from stealbench.defenses.none import NoDefense
 from stealbench.errors import ConfigError
-from stealbench.defender.oracle import Oracle
 from stealbench.pools import check_disjoint, match_shape
 
 SHAPE = (1, 8, 8)
@@ -28,23 +27,8 @@ def tiny_net(seed=0):
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
 
 
-def make_ctx(budget, pool=400, defense=None, pool_classes=10):
-    g = torch.Generator().manual_seed(0)
-    oracle = Oracle(tiny_net(1), defense or NoDefense(), budget=budget, input_shape=SHAPE, num_classes=10)
-    log = {"trained": [], "points": []}
-
-    def train(model, x, targets, epochs):
-        assert len(x) == len(targets) == oracle.used  # every queried image, and only those
-        log["trained"].append(len(x))
-        return model
-
-    ctx = AttackContext(
-        oracle=oracle, pool_x=torch.rand(pool, *SHAPE, generator=g),
-        pool_y=torch.arange(pool_classes).repeat(pool // pool_classes + 1)[:pool],
-        num_classes=10, input_shape=SHAPE, generator=g, device=torch.device("cpu"), new_surrogate=tiny_net,
-        train=train, to_targets=lambda p: p,
-        checkpoint=lambda model, r, fresh: log["points"].append(oracle.used), log=lambda msg: None)
-    return ctx, log
+def make_ctx(budget, pool=400, defense=None, pool_classes=10, pool_labels=None):
+    return attack_context(budget, pool, defense, classes=pool_classes, pool_labels=pool_labels)
 
 
 # -- JBDA variants ---------------------------------------------------------------------------------------------------
