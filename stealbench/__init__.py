@@ -4,7 +4,8 @@ Importing this package is cheap (no torch, no Lightning): the CLI's `--version`,
 commands rely on that. The public API lives in the submodules:
 
 - `stealbench.defenses.Defense`, `stealbench.attacks.Attack`, `stealbench.data.ImageDataset`: base classes
-- `stealbench.defender.oracle.Oracle`: the black-box API an attack talks to
+- `stealbench.defender.oracle.Oracle`: the black-box API (the defender's side; an attack holds `ctx.oracle`, a
+  handle that sends its queries there from the attacker's own process)
 - `stealbench.hookspecs`: the pluggy hooks a plugin implements (`stealbench.hookimpl` marks them)
 """
 

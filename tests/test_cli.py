@@ -41,7 +41,7 @@ def test_headline_run_writes_a_complete_folder(tmp_path, capsys):
     assert all({"queries", "round", "surrogate/acc", "surrogate/fidelity"} <= set(p) for p in results["curve"])
     assert results["metrics"]["queries"] == 200
     assert results["metrics"]["surrogate/acc"] == results["curve"][-1]["surrogate/acc"]  # final, not best
-    assert results["splits"] == {"victim_train": 898, "attacker_pool": 451, "eval": 448}
+    assert results["splits"] == {"victim_train": 808, "defender_holdout": 90, "attacker_pool": 451, "eval": 448}
     assert results["config"]["defense"]["init_args"]["beta"] == 0.5
     assert "stealbench.defenses.deceptive" in results["versions"]["plugins"]
     assert results["metrics"]["victim/acc"] > 0.8  # a real victim, even with 3 epochs

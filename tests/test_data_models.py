@@ -21,7 +21,8 @@ def test_digits_splits_are_disjoint_and_recorded():
     data = Digits(pool_fraction=0.5)
     s = data.splits()
     sizes = s.sizes()
-    assert sizes == {"victim_train": len(s.victim_y), "attacker_pool": len(s.pool_y), "eval": len(s.eval_y)}
+    assert sizes == {"victim_train": len(s.victim_y), "defender_holdout": len(s.holdout_y),
+                     "attacker_pool": len(s.pool_y), "eval": len(s.eval_y)}
     assert sum(sizes.values()) == 1797
     assert s.victim_x.dtype == torch.float32 and s.victim_x.shape[1:] == (1, 8, 8)
     assert 0.0 <= s.victim_x.min() and s.victim_x.max() <= 1.0
@@ -36,7 +37,7 @@ def test_digits_splits_are_disjoint_and_recorded():
 def test_mnist_loads_from_shared_data_as_tensors(shared_data):
     data = MNIST(root=str(shared_data))
     s = data.splits()
-    assert s.sizes() == {"victim_train": 60000, "attacker_pool": 5000, "eval": 5000}
+    assert s.sizes() == {"victim_train": 54001, "defender_holdout": 5999, "attacker_pool": 5000, "eval": 5000}
     assert s.pool_x.shape == (5000, 1, 28, 28) and s.pool_x.dtype == torch.float32
     small = FashionMNIST(root=str(shared_data), victim_train_size=1000)
     assert small.splits().sizes()["victim_train"] == 1000
