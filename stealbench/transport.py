@@ -11,6 +11,7 @@ reachable from the other, and decoding a message never runs the sender's code.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from abc import ABC, abstractmethod
 from typing import Any
@@ -88,6 +89,8 @@ def decode(data: bytes) -> Any:
         for length in lengths:
             buffers.append(data[offset:offset + length])
             offset += length
+        if offset != len(data):
+            raise ValueError(f"{len(data) - offset} bytes more or less than the header announces")
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise RemoteError(f"malformed message between the attacker's and the defender's side: {exc}") from exc
 
@@ -108,8 +111,11 @@ def _tensor(buffers: list[bytes], ref: dict[str, Any]) -> torch.Tensor:
         dtype = _DTYPES[ref["dtype"]]
         raw = bytearray(buffers[int(ref["__tensor__"])])  # writable: tensors must own their memory
         storage_dtype = torch.int16 if dtype == torch.bfloat16 else dtype
+        shape = [int(n) for n in ref["shape"]]
+        if len(raw) != math.prod(shape) * storage_dtype.itemsize:
+            raise ValueError(f"{len(raw)} bytes do not hold a {ref['dtype']} tensor of shape {shape}")
         flat = torch.frombuffer(raw, dtype=storage_dtype) if raw else torch.empty(0, dtype=storage_dtype)
-        return flat.view(dtype).reshape([int(n) for n in ref["shape"]])
+        return flat.view(dtype).reshape(shape)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
         raise RemoteError(f"malformed tensor in a message between the two sides: {exc}") from exc
 

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from adversaries import InPlaceDefenseProbe, SnoopingAttack
 from conftest import FAST

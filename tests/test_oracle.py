@@ -88,6 +88,60 @@ def test_statistics_accumulate_over_queries():
     assert make_oracle().stats() == {}
 
 
-def test_oracle_exposes_no_victim():
-    oracle = make_oracle()
-    assert not any(isinstance(v, nn.Module) for v in vars(oracle).values())
+class SharpensInPlace(Defense):
+    def forward(self, x, probs):
+        probs.pow_(2)
+        return probs / probs.sum(-1, keepdim=True)
+
+
+def test_an_in_place_edit_is_refused_and_the_record_stays_clean():
+    """Before the guard, an in-place edit made every oracle/* statistic read 0.0 (clean == released)."""
+    oracle = make_oracle(SharpensInPlace())
+    x = images(5)
+    x_before = x.clone()
+    with pytest.raises(DefenseOutputError, match=r"broke rule \[inputs-unchanged\].*probabilities"):
+        oracle.query(x)
+    assert torch.equal(x, x_before) and oracle.used == 0 and oracle.stats() == {}
+
+
+def test_the_same_transform_out_of_place_is_answered_and_measured():
+    class Sharpens(Defense):
+        def forward(self, x, probs):
+            squared = probs ** 2
+            return squared / squared.sum(-1, keepdim=True)
+
+    oracle = make_oracle(Sharpens())
+    oracle.query(images(20))
+    assert oracle.stats()["oracle/kl_nats"] > 0
+
+
+def test_a_false_argmax_claim_names_the_rule():
+    class Reverses(Defense):
+        preserves_argmax = True
+
+        def forward(self, x, probs):
+            return probs.flip(-1)
+
+    with pytest.raises(DefenseOutputError, match=r"broke rule \[argmax\]"):
+        make_oracle(Reverses()).query(images(4))
+
+
+def test_the_attackers_oracle_is_a_handle_on_a_channel_only():
+    """What an attack holds: a channel and counters; no victim, no defense (the snooping attack in
+    test_fair_comparisons.py shows the whole process holds none either)."""
+    from stealbench.attacker.remote import RemoteOracle
+
+    calls = []
+
+    class Recorder:
+        def call(self, op, **args):
+            calls.append(op)
+            return {"answers": torch.full((len(args["x"]), 10), 0.1), "used": len(args["x"])}
+
+        def notify(self, op, **args):
+            pass
+
+    remote = RemoteOracle(Recorder(), budget=10, input_shape=SHAPE, num_classes=10)
+    assert remote.query(images(3)).shape == (3, 10) and remote.used == 3 and remote.remaining == 7
+    assert calls == ["query"]
+    assert not any(isinstance(v, (nn.Module, Defense)) for v in vars(remote).values())
