@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         command, rest = argv[0], argv[1:]
         if command == "fit":
+            from .attacker.launch import warm_up
+
+            warm_up()  # the attacker's fork server imports torch while this process parses and trains the victim
             from .lightning_cli import fit_main
 
             return fit_main(rest)

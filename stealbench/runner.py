@@ -40,8 +40,8 @@ from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
 from .pools import check_outliers_disjoint, load_pool
-from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
+from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_probs, resolve_device
 from .victim import obtain_victim
