@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
+
 
 # Keys of --trainer that stealbench sets per phase; the user's values for these are replaced.
 PHASE_KEYS = ("max_epochs", "min_epochs", "max_steps", "logger", "enable_checkpointing", "enable_progress_bar",
@@ -85,12 +87,13 @@ class ShuffledBatches:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self):
-        perm = torch.randperm(len(self.x), generator=self.generator)
+        # under DDP each rank takes its shard of the same permutation (distributed.shard); else all of it
+        perm = distributed.shard(torch.randperm(len(self.x), generator=self.generator))
         x, targets = self.x[perm], self.targets[perm]
         return zip(x.split(self.batch_size), targets.split(self.batch_size))
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return -(-distributed.shard_size(len(self.x)) // self.batch_size)
 
 
 def make_loader(x: Tensor, targets: Tensor, *, batch_size: int, seed: int) -> ShuffledBatches:
@@ -108,7 +111,9 @@ def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: Train
     loader = make_loader(x, targets, batch_size=settings.batch_size, seed=seed)
     module = Classifier(net, lr=settings.lr, weight_decay=settings.weight_decay, log_name=log_name, loss=loss)
     trainer_kwargs = {k: v for k, v in settings.trainer.items() if k not in PHASE_KEYS}
-    logger = settings.logger
+    # several devices: DDP in spawned workers for this call only (distributed.py); the logger stays here
+    trainer_kwargs, parallel = distributed.plan(trainer_kwargs, seed=seed)
+    logger = settings.logger if parallel is None else None
     trainer = L.Trainer(
         max_epochs=epochs,
         logger=logger if logger is not None else False,
@@ -118,7 +123,8 @@ def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: Train
         num_sanity_val_steps=0,
         **trainer_kwargs,
     )
-    trainer.fit(module, train_dataloaders=loader)
+    with distributed.launching(parallel, trainer, loader, log_name=log_name, logger=settings.logger):
+        trainer.fit(module, train_dataloaders=loader)
     return module.net.eval()
 
 

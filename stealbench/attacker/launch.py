@@ -43,7 +43,9 @@ def start_attacker(spec: Any):
     spec.sys_path = list(sys.path)
     from .process import attacker_main
 
-    process = ctx.Process(target=attacker_main, args=(child_end, spec), name="stealbench-attacker", daemon=True)
+    # not daemonic: its training phases may start DDP workers (daemonic processes cannot have children); it still
+    # ends with the main process (PR_SET_PDEATHSIG in attacker_main, and referee.stop)
+    process = ctx.Process(target=attacker_main, args=(child_end, spec), name="stealbench-attacker", daemon=False)
     process.start()
     child_end.close()
     return process, parent_end
