@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from . import __version__, console
+from . import __version__, console, distributed
 from .attacker.launch import start_attacker
 from .attacker.process import AttackerSpec
 from .attacks.base import Attack
@@ -97,6 +97,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
     if exp.budget < 1:
         raise ConfigError(f"budget must be a positive number of queries, got {exp.budget}")
+    distributed.check_trainer_options(exp.trainer)  # fsdp, several nodes: refused before anything trains
 
     splits = data.splits()
     if exp.pool_data is not None:  # the attacker's pool from another data set (never the evaluation images)

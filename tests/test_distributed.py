@@ -138,3 +138,12 @@ def test_cli_ddp_runs_one_experiment(tmp_path):
     results = json.loads((runs[0] / "results.json").read_text())
     assert results["status"] == "complete" and results["metrics"]["queries"] == 200
     assert proc.stdout.count("victim trained") == 1
+
+
+def test_cli_refuses_fsdp_before_training(tmp_path):
+    from stealbench.cli import main
+
+    code = main(["fit", "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "fsdp",
+                 "--output_dir", str(tmp_path), "--wandb.mode", "disabled", "--progress_bar", "false"])
+    assert code == 2
+    assert not list(tmp_path.iterdir())  # no run folder: refused before the run started
