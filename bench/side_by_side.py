@@ -234,9 +234,10 @@ def main() -> None:
                                               victim_path, *worker_args(a)], env)
                 results[(name, "process")] = {**json.loads(out.strip().splitlines()[-1]), "seconds": seconds}
     if "in-process" in a.modes:
-        import stealbench.cli  # noqa: F401 - imports are not timed in-process
-        if art:
-            import art.attacks.extraction  # noqa: F401
+        import importlib
+
+        for module in ["stealbench.cli"] + (["art.attacks.extraction"] if art else []):
+            importlib.import_module(module)  # imports are not timed in-process
         from stealbench.attacker.launch import warm_up
 
         warm_up()
