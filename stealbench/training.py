@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import BatchAugment
+from .augment import BatchAugment, dataset_augmentation
 from .recipes import Recipe, get_recipe
 
 
@@ -123,6 +123,15 @@ class TrainSettings:
     logger: Any = None  # shared across phases, or None
     recipe: str | Recipe = "default"  # see recipes.py
     augment: str = "none"  # the data set's augmentation (augment.dataset_augmentation); used if the recipe says so
+
+    @classmethod
+    def from_config(cls, cfg, role: str, data, **common: Any) -> TrainSettings:
+        """Settings of a VictimConfig / SurrogateConfig (`role`: "victim" or "surrogate") training on images of
+        `data`: its recipe (checked now, so a typo fails before any training) and the data set's augmentation.
+        `common`: trainer, progress_bar, logger."""
+        recipe = get_recipe(cfg.recipe, f"{role}.recipe")
+        return cls(batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, recipe=recipe,
+                   augment=dataset_augmentation(data), **common)
 
     def resolved_recipe(self) -> Recipe:
         """The recipe with the explicit lr / weight decay applied: what training actually uses."""

@@ -227,3 +227,15 @@ def test_pretrained_weights_load_from_the_weights_folder(monkeypatch, tmp_path):
     assert torch.equal(net[1].state_dict()[first], source.state_dict()[first])
     assert net[1].get_classifier().out_features == 10  # a new head for this task
     assert torch.allclose(net[0].mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))  # the weights' statistics
+
+
+def test_settings_from_config_check_the_recipe_and_take_the_data_sets_augmentation():
+    from stealbench.config import SurrogateConfig, VictimConfig
+
+    settings = TrainSettings.from_config(VictimConfig(recipe="cifar-sgd", weight_decay=1e-3), "victim", CIFAR10(),
+                                         trainer={"accelerator": "cpu"})
+    recipe = settings.resolved_recipe()
+    assert settings.augment == "crop-flip" and (recipe.lr, recipe.weight_decay) == (0.1, 1e-3)
+    assert TrainSettings.from_config(SurrogateConfig(), "surrogate", Digits()).augment == "none"
+    with pytest.raises(ConfigError, match="--surrogate.recipe 'sgd'"):
+        TrainSettings.from_config(SurrogateConfig(recipe="sgd"), "surrogate", Digits())
