@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .. import hookimpl
+from ..augment import check_augmentation
 from ..errors import ConfigError, DataNotFoundError
 from .base import ImageDataset
 
@@ -92,8 +93,6 @@ class ImageFolder(ImageDataset):
             raise ConfigError(f"--data.channels must be 1 (grey) or 3 (RGB), got {channels}")
         if image_size is not None and image_size < 1:
             raise ConfigError(f"--data.image_size must be a positive number of pixels, got {image_size}")
-        from ..augment import check_augmentation
-
         check_augmentation(augment, "--data.augment")
         self.root, self.image_size, self.channels, self.augment = root, image_size, channels, augment
         base = Path(root).expanduser()
