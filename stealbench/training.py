@@ -70,9 +70,11 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def on_train_start(self) -> None:
-        if self._loader is not None and fits_on(self.device, self._loader.nbytes()):
-            self._loader.to(self.device)  # one transfer instead of one per batch
+    def setup(self, stage: str) -> None:
+        # the earliest hook that knows the device: Lightning iterates the loader before on_train_start
+        device = self.trainer.strategy.root_device
+        if self._loader is not None and fits_on(device, self._loader.nbytes()):
+            self._loader.to(device)  # one transfer instead of one per batch
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, targets = batch

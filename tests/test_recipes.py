@@ -239,3 +239,17 @@ def test_settings_from_config_check_the_recipe_and_take_the_data_sets_augmentati
     assert TrainSettings.from_config(SurrogateConfig(), "surrogate", Digits()).augment == "none"
     with pytest.raises(ConfigError, match="--surrogate.recipe 'sgd'"):
         TrainSettings.from_config(SurrogateConfig(recipe="sgd"), "surrogate", Digits())
+
+
+def test_fit_moves_the_data_to_the_device_once_before_the_first_batch(one_thread, monkeypatch):
+    import stealbench.training as training
+
+    assert not training.fits_on(torch.device("cpu"), 1)  # CPU data is never copied
+    calls = []
+    real_to, real_iter = ShuffledBatches.to, ShuffledBatches.__iter__
+    monkeypatch.setattr(training, "fits_on", lambda device, nbytes: True)  # as on a GPU with room to spare
+    monkeypatch.setattr(ShuffledBatches, "to", lambda self, device: calls.append("to") or real_to(self, device))
+    monkeypatch.setattr(ShuffledBatches, "__iter__", lambda self: calls.append("iter") or real_iter(self))
+    x, t = tiny_data(32)
+    fit(tiny_net(), x, t, 2, TrainSettings(batch_size=16, trainer={"accelerator": "cpu"}), seed=0)
+    assert calls.count("to") == 1 and calls[0] == "to"  # one transfer, before Lightning touches any batch
