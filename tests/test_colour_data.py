@@ -102,6 +102,9 @@ def test_stl10_reads_column_major_binaries(tmp_path):
     train_x, train_y, _, _ = STL10(root=str(tmp_path)).load()
     assert torch.equal(train_x, torch.from_numpy(x).float() / 255)
     assert train_y.tolist() == labels(20).tolist()
+    (tmp_path / "stl10_binary" / "test_X.bin").write_bytes(x[:3].tobytes())  # a truncated download
+    with pytest.raises(DataNotFoundError, match="test_X.bin holds .* incomplete"):
+        STL10(root=str(tmp_path)).load()
 
 
 @pytest.mark.parametrize("cls,expected", [(CIFAR10, "cifar-10-batches-py/data_batch_1"),

@@ -222,11 +222,12 @@ class STL10(_ColourSet):
         out = []
         for split in ("train", "test"):
             raw = np.fromfile(root / self.folder / f"{split}_X.bin", dtype=np.uint8)
-            x = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # stored column-major per channel
             y = np.fromfile(root / self.folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
-            if len(y) != len(x):
-                raise DataNotFoundError(f"stl10: {split}_X.bin holds {len(x)} images but {split}_y.bin "
-                                        f"{len(y)} labels under {root / self.folder}; the files are incomplete")
+            if raw.size != len(y) * 3 * 96 * 96:
+                raise DataNotFoundError(f"stl10: {split}_X.bin holds {raw.size} bytes, not {len(y)} images of "
+                                        f"3x96x96 for the labels in {split}_y.bin, under {root / self.folder}; "
+                                        "the files are incomplete: download them again")
+            x = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # stored column-major per channel
             out += [to_float(x), torch.from_numpy(y)]
         return tuple(out)  # type: ignore[return-value]
 
