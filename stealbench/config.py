@@ -15,8 +15,9 @@ class VictimConfig:
     arch: str = "cnn"  # registry key (`stealbench list architectures`) or any timm model name
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    recipe: str = "default"  # training recipe (stealbench/recipes.py): optimiser, schedule, augmentation
+    lr: float | None = None  # None: the recipe's (default: 1e-3); a value overrides it
+    weight_decay: float | None = None  # None: the recipe's (default: 0); a value overrides it
     seed: int | None = None  # None: the run's --seed
     checkpoint: str | None = None  # load these weights instead of training (stealbench .pt or Lightning .ckpt)
     cache: bool = True  # reuse a cached victim trained with the same settings
@@ -29,8 +30,10 @@ class SurrogateConfig:
 
     arch: str = "cnn"
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    recipe: str = "default"  # training recipe (stealbench/recipes.py)
+    lr: float | None = None  # None: the recipe's (default: 1e-3); a value overrides it
+    weight_decay: float | None = None  # None: the recipe's (default: 0); a value overrides it
+    pretrained: bool = False  # start from timm's pretrained weights (timm architectures only; see models/timm_models)
 
 
 @dataclass

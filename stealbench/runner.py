@@ -110,6 +110,8 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
             catalog.architectures.get(arch)
         except StealbenchError as exc:
             raise ConfigError(f"--{role}.arch: {exc}") from exc
+    for role in ("victim", "surrogate"):  # a misspelt recipe fails now, not after the victim has trained
+        TrainSettings.from_config(getattr(exp, role), role, data)
 
     name = exp.name or exp.default_name()
     run_dir = Path(exp.output_dir) / (name if exp.name else f"{name}_{datetime.now():%Y%m%d-%H%M%S}")
@@ -140,8 +142,9 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, label_mode, run_dir: P
     console.header({
         "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
                 f"attacker pool {len(splits.pool_y)}, eval {len(splits.eval_y)})",
-        "victim": f"{exp.victim.arch}, {exp.victim.epochs} epochs",
-        "surrogate": exp.surrogate.arch,
+        "victim": f"{exp.victim.arch}, {exp.victim.epochs} epochs, recipe {exp.victim.recipe}",
+        "surrogate": f"{exp.surrogate.arch}, recipe {exp.surrogate.recipe}"
+                     + (", pretrained" if exp.surrogate.pretrained else ""),
         "defense": f"{exp.keys['defense']}  {_params(exp.defense)}",
         "attack": f"{exp.keys['attack']}  {_params(exp.attack)}",
         "budget": f"{exp.budget} queries, label mode {exp.label_mode}",
@@ -174,13 +177,12 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
     """Victim (trained or loaded), defense setup, utility on the evaluation set: all on the defender's side."""
     data = exp.data
 
-    def make_net(arch: str):
+    def make_net(arch: str, pretrained: bool = False):
         return build_net(arch, num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean,
-                         std=data.std, catalog=catalog)
+                         std=data.std, catalog=catalog, pretrained=pretrained)
 
-    victim_settings = TrainSettings(batch_size=exp.victim.batch_size, lr=exp.victim.lr,
-                                    weight_decay=exp.victim.weight_decay, trainer=exp.trainer,
-                                    progress_bar=exp.progress_bar, logger=logger)
+    victim_settings = TrainSettings.from_config(exp.victim, "victim", data, trainer=exp.trainer,
+                                                progress_bar=exp.progress_bar, logger=logger)
     victim_seed = role_seed(exp.seed if exp.victim.seed is None else exp.victim.seed, "victim")
     data_identity = {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", **data.config()}
     t0 = time.perf_counter()
@@ -194,8 +196,9 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
     for p in victim_net.parameters():
         p.requires_grad_(False)
 
-    defense_settings = replace(victim_settings, batch_size=exp.surrogate.batch_size, lr=exp.surrogate.lr,
-                               weight_decay=exp.surrogate.weight_decay)
+    # the defender's auxiliary models (proxies, detectors) train like the attacker's surrogate
+    defense_settings = TrainSettings.from_config(exp.surrogate, "surrogate", data, trainer=exp.trainer,
+                                                 progress_bar=exp.progress_bar, logger=logger)
     train_seeds = RoleCounter(exp.seed, "defense")
 
     def train_model(net, x, targets, epochs, log_name="defense", loss=None):
@@ -250,13 +253,15 @@ def _attack_phase(exp: Experiment, splits: Splits, label_mode, device: torch.dev
 
     referee = Referee(
         oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
-        evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),
+        evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),  # weights come over
         seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log, say=console.info,
     )
     spec = AttackerSpec(
         attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
         num_classes=data.num_classes, input_shape=tuple(data.input_shape), mean=tuple(data.mean),
-        std=tuple(data.std), surrogate=exp.surrogate, trainer=exp.trainer, progress_bar=exp.progress_bar,
+        std=tuple(data.std), surrogate=exp.surrogate,
+        train_settings=TrainSettings.from_config(exp.surrogate, "surrogate", data, trainer=exp.trainer,
+                                                 progress_bar=exp.progress_bar),
         device=str(device),
     )
     process, conn = start_attacker(spec)
@@ -293,6 +298,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, run_dir: Path, trac
         "seed_set": referee.seed_set_record,
         "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
         "victim": {"origin": defended.victim.origin, "path": defended.victim.path},
+        "recipes": {role: TrainSettings.from_config(getattr(exp, role), role, exp.data).resolved_recipe().as_dict()
+                    for role in ("victim", "surrogate")},
         "config": exp.config,
         "versions": {"stealbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "plugins": catalog.versions()},
