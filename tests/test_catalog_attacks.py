@@ -105,6 +105,14 @@ def test_trnd_doubles_like_jbda_and_stops_at_the_budget():
     assert log["trained"] == [50, 100, 200, 333] and ctx.oracle.used == 333
 
 
+@pytest.mark.parametrize("cls", [JBTopK, TRND])
+@pytest.mark.parametrize("option,value", [("sign_period", 2), ("direction", "away")])
+def test_targeted_variants_reject_the_sign_options_they_ignore(cls, option, value):
+    # their steps are always +lambda towards the target; a sign schedule would be silently ignored
+    with pytest.raises(ConfigError, match=f"attack.{option}"):
+        cls(**{option: value})
+
+
 def test_jbda_topk_validates_k():
     with pytest.raises(ConfigError, match="attack.k"):
         JBTopK(k=0)
