@@ -230,7 +230,8 @@ def invert_reverse_sigmoid(released: Tensor, beta: float, gamma: float, *, chunk
     (:data:`REPRODUCE_TOL`); bracketed roots are tried before floor ones, and among the roots that reproduce
     the answer the lowest prior cost wins (victims are usually confident). Several assignments can be exact:
     that ambiguity is the defense's point, and the prior can pick the wrong one. Rows without a root that
-    reproduces the answer come back unchanged and are not counted as solved.
+    reproduces the answer are not counted as solved; they come back as the cheapest clip-floor guess whose sum
+    is within 2e-3 of 1 where there is one, else unchanged.
     """
     br = _Branches(beta, gamma)
     y_rel = released.double().clamp_min(0)
@@ -260,14 +261,26 @@ def invert_reverse_sigmoid(released: Tensor, beta: float, gamma: float, *, chunk
         # a root at the edge of the feasible range, that sign changes on the grid cannot see.
         floor_y, floor_fits = _solve_at_floor(br, yr, assign, beta, gamma)
         floor_score = _exact_score(floor_y, yr, cost, floor_fits, beta, gamma)
-        # bracketed roots first (at equal score the bracketed one wins), then floor ones
-        all_y = torch.cat([root_y, floor_y], 1)
-        all_score = torch.cat([root_score, floor_score], 1)
+        # The smallest entry is often just above the floor (a victim probability of 1e-8, say): then the root
+        # lies just below the pinned Z, between it and the grid's last point; bracket it on a fine ladder.
+        near_y, near_ok = _roots_below_floor(br, yr, assign, beta, gamma)
+        near_score = _exact_score(near_y, yr, cost, near_ok, beta, gamma)
+        # Floor roots first: equal or near-floor smallest answers are the mark of a saturated victim (most real
+        # ones), which another exact root, explaining them as probabilities far above the floor, rarely is.
+        all_y = torch.cat([floor_y, near_y, root_y], 1)
+        all_score = torch.cat([floor_score, near_score, root_score + 100.0], 1)
         best = all_score.argmin(-1)
         good = torch.isfinite(all_score.gather(1, best[:, None]).squeeze(1))
         rows = torch.arange(start, start + n)
         out[rows[good]] = all_y[torch.arange(n), best][good]
         solved[rows[good]] = True
+        # No exact root: a clip-floor guess whose sum is within 2e-3 of 1 is still far closer to the clean answer
+        # than the released one (with estimated parameters, off the true point of their ridge, that is most
+        # rows), so it is returned, but not counted as solved.
+        guess_score = _exact_score(floor_y, yr, cost, floor_fits, beta, gamma, tol=math.inf)
+        guess = guess_score.argmin(-1)
+        use_guess = ~good & torch.isfinite(guess_score.gather(1, guess[:, None]).squeeze(1))
+        out[rows[use_guess]] = floor_y[torch.arange(n), guess][use_guess]
     return out.to(released.dtype), solved
 
 
@@ -299,10 +312,12 @@ def _normalised(values: Tensor) -> Tensor:
     return y / y.sum(-1, keepdim=True).clamp_min(1e-300)
 
 
-def _exact_score(y: Tensor, yr: Tensor, cost: Tensor, valid: Tensor, beta: float, gamma: float) -> Tensor:
-    """Prior score of candidate solutions y (n, C, K): tier cost + entropy (lowest first); inf unless exact."""
+def _exact_score(y: Tensor, yr: Tensor, cost: Tensor, valid: Tensor, beta: float, gamma: float,
+                 tol: float = REPRODUCE_TOL) -> Tensor:
+    """Prior score of candidate solutions y (n, C, K): tier cost + entropy (lowest first); inf unless exact
+    (they reproduce the answer within `tol`; inf tol: any valid candidate)."""
     entropy = -torch.special.xlogy(y, y).sum(-1)
-    exact = valid & _reproduces(y, yr, beta, gamma)
+    exact = valid & _reproduces(y, yr, beta, gamma, tol)
     return torch.where(exact, cost + entropy / (2 * math.log(max(yr.shape[-1], 2))), torch.full_like(cost, math.inf))
 
 
@@ -375,6 +390,20 @@ def _solve_at_floor(br: _Branches, yr: Tensor, assign: Tensor, beta: float, gamm
     values = _assignment_values(br, z, yr, assign)[:, 0]  # (n, C, K)
     fits = (values.sum(-1) - 1.0).abs() < tol  # False where a preimage is missing (NaN)
     return _normalised(_polish(values, z[..., None] * yr[:, None, :], beta, gamma)), fits
+
+
+def _roots_below_floor(br: _Branches, yr: Tensor, assign: Tensor, beta: float, gamma: float
+                       ) -> tuple[Tensor, Tensor]:
+    """Every assignment's root in [Z_floor (1 - 1e-2), Z_floor], Z_floor = f(eps) / y'_floor, bracketed on a
+    geometric ladder and bisected: (probs (n, C, K), found (n, C))."""
+    z_floor = br.f_eps / _floor_values(yr).clamp_min(1e-300)
+    steps = torch.tensor([0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2], dtype=torch.float64)
+    ladder = z_floor[:, None] * (1 - steps)  # (n, L), decreasing
+    resid = _assignment_values(br, ladder, yr, assign).sum(-1) - 1.0  # (n, L, C)
+    finite = torch.isfinite(resid)
+    sign_change = (resid[:, :-1] * resid[:, 1:] <= 0) & finite[:, :-1] & finite[:, 1:]
+    first = sign_change.double().argmax(1)  # (n, C)
+    return _bracketed_roots(br, ladder, yr, assign, first, beta, gamma), sign_change.any(1)
 
 
 def _assignment_values(br: _Branches, zs: Tensor, yr: Tensor, assign: Tensor) -> Tensor:

@@ -52,8 +52,6 @@ def test_invert_recovers_uncertain_victims_with_known_parameters(beta, gamma, mi
     # measured: solved 0.75 / 0.94; a solved row is an exact preimage, by the defense's own forward pass
     assert solved.float().mean() >= min_solved
     assert reproduces(recovered, released, beta, gamma)[solved].all()
-    unchanged = released.double() / released.double().sum(-1, keepdim=True)
-    torch.testing.assert_close(recovered[~solved], unchanged[~solved], rtol=1e-12, atol=0)  # come back as released
     # Uncertain answers often have several exact preimages (the defense's point: it is deceptive) and the
     # solver's low-entropy prior picks a wrong one for many; measured: 27% / 26% of the rows recovered within
     # L1 1e-3 and 68% / 72% of the perturbation's L1 undone.
@@ -70,7 +68,7 @@ def test_invert_recovers_saturated_victims_exactly():
     released = reverse_sigmoid(clean, 0.6, 0.25)
     recovered, solved = invert_reverse_sigmoid(released.double(), 0.6, 0.25)
     assert solved.float().mean() > 0.95 and reproduces(recovered, released, 0.6, 0.25)[solved].all()
-    assert ((recovered.float() - clean).abs().sum(-1) < 1e-3).float().mean() > 0.75  # measured 0.79
+    assert ((recovered.float() - clean).abs().sum(-1) < 1e-3).float().mean() > 0.75  # measured 0.81
 
 
 def test_invert_is_exact_on_a_golden_style_confident_vector():
@@ -96,7 +94,6 @@ def test_answers_without_an_exact_preimage_are_not_counted_solved():
     recovered, solved = invert_reverse_sigmoid(noisy, beta, gamma)
     assert reproduces(recovered, noisy, beta, gamma)[solved].all()
     assert 0 < solved.float().mean() < 1
-    torch.testing.assert_close(recovered[~solved], noisy[~solved], rtol=1e-12, atol=0)  # unchanged
 
 
 def test_invert_estimates_parameters_other_than_the_fallback():
@@ -112,7 +109,8 @@ def test_invert_estimates_parameters_other_than_the_fallback():
     assert ridge(b, g) == pytest.approx(ridge(beta, gamma), rel=0.01)
     recovered, solved = invert_reverse_sigmoid(released.double(), b, g)
     assert solved.float().mean() > 0.95 and reproduces(recovered, released, b, g)[solved].all()
-    assert effect_removed(clean, released, recovered.float())["l1_removed"] > 0.5  # measured 0.53
+    # measured 0.80: at the wrong point of the ridge many answers have exact preimages that are not the clean one
+    assert effect_removed(clean, released, recovered.float())["l1_removed"] > 0.6
 
 
 def test_smooth_averages_several_answers_and_counts_each_as_a_query():
