@@ -224,14 +224,14 @@ def invert_reverse_sigmoid(released: Tensor, beta: float, gamma: float, *, chunk
     """Estimate the clean probabilities behind reverse-sigmoid answers; returns (probs, solved mask).
 
     Solves f(y_i) = Z * y'_i for all i with sum(y) = 1, over the normaliser Z and a branch assignment
-    (see :class:`_Branches`). Every assignment of :func:`_candidates` gets its own root: Z bisected inside the
-    first grid bracket where its sum crosses 1, or, for answers with clip-floor entries, Z pinned by the floor
-    (:func:`_solve_at_floor`). A root counts only if the defense's forward pass on it reproduces the answer
-    (:data:`REPRODUCE_TOL`); bracketed roots are tried before floor ones, and among the roots that reproduce
-    the answer the lowest prior cost wins (victims are usually confident). Several assignments can be exact:
-    that ambiguity is the defense's point, and the prior can pick the wrong one. Rows without a root that
-    reproduces the answer are not counted as solved; they come back as the cheapest clip-floor guess whose sum
-    is within 2e-3 of 1 where there is one, else unchanged.
+    (see :class:`_Branches`). Every assignment of :func:`_candidates` gets its own roots: Z pinned by the clip
+    floor (:func:`_solve_at_floor`), Z bisected just below it (:func:`_roots_below_floor`) and Z bisected inside
+    the first grid bracket where its sum crosses 1. A root counts only if the defense's forward pass on it
+    reproduces the answer (:data:`REPRODUCE_TOL`). Among those exact roots the clip-floor ones come first (the
+    usual, saturated victim), then the lowest prior cost (victims are usually confident). Several assignments
+    can be exact: that ambiguity is the defense's point, and the prior can pick the wrong one. Only rows without
+    any exact root fall back to an inexact guess: the cheapest clip-floor candidate whose sum is within 2e-3 of
+    1, else the answer unchanged; neither counts as solved.
     """
     br = _Branches(beta, gamma)
     y_rel = released.double().clamp_min(0)
