@@ -236,7 +236,7 @@ def invert_reverse_sigmoid(released: Tensor, beta: float, gamma: float, *, chunk
     br = _Branches(beta, gamma)
     y_rel = released.double().clamp_min(0)
     y_rel = y_rel / y_rel.sum(-1, keepdim=True).clamp_min(1e-300)
-    B, K = y_rel.shape
+    B = len(y_rel)
     out = y_rel.clone()
     solved = torch.zeros(B, dtype=torch.bool)
     t = torch.linspace(0, 1, _ZGRID, dtype=torch.float64)
