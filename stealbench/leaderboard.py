@@ -268,10 +268,23 @@ class Stat:
         return text + (f" ± {self.std:.{digits}f}" if self.std is not None else "")
 
 
+def distinct_query_points(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The curve sorted by queries with one point per query count: the last checkpoint recorded at that count.
+
+    A surrogate can be evaluated more than once at the same query count (trained further without new queries);
+    the attacker's model at q queries is then the last one. Never the best one: that would select on the test set.
+    One point per count also keeps the log-space interpolation free of zero-width segments (log(q/q) = 0).
+    """
+    by_queries: dict[float, dict[str, Any]] = {}
+    for p in curve:  # in recorded order, so a later checkpoint replaces an earlier one at the same count
+        by_queries[p["queries"]] = p
+    return [by_queries[q] for q in sorted(by_queries)]
+
+
 def queries_to_reach(curve: list[dict[str, Any]], target: float) -> tuple[float, str]:
     """(queries, bound) to reach `target` surrogate accuracy on a curve: bound '=' (interpolated crossing),
     '>' (never reached: queries is the last checkpoint) or '<=' (the first checkpoint already reaches it)."""
-    points = sorted(curve, key=lambda p: p["queries"])
+    points = distinct_query_points(curve)
     prev = None
     for p in points:
         if p["surrogate/acc"] >= target:
@@ -286,7 +299,7 @@ def queries_to_reach(curve: list[dict[str, Any]], target: float) -> tuple[float,
 
 def value_at(curve: list[dict[str, Any]], queries: float) -> float | None:
     """Surrogate accuracy on a curve at `queries`, interpolated in log(queries); None outside the curve."""
-    points = sorted(curve, key=lambda p: p["queries"])
+    points = distinct_query_points(curve)
     for a, b in zip(points, points[1:]):
         if a["queries"] <= queries <= b["queries"]:
             t = math.log(queries / a["queries"]) / math.log(b["queries"] / a["queries"])
