@@ -59,8 +59,8 @@ def _is_default(name: str, value: Any) -> bool:
     if value is None:
         return True
     default = _trainer_defaults().get(name, inspect.Parameter.empty)
-    if name == "limit_train_batches" and value in (1.0, 1) and not isinstance(value, bool):
-        return True  # 1.0 (a fraction) is "all batches"; the integer 1 is a single batch
+    if name == "limit_train_batches" and isinstance(value, float) and value == 1.0:
+        return True  # the fraction 1.0 is "all batches"; the integer 1 is a single batch
     try:  # True == 1 in Python, but fast_dev_run=True and fast_dev_run=1 are not both "the default"
         return bool(value == default) and isinstance(value, bool) == isinstance(default, bool)
     except Exception:  # noqa: BLE001 - exotic objects (plugins, profilers) never equal their default
@@ -250,7 +250,13 @@ def obtain_victim(make_net: Callable[[], nn.Module], cfg: VictimConfig, data_ide
         net = make_net()
 
     targets = torch.nn.functional.one_hot(train_y, num_classes).float()
-    net = fit(net, train_x, targets, cfg.epochs, settings, seed=seed, log_name="victim")
+    try:
+        net = fit(net, train_x, targets, cfg.epochs, settings, seed=seed, log_name="victim")
+    except RuntimeError as exc:  # Adam's step size itself overflows float32 when the learning rate is huge
+        if "overflow" not in str(exc):
+            raise
+        raise StealbenchError(f"victim training diverged (the optimiser step overflowed: {str(exc).splitlines()[0]});"
+                              f" lower --victim.lr (now {cfg.lr})") from exc
     bad = non_finite_tensors(net)
     if bad:
         raise StealbenchError(f"victim training diverged (NaN/inf weights in {', '.join(bad[:3])}); lower "
