@@ -103,7 +103,7 @@ def _read_pid(lock_path: Path) -> int | None:
         return None
 
 
-def _lock(folder: Path) -> IO[str]:
+def _lock(folder: Path, record_pid: bool = True) -> IO[str]:
     """Take the folder's lock without waiting; RunDirBusyError when another process holds it."""
     lock_path = folder / LOCK_FILE
     try:
@@ -120,10 +120,11 @@ def _lock(folder: Path) -> IO[str]:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise RunDirBusyError(folder, _read_pid(lock_path)) from None
         raise
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    if record_pid:  # for the message a second process shows
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
     return handle
 
 
@@ -133,10 +134,10 @@ def is_busy(folder: str | Path) -> int | None:
     if fcntl is None or not (folder / LOCK_FILE).is_file():
         return None
     try:
-        handle = _lock(folder)
+        handle = _lock(folder, record_pid=False)
     except RunDirBusyError as exc:
         return exc.pid or 0
-    except OSError:
+    except (ConfigError, OSError):  # an unreadable lock file: nobody can hold it through us either
         return None
     handle.close()
     return None

@@ -474,10 +474,16 @@ def test_wandb_auto_falls_back_to_offline_when_the_server_is_unreachable(tmp_pat
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # a closed local port: no traffic leaves
     monkeypatch.setenv("WANDB_API_KEY", "f" * 40)
-    t0 = time.perf_counter()
-    tracker = Tracker(WandbConfig(mode="auto"), tmp_path, "r", {"a": 1})
-    assert time.perf_counter() - t0 < 30
-    assert tracker.mode == "offline"
-    out = capsys.readouterr().out
-    assert out.count("logging offline instead") == 1
-    assert "wandb sync" in tracker.finish({"m": 1.0})
+    import wandb
+
+    wandb.teardown()  # wandb keeps its settings (the server address) from an earlier run in this process
+    try:
+        t0 = time.perf_counter()
+        tracker = Tracker(WandbConfig(mode="auto"), tmp_path, "r", {"a": 1})
+        assert time.perf_counter() - t0 < 30
+        assert tracker.mode == "offline"
+        assert capsys.readouterr().out.count("logging offline instead") == 1
+        assert "wandb sync" in tracker.finish({"m": 1.0})
+        assert list(tmp_path.glob("wandb/offline-run-*"))
+    finally:
+        wandb.teardown()
