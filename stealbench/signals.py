@@ -13,7 +13,6 @@ Child processes (``grid --subprocess``, a defender process) should die with thei
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import subprocess
 import sys
@@ -118,12 +117,7 @@ def spawn_child(cmd: Sequence[str], **popen_kwargs) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, forward) for s in HANDLED} if in_main else {}
     try:
-        while True:
-            try:
-                code = proc.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us, kept for clarity
-                continue
+        code = proc.wait()  # the forwarding handler runs while we wait; wait() resumes after it (PEP 475)
     except BaseException:
         proc.kill()
         proc.wait()
