@@ -172,6 +172,9 @@ def _load_cached(path: Path, net: nn.Module) -> bool:
         console.info(f"[yellow]warning[/]: cached victim {path} does not fit the architecture: "
                      f"{str(exc).splitlines()[0]}; retraining")
         return False
+    if non_finite_tensors(net):  # written by an older version that cached diverged victims
+        console.info(f"[yellow]warning[/]: cached victim {path} holds NaN/inf weights; retraining")
+        return False
     return True
 
 
