@@ -409,7 +409,8 @@ def _loop(grid, todo, runner, report, bar, fail_fast, out) -> None:
             holder = is_busy(folder)
             if holder is not None or is_complete(folder):  # another grid on this output folder runs (ran) it
                 report.busy.append(run.name)
-                why = f"in use by another process (pid {holder})" if holder else "completed by another process"
+                why = (f"in use by another process (pid {holder or 'unknown'})" if holder is not None
+                       else "completed by another process")
                 out.info(f"grid run {i}/{len(todo)}: {run.name} skipped: {why}")
                 bar.update(task, advance=1)
                 continue
