@@ -9,6 +9,7 @@ import sys
 
 from . import __version__
 from .errors import StealbenchError
+from .signals import RunInterrupted, exit_code
 
 COMMANDS = {
     "fit": "run one stealing experiment (victim -> defense -> attack -> results)",
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except StealbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        print(f"stealbench: {exc or 'interrupted by Ctrl-C'}; the run did not finish", file=sys.stderr)
+        return exit_code(exc)
 
 
 def plugins_command(argv: list[str]) -> int:
@@ -164,7 +168,7 @@ def grid_command(argv: list[str]) -> int:
     check_keys(runs)
     report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast)
     if report.interrupted:
-        return 130
+        return report.interrupt_code
     return 0 if report.ok else 1
 
 

@@ -23,6 +23,7 @@ from .errors import ConfigError, StealbenchError
 from .label_modes import LABEL_MODES, LabelOptions
 from .plugins import get_catalog
 from .runner import Experiment, run_experiment
+from .signals import handle_signals
 from .training import PHASE_KEYS
 
 #: option -> (registry kind, base class, default key; None: the option is unset unless given)
@@ -199,6 +200,7 @@ def _key_of(option: str, path: str) -> str:
 
 
 def fit_main(args: list[str]) -> int:
-    cli = StealbenchCLI(args)
-    run_experiment(cli.experiment())
+    with handle_signals():  # SIGTERM / Ctrl-C raise RunInterrupted, whatever Lightning does with signals
+        cli = StealbenchCLI(args)
+        run_experiment(cli.experiment())
     return 0

@@ -199,6 +199,9 @@ def record_failure(run_dir: str | Path | RunDir, exc: BaseException) -> Path | N
     folder = run_dir.path if isinstance(run_dir, RunDir) else Path(run_dir)
     path = folder / ERROR_FILE
     text = describe_failure(exc) + "\n\n" + "".join(traceback.format_exception(exc))
+    details = getattr(exc, "details", "")  # an attack's own traceback, from the attacker's process
+    if details:
+        text += f"\nin the attacker's process:\n{details}"
     try:
         tmp = folder / f".{ERROR_FILE}.{os.getpid()}.tmp"
         tmp.write_text(text)
