@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
 
 LabelMode = Literal["soft", "hard"]
+
+#: seeds must fit numpy's and Lightning's seed_everything range (unsigned 32 bits)
+SEED_RANGE = "0 <= seed < 2**32"
+
+
+def check_int(option: str, value: Any, minimum: int) -> None:
+    """`--option` must be an integer >= minimum (bool is not an integer here, whatever Python says)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"--{option} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_float(option: str, value: Any, *, positive: bool) -> None:
+    """`--option` must be a finite number, > 0 (positive) or >= 0."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigError(f"--{option} must be a finite number {bound}, got {value!r}")
+
+
+def check_seed(option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ConfigError(f"--{option} must be an integer with {SEED_RANGE} (Lightning's seed_everything "
+                          f"limit), got {value!r}")
 
 
 @dataclass
@@ -22,6 +49,17 @@ class VictimConfig:
     cache: bool = True  # reuse a cached victim trained with the same settings
     cache_dir: str | None = None  # default: $STEALBENCH_CACHE_DIR or ~/.cache/stealbench
 
+    def __post_init__(self) -> None:
+        # Lightning reads max_epochs=-1 as "no limit" and 0 as "no training": both must fail here, not later
+        check_int("victim.epochs", self.epochs, 1)
+        check_int("victim.batch_size", self.batch_size, 1)
+        check_float("victim.lr", self.lr, positive=True)
+        check_float("victim.weight_decay", self.weight_decay, positive=False)
+        if self.seed is not None:
+            check_seed("victim.seed", self.seed)
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise ConfigError(f"--victim.checkpoint: no such file {self.checkpoint!r}")
+
 
 @dataclass
 class SurrogateConfig:
@@ -31,6 +69,11 @@ class SurrogateConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_int("surrogate.batch_size", self.batch_size, 1)
+        check_float("surrogate.lr", self.lr, positive=True)
+        check_float("surrogate.weight_decay", self.weight_decay, positive=False)
 
 
 @dataclass

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from jsonargparse import ArgumentError
+
+from .arguments import jsonargparse_message, yaml_message
 from .attacks.base import Attack
-from .config import SurrogateConfig, VictimConfig, WandbConfig
+from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
 from .data.base import ImageDataset
 from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
@@ -24,6 +27,8 @@ from .label_modes import LABEL_MODES, LabelOptions
 from .plugins import get_catalog
 from .runner import Experiment, run_experiment
 from .training import PHASE_KEYS
+
+PROG = "stealbench fit"
 
 #: option -> (registry kind, base class, default key; None: the option is unset unless given)
 COMPONENTS: dict[str, tuple[str, type, str | None]] = {
@@ -68,13 +73,15 @@ def _rewrite_config(cfg: Any) -> Any:
 
 
 def preprocess_args(args: list[str]) -> list[str]:
-    """Rewrite `--defense KEY` and config files so that jsonargparse sees class paths."""
+    """Rewrite `--defense KEY`, `--defense.help KEY` and config files so that jsonargparse sees class paths."""
     out: list[str] = []
     i = 0
     while i < len(args):
         token = args[i]
         name, eq, inline = token.partition("=")
         option = name[2:] if name.startswith("--") else None
+        if option and option.endswith(".help") and option[:-5] in COMPONENTS:
+            option = option[:-5]
         if option in COMPONENTS or name in ("-c", "--config"):
             if eq:
                 value = inline
@@ -98,7 +105,7 @@ def preprocess_args(args: list[str]) -> list[str]:
 def _load_config_arg(value: str) -> str:
     path = Path(value)
     if not path.is_file():
-        if value.lstrip().startswith("{") or ":" in value:
+        if value.lstrip().startswith(("{", "[")) or ":" in value:
             text = value  # an inline YAML/JSON string, as jsonargparse allows
         else:
             raise ConfigError(f"--config {value!r}: no such file")
@@ -107,7 +114,7 @@ def _load_config_arg(value: str) -> str:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {value!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"--config {value!r} is not valid YAML ({yaml_message(exc)})") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -125,13 +132,14 @@ class StealbenchCLI(LightningCLI):
             save_config_callback=None,
             auto_configure_optimizers=False,
             load_from_checkpoint_support=False,
-            parser_kwargs={"prog": "stealbench fit", "description": "Run one model-stealing experiment.",
-                           "default_env": False},
+            # exit_on_error=False: parse errors raise ArgumentError, which parse_arguments shortens
+            parser_kwargs={"prog": PROG, "description": "Run one model-stealing experiment.",
+                           "default_env": False, "exit_on_error": False},
         )
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--seed", type=int, default=0, help="seed for the victim (unless --victim.seed), "
-                            "the attack's random choices and surrogate training")
+                            f"the attack's random choices and surrogate training; {SEED_RANGE}")
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Trainer options (accelerator, devices, precision, ...) are a template: each phase builds its own Trainer.
@@ -147,8 +155,9 @@ class StealbenchCLI(LightningCLI):
         parser.add_class_arguments(VictimConfig, "victim")
         parser.add_class_arguments(SurrogateConfig, "surrogate")
         parser.add_class_arguments(WandbConfig, "wandb")
-        parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries")
-        parser.add_argument("--label_mode", type=str, default="soft", choices=list(LABEL_MODES),
+        parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries (>= 1)")
+        # a Literal, not type=str plus choices: jsonargparse shows the latter's type as a lambda in --help
+        parser.add_argument("--label_mode", type=Literal[tuple(LABEL_MODES)], default="soft",
                             help="; ".join(f"{k}: {v}" for k, v in LABEL_MODES.items()))
         parser.add_class_arguments(LabelOptions, "label_options")
         parser.add_argument("--output_dir", type=str, default="runs", help="parent folder of run folders")
@@ -158,7 +167,11 @@ class StealbenchCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # not super(): it warns when args are given while sys.argv is set, which is always the case here
-        self.config = parser.parse_args(preprocess_args(list(args)))
+        try:
+            self.config = parser.parse_args(preprocess_args(list(args)))
+        except ArgumentError as exc:
+            raise ConfigError(_short_message(str(exc), parser)) from None
+        validate_config(self.config)
 
     def _set_seed(self) -> None:
         """Seeding happens in the runner, per phase, from --seed."""
@@ -190,12 +203,52 @@ class StealbenchCLI(LightningCLI):
         )
 
 
+def validate_config(cfg: Any) -> None:
+    """Ranges of the options that no dataclass or component owns; checked before anything is built."""
+    check_int("budget", cfg.budget, 1)
+    check_seed("seed", cfg.seed)
+    check_int("label_options.samples", cfg.label_options.samples, 1)
+    for option in COMPONENTS:  # every component option named *seed is a seed, e.g. --data.split_seed
+        init_args = (cfg.get(option) or {}).get("init_args") or {}
+        for key, value in init_args.items():
+            if key == "seed" or key.endswith("_seed"):
+                check_seed(f"{option}.{key}", value)
+    name = cfg.name
+    if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
+        raise ConfigError(f"--name must be a plain folder name (no '/' or '..'), got {name!r}")
+    if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+        raise ConfigError(f"--output_dir {cfg.output_dir!r} exists and is not a folder")
+
+
+def _short_message(message: str, parser: LightningArgumentParser) -> str:
+    """jsonargparse's error -> one line; stealbench's per-phase Trainer keys get a pointer to the right option."""
+    known = [o for action in parser._actions for o in action.option_strings]
+    unknown = next((t.split("=")[0] for t in message.split() if t.startswith("--trainer.")), "")
+    if message.startswith("unrecognized arguments") and unknown.removeprefix("--trainer.") in PHASE_KEYS:
+        return (f"{unknown} is set by stealbench for each phase; use --victim.epochs for the victim and the "
+                f"attack's options (e.g. --attack.epochs_per_round) for the surrogate")
+    return jsonargparse_message(message, PROG, known, describe=_describe_class)
+
+
+def _describe_class(path: str) -> str:
+    for option in COMPONENTS:
+        key = _key_of(option, path)
+        if key != path:
+            return f"{key} ({path})"
+    return path
+
+
 def _key_of(option: str, path: str) -> str:
     registry = get_catalog().registry(COMPONENTS[option][0])
     for entry in registry.entries():
         if class_path(entry.obj) == path:
             return entry.key
     return path  # a class path that no plugin registered
+
+
+def check_fit_args(args: list[str]) -> None:
+    """Parse a run's options and build its components without running it: ConfigError when they are bad."""
+    StealbenchCLI(args)
 
 
 def fit_main(args: list[str]) -> int:
