@@ -75,14 +75,21 @@ def argparse_message(message: str, known: Iterable[str] = ()) -> str:
     return message.removeprefix("argument ")
 
 
-def type_name(text: str) -> str:
-    """`<class 'int'>` -> 'an integer'; `typing.Literal['a', 'b']` -> 'one of a, b'."""
-    literal = re.match(r"typing\.Literal\[(.*)\]$", text.strip())
-    if literal:
-        return "one of " + ", ".join(v.strip().strip("'\"") for v in literal[1].split(","))
-    cls = re.match(r"<class '([^']+)'>$", text.strip())
-    name = cls[1] if cls else text.strip()
-    return _TYPE_NAMES.get(name, f"a {name.rpartition('.')[2]}")
+def type_name(*types: str) -> str:
+    """`<class 'int'>` -> 'an integer'; Literals, however many, -> 'one of a, b'; several -> 'a or b'."""
+    choices: list[str] = []
+    names: list[str] = []
+    for text in types:
+        literal = re.match(r"typing\.Literal\[(.*)\]$", text.strip())
+        if literal:
+            choices += [v.strip().strip("'\"") for v in literal[1].split(",")]
+            continue
+        cls = re.match(r"<class '([^']+)'>$", text.strip())
+        name = cls[1] if cls else text.strip()
+        names.append(_TYPE_NAMES.get(name, f"a {name.rpartition('.')[2]}"))
+    if choices:
+        names.insert(0, "one of " + ", ".join(dict.fromkeys(choices)))
+    return " or ".join(dict.fromkeys(names))
 
 
 def _subtypes(listing: str) -> list[str]:
@@ -108,8 +115,7 @@ def jsonargparse_message(message: str, prog: str, known: Iterable[str] = (),
     union = re.search(r"Subtypes: \[(.*)\]$", message, re.MULTILINE)
     given = re.search(r"Given value: (.*)$", message, re.MULTILINE)
     if option and union and given and not component:
-        expected = " or ".join(dict.fromkeys(type_name(t) for t in _subtypes(union[1])))
-        return f"{option} expects {expected}, got {given[1]!r} {help_hint(prog)}"
+        return f"{option} expects {type_name(*_subtypes(union[1]))}, got {given[1]!r} {help_hint(prog)}"
     if option and component:
         inner = message.split(component[0], 1)[1]
         reason = next((line.strip() for line in inner.splitlines()[1:] if line.strip()), "invalid value")

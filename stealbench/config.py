@@ -37,7 +37,19 @@ def check_seed(option: str, value: Any) -> None:
 
 @dataclass
 class VictimConfig:
-    """The victim: architecture and training. Trained victims are cached and reused across runs."""
+    """The victim: architecture and training. Trained victims are cached and reused across runs.
+
+    Args:
+        arch: registry key (`stealbench list architectures`) or any timm model name
+        epochs: training epochs (>= 1)
+        batch_size: training batch size (>= 1)
+        lr: Adam learning rate (> 0)
+        weight_decay: weight decay (>= 0)
+        seed: victim seed, 0 <= seed < 2**32 (null: the run's --seed)
+        checkpoint: load these weights instead of training (stealbench .pt or Lightning .ckpt)
+        cache: reuse a cached victim trained with the same settings
+        cache_dir: victim cache (default: $STEALBENCH_CACHE_DIR or ~/.cache/stealbench)
+    """
 
     arch: str = "cnn"  # registry key (`stealbench list architectures`) or any timm model name
     epochs: int = 10
@@ -63,7 +75,14 @@ class VictimConfig:
 
 @dataclass
 class SurrogateConfig:
-    """The attacker's model: architecture and optimiser (epochs are the attack's choice)."""
+    """The attacker's model: architecture and optimiser (epochs are the attack's choice).
+
+    Args:
+        arch: registry key (`stealbench list architectures`) or any timm model name
+        batch_size: training batch size (>= 1)
+        lr: learning rate (> 0)
+        weight_decay: weight decay (>= 0)
+    """
 
     arch: str = "cnn"
     batch_size: int = 64

@@ -44,8 +44,9 @@ def class_path(obj: type) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-def resolve_component(option: str, value: str) -> str:
-    """Registry key -> class path; class paths pass through; anything else fails with close matches."""
+def resolve_component(option: str, value: str, shown: str | None = None) -> str:
+    """Registry key -> class path; class paths pass through; anything else fails with close matches.
+    `shown`: the option as the user typed it, for the message (e.g. `defense.help`)."""
     kind = COMPONENTS[option][0]
     registry = get_catalog().registry(kind)
     if value in registry:
@@ -55,7 +56,7 @@ def resolve_component(option: str, value: str) -> str:
     try:
         registry.get(value)
     except StealbenchError as exc:
-        raise ConfigError(f"--{option}: {exc}") from exc
+        raise ConfigError(f"--{shown or option}: {exc}") from None
     return value  # pragma: no cover - registry.get raised
 
 
@@ -94,7 +95,7 @@ def preprocess_args(args: list[str]) -> list[str]:
             if name in ("-c", "--config"):
                 value = _load_config_arg(value)
             elif not value.lstrip().startswith(("{", "[")):
-                value = resolve_component(option, value)
+                value = resolve_component(option, value, shown=name[2:])
             out += [name, value]
         else:
             out.append(token)
