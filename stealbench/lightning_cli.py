@@ -7,11 +7,13 @@ short registry keys work wherever a component is chosen: `--defense deceptive` o
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -189,6 +191,8 @@ class StealbenchCLI(LightningCLI):
             if isinstance(cause, StealbenchError):
                 raise cause from None
             raise ConfigError(str(exc)) from exc
+        check_architectures(self.config_init)
+        check_trainer(dict(self.config.trainer.clone().as_dict()))
 
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
@@ -219,6 +223,31 @@ def validate_config(cfg: Any) -> None:
         raise ConfigError(f"--name must be a plain folder name (no '/' or '..'), got {name!r}")
     if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise ConfigError(f"--output_dir {cfg.output_dir!r} exists and is not a folder")
+
+
+def check_architectures(init: Any) -> None:
+    """Unknown --victim.arch / --surrogate.arch fail before any data is loaded."""
+    for role in ("victim", "surrogate"):
+        try:
+            get_catalog().architectures.get(init[role].arch)
+        except StealbenchError as exc:
+            raise ConfigError(f"--{role}.arch: {exc}") from None
+
+
+def check_trainer(template: dict[str, Any]) -> None:
+    """Build and drop a Trainer from the --trainer.* template, so that a bad accelerator, device count or precision
+    fails in one line now rather than as a Lightning traceback once the data has loaded."""
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+             "enable_model_summary": False, "max_epochs": 1}
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.ERROR)  # Trainer() announces the accelerators it found; not news at parse time
+    try:
+        Trainer(**{**template, **quiet})
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as exc:
+        raise ConfigError(f"--trainer options: {exc}") from None
+    finally:
+        log.setLevel(level)
 
 
 def _short_message(message: str, parser: LightningArgumentParser) -> str:
