@@ -71,13 +71,15 @@ def plugins_command(argv: list[str]) -> int:
                 print(f"{plugin.distribution}=={plugin.version}")
         return 0
     from rich.table import Table
+    from rich.text import Text  # plugin-provided text is shown as is, never read as rich markup
 
     table = Table(title="stealbench plugins", title_justify="left")
     for column in ("plugin", "distribution", "version", "registered"):
         table.add_column(column)
     for plugin in catalog.plugins:
         registered = "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in plugin.registered.items())
-        table.add_row(plugin.name, plugin.distribution or "(built-in)", plugin.version, registered or "-")
+        table.add_row(*map(Text, (plugin.name, plugin.distribution or "(built-in)", plugin.version,
+                                   registered or "-")))
     _console().print(table)
     return 0
 
@@ -98,6 +100,7 @@ def list_command(argv: list[str]) -> int:
 
     catalog = get_catalog()
     from rich.table import Table
+    from rich.text import Text  # plugin-provided text is shown as is, never read as rich markup
 
     console = _console()
     for kind in [args.kind] if args.kind else kinds:
@@ -105,7 +108,7 @@ def list_command(argv: list[str]) -> int:
         for column in ("key", "description", "source"):
             table.add_column(column)
         for entry in catalog.registry(kind).entries(args.filter):
-            table.add_row(entry.key, entry.description, entry.source)
+            table.add_row(*map(Text, (entry.key, entry.description, entry.source)))
         console.print(table)
         if kind == "architectures":
             console.print("  ...and any timm model name (e.g. resnet18), created without pretrained weights")

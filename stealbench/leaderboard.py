@@ -531,7 +531,9 @@ def write_csv(rows: list[Row], path: Path) -> None:
 def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    # cells and folder names are plain Text: a `[/...]` in a path or label is not rich markup (and cannot crash)
     console = Console(highlight=False, width=None if os.isatty(1) else 320)
     cols = table_columns(rows)
     with_setting = "setting" in cols
@@ -545,12 +547,12 @@ def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str) ->
             table.add_section()
         previous = cell
         style = "bold" if row.rank == 1 and len(rows) > 1 else None
-        table.add_row(*table_cells(row, with_setting), style=style)
+        table.add_row(*map(Text, table_cells(row, with_setting)), style=style)
     console.print(table)
     if problems:
         console.print(f"[yellow]skipped {len(problems)} run(s), not averaged in:[/]")
         for source, reason in problems:
-            console.print(f"  {source}: {reason}")
+            console.print(Text(f"  {source}: {reason}"))
 
 
 def _mean_curve(runs: list[Run], key: str) -> tuple[list[float], list[float], list[float]]:

@@ -305,6 +305,17 @@ def test_leaderboard_takes_mapping_identities_and_huge_seeds(tmp_path, capsys, m
     assert "skipped 1 run" in out and "bad" in out and '{"nested": 1}' in out
 
 
+def test_leaderboard_prints_bracketed_paths_verbatim(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "runs", "plain", identity={"defense": "[bold]none"})
+    (tmp_path / "runs" / "odd[" / "x]").mkdir(parents=True)  # `[/x]` would be a rich closing tag
+    (tmp_path / "runs" / "odd[" / "x]" / "error.txt").write_text("boom")
+    code, out, err = call(["leaderboard", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "lb"),
+                           "--no_plots"], tmp_path, capsys)
+    assert code == 0, err
+    assert "odd[/x]" in out and "[bold]none" in out
+
+
 # ----------------------------------------------------------------------------------------------------- plugins, list
 
 OTHER_CASES = [
