@@ -769,8 +769,9 @@ def leaderboard_command(argv: list[str]) -> int:
     if not args.dirs and not args.wandb:
         parser.error("give run folders (DIR ...) or --wandb ENTITY/PROJECT")
     out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():  # checked before reading runs: fail in milliseconds, write nothing
-        raise StealbenchError(f"--output_dir {str(out)!r} exists and is not a folder")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():  # checked before reading runs: fail in milliseconds, write nothing
+        raise StealbenchError(f"--output_dir {str(out)!r} is not a folder ({str(existing)!r} is a file)")
     rows, problems = build(args.dirs, args.wandb, args.tag)
     sources = [f"W&B {args.wandb}"] if args.wandb else list(args.dirs)
     if not rows:

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from jsonargparse import ArgumentError
-
-from .arguments import jsonargparse_message, yaml_message
+from .arguments import help_hint, jsonargparse_message, yaml_message
 from .attacks.base import Attack
 from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
 from .data.base import ImageDataset
@@ -170,10 +169,11 @@ class StealbenchCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # not super(): it warns when args are given while sys.argv is set, which is always the case here
+        args = list(args)
         try:
-            self.config = parser.parse_args(preprocess_args(list(args)))
+            self.config = parser.parse_args(preprocess_args(args))
         except ArgumentError as exc:
-            raise ConfigError(_short_message(str(exc), parser)) from None
+            raise ConfigError(_short_message(str(exc), parser, args)) from None
         validate_config(self.config)
 
     def _set_seed(self) -> None:
@@ -221,8 +221,15 @@ def validate_config(cfg: Any) -> None:
     name = cfg.name
     if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
         raise ConfigError(f"--name must be a plain folder name (no '/' or '..'), got {name!r}")
-    if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
-        raise ConfigError(f"--output_dir {cfg.output_dir!r} exists and is not a folder")
+    check_folder("output_dir", cfg.output_dir)
+
+
+def check_folder(option: str, path: str) -> None:
+    """A folder to be created: neither it nor the nearest existing folder above it may be a file."""
+    existing = next((p for p in (Path(path), *Path(path).parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        where = "" if existing == Path(path) else f" ({str(existing)!r} is a file)"
+        raise ConfigError(f"--{option} {path!r} is not a folder{where}")
 
 
 def check_architectures(init: Any) -> None:
@@ -250,9 +257,12 @@ def check_trainer(template: dict[str, Any]) -> None:
         log.setLevel(level)
 
 
-def _short_message(message: str, parser: LightningArgumentParser) -> str:
+def _short_message(message: str, parser: LightningArgumentParser, args: list[str]) -> str:
     """jsonargparse's error -> one line; stealbench's per-phase Trainer keys get a pointer to the right option."""
     known = [o for action in parser._actions for o in action.option_strings]
+    if message.endswith("expected one argument") and args and args[-1].startswith("--"):
+        # jsonargparse names the component (`--data`) when its nested option (`--data.root`) lacks a value
+        return f"{args[-1]} expects a value {help_hint(PROG)}"
     unknown = next((t.split("=")[0] for t in message.split() if t.startswith("--trainer.")), "")
     if message.startswith("unrecognized arguments") and unknown.removeprefix("--trainer.") in PHASE_KEYS:
         return (f"{unknown} is set by stealbench for each phase; use --victim.epochs for the victim and the "

@@ -79,6 +79,7 @@ FIT_CASES = [
     ("budget-negative", ["--budget", "-5"], ["--budget", ">= 1", "-5"]),
     ("budget-not-a-number", ["--budget", "abc"], ["--budget", "integer", "'abc'", "stealbench fit --help"]),
     ("budget-without-value", ["--budget"], ["--budget"]),
+    ("data-root-without-value", ["--data", "mnist", "--data.root"], ["--data.root", "value"]),
     ("label-mode-unknown", ["--label_mode", "sharp"], ["--label_mode", "sharp", "soft"]),
     ("label-options-samples-zero", ["--label_mode", "smooth", "--label_options.samples", "0"],
      ["--label_options.samples", ">= 1"]),
@@ -126,10 +127,11 @@ def test_fit_rejects_bad_input_at_parse_time(tmp_path, capsys, monkeypatch, args
     assert snapshot(tmp_path) == before, "a parse error wrote files"
 
 
-def test_fit_output_dir_that_is_a_file(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("below", ["", "sub/dir"], ids=["file", "below-a-file"])
+def test_fit_output_dir_that_is_a_file(tmp_path, capsys, monkeypatch, below):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "taken").write_text("not a folder")
-    code, out, err = call(["fit", "--output_dir", str(tmp_path / "taken")], tmp_path, capsys)
+    code, out, err = call(["fit", "--output_dir", str(tmp_path / "taken" / below)], tmp_path, capsys)
     assert_short_error(code, out, err, "--output_dir", "not a folder")
 
 
@@ -243,6 +245,7 @@ LEADERBOARD_CASES = [
     ("no-arguments", [], ["DIR"]),
     ("no-complete-runs", ["{empty}"], ["no complete runs"]),
     ("out-is-a-file", ["{runs}", "--output_dir", "{file}"], ["--output_dir", "not a folder"]),
+    ("out-below-a-file", ["{runs}", "--out", "{file}/lb"], ["--output_dir", "is a file"]),
     ("unknown-option", ["{runs}", "--bogus"], ["--bogus", "stealbench leaderboard --help"]),
 ]
 
@@ -254,7 +257,7 @@ def test_leaderboard_rejects_bad_input(tmp_path, capsys, monkeypatch, args, expe
     (tmp_path / "empty").mkdir()
     (tmp_path / "a_file").write_text("taken")
     paths = {"runs": str(tmp_path / "runs"), "empty": str(tmp_path / "empty"), "file": str(tmp_path / "a_file")}
-    argv = ["leaderboard", *(paths[a[1:-1]] if a.startswith("{") else a for a in args)]
+    argv = ["leaderboard", *(a.format(**paths) for a in args)]
     before = snapshot(tmp_path)
     code, out, err = call(argv, tmp_path, capsys)
     assert_short_error(code, out, err, *expected)
