@@ -59,7 +59,6 @@ def at_least(minimum: int, option: str) -> Callable[[str], int]:
             raise ConfigError(f"{option} must be an integer >= {minimum}, got {value}")
         return value
 
-    parse.__name__ = f"integer >= {minimum}"  # what argparse shows in its own messages
     return parse
 
 
@@ -109,6 +108,11 @@ def jsonargparse_message(message: str, prog: str, known: Iterable[str] = (),
         owner = describe(component[1]) if component else "this component"
         return (f"{option}.{refused[1]} is not an option of {owner} (see {prog} {option}.help "
                 f"{owner.split()[0]})")
+    if refused and not keys:  # a config file's key that is no option
+        known_keys = [k.lstrip("-") for k in known]
+        close = difflib.get_close_matches(refused[1], known_keys, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"unknown option {refused[1]!r} in the configuration{hint} {help_hint(prog)}"
     single = re.search(r"Expected a (.+?)\. Got value: (.*)$", message, re.MULTILINE)
     if option and single:
         return f"{option} expects {type_name(single[1])}, got {single[2]!r} {help_hint(prog)}"
