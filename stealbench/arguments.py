@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+from pathlib import Path
 from typing import Any, Callable, Iterable, NoReturn
 
 from .errors import ConfigError
@@ -134,3 +135,11 @@ def yaml_message(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["invalid YAML"])[0]
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def check_folder(option: str, path: str | Path) -> None:
+    """A folder to be created: neither it nor the nearest existing folder above it may be a file."""
+    existing = next((p for p in (Path(path), *Path(path).parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        where = "" if existing == Path(path) else f" ({str(existing)!r} is a file)"
+        raise ConfigError(f"--{option} {str(path)!r} is not a folder{where}")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .arguments import ArgumentParser
+from .arguments import ArgumentParser, check_folder
 from .errors import StealbenchError
 from .results import CURVE_KEYS, METRIC_KEYS, RESULTS_FILE
 
@@ -769,9 +769,7 @@ def leaderboard_command(argv: list[str]) -> int:
     if not args.dirs and not args.wandb:
         parser.error("give run folders (DIR ...) or --wandb ENTITY/PROJECT")
     out = Path(args.output_dir)
-    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not existing.is_dir():  # checked before reading runs: fail in milliseconds, write nothing
-        raise StealbenchError(f"--output_dir {str(out)!r} is not a folder ({str(existing)!r} is a file)")
+    check_folder("output_dir", out)  # before reading runs: fail in milliseconds, write nothing
     rows, problems = build(args.dirs, args.wandb, args.tag)
     sources = [f"W&B {args.wandb}"] if args.wandb else list(args.dirs)
     if not rows:

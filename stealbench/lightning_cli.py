@@ -18,7 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .arguments import help_hint, jsonargparse_message, yaml_message
+from .arguments import check_folder, help_hint, jsonargparse_message, yaml_message
 from .attacks.base import Attack
 from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
 from .data.base import ImageDataset
@@ -222,14 +222,6 @@ def validate_config(cfg: Any) -> None:
     if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
         raise ConfigError(f"--name must be a plain folder name (no '/' or '..'), got {name!r}")
     check_folder("output_dir", cfg.output_dir)
-
-
-def check_folder(option: str, path: str) -> None:
-    """A folder to be created: neither it nor the nearest existing folder above it may be a file."""
-    existing = next((p for p in (Path(path), *Path(path).parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        where = "" if existing == Path(path) else f" ({str(existing)!r} is a file)"
-        raise ConfigError(f"--{option} {path!r} is not a folder{where}")
 
 
 def check_architectures(init: Any) -> None:

@@ -114,7 +114,7 @@ FIT_CASES = [
     ("config-holds-a-list", ["--config", "[1, 2]"], ["--config", "mapping"]),
     ("config-with-bad-budget", ["--config", "{budget: 0}"], ["--budget", ">= 1"]),
     ("config-with-bad-victim-epochs", ["--config", "{victim: {epochs: -1}}"], ["--victim.epochs", ">= 1"]),
-    ("config-unknown-key", ["--config", "{budgte: 10}"], ["budgte"]),
+    ("config-unknown-key", ["--config", "{budgte: 10}"], ["budgte", "did you mean budget"]),
 ]
 
 
