@@ -137,9 +137,14 @@ def yaml_message(exc: Exception) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
-def check_folder(option: str, path: str | Path) -> None:
-    """A folder to be created: neither it nor the nearest existing folder above it may be a file."""
-    existing = next((p for p in (Path(path), *Path(path).parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        where = "" if existing == Path(path) else f" ({str(existing)!r} is a file)"
-        raise ConfigError(f"--{option} {str(path)!r} is not a folder{where}")
+def check_folder(option: str, path: str | Path, *, file: bool = False) -> None:
+    """A folder (or with `file`, a file) to be created: no existing file may stand where a folder must be."""
+    path = Path(path)
+    if file and path.is_dir():
+        raise ConfigError(f"--{option} {str(path)!r} is a folder; name the file to write")
+    existing = next((p for p in (path.parent if file else path, *path.parents) if p.exists()), Path("."))
+    if existing.is_dir():
+        return
+    if existing == path:
+        raise ConfigError(f"--{option} {str(path)!r} is a file, not a folder")
+    raise ConfigError(f"--{option} {str(path)!r} is not a folder ({str(existing)!r} is a file)")

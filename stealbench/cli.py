@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import difflib
 import sys
+from pathlib import Path
 
 from . import __version__
-from .arguments import ArgumentParser, at_least
+from .arguments import ArgumentParser, at_least, check_folder
 from .errors import ConfigError, StealbenchError
 
 COMMANDS = {
@@ -145,11 +146,12 @@ def grid_command(argv: list[str]) -> int:
 
     _check_yaml_file(args.file)
     grid = load_grid(args.file, args.output_dir)
+    check_folder("output_dir", grid.output_dir)
+    if args.sweep_file:
+        check_folder("sweep_file", args.sweep_file, file=True)
     if args.sweep:
         check_keys(grid.runs)
         check_run_options(grid.runs)
-        from pathlib import Path
-
         from .sweep import write_sweep
 
         path = Path(args.sweep_file or Path(grid.output_dir) / "sweep.yaml")

@@ -185,6 +185,9 @@ GRID_CASES = [
     ("unknown-run", ["{grid}", "--grid_run", "nope"], ["nope"]),
     ("bad-common-option", ["{bad_common}"], ["--victim.epochs", ">= 1"]),
     ("bad-seed", ["{bad_seed}"], ["seed", "2**32"]),
+    ("sweep-file-below-a-file", ["{grid}", "--sweep", "--sweep_file", "{grid}/sweep.yaml"], ["--sweep_file",
+                                                                                           "is a file"]),
+    ("sweep-file-is-a-folder", ["{grid}", "--sweep", "--sweep_file", "{folder}"], ["--sweep_file", "folder"]),
 ]
 
 
@@ -194,13 +197,21 @@ def test_grid_rejects_bad_input(tmp_path, capsys, monkeypatch, args, expected):
     files = {"grid": write_grid(tmp_path), "text": write_grid(tmp_path, text="a: [b\n", name="text"),
              "bad_common": write_grid(tmp_path, {**GRID, "common": {"victim": {"epochs": -1}}}, name="common"),
              "bad_seed": write_grid(tmp_path, {**GRID, "seeds": [-1]}, name="seed")}
-    argv = ["grid", *(files[a[1:-1]] if a.startswith("{") else a for a in args),
-            "--output_dir", str(tmp_path / "runs")]
+    (tmp_path / "folder").mkdir()
+    files["folder"] = str(tmp_path / "folder")
+    argv = ["grid", *(a.format(**files) for a in args), "--output_dir", str(tmp_path / "runs")]
     if not args:
         argv = ["grid"]
     code, out, err = call(argv, tmp_path, capsys)
     assert_short_error(code, out, err, *expected)
     assert not (tmp_path / "runs").exists()
+
+
+def test_grid_output_dir_that_is_a_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("not a folder")
+    code, out, err = call(["grid", write_grid(tmp_path), "--output_dir", str(tmp_path / "taken")], tmp_path, capsys)
+    assert_short_error(code, out, err, "--output_dir", "not a folder")
 
 
 @pytest.mark.parametrize("spelling", ["--output_dir", "--output-dir"])
