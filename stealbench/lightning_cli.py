@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -222,6 +223,8 @@ def validate_config(cfg: Any) -> None:
     if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
         raise ConfigError(f"--name must be a plain folder name (no '/' or '..'), got {name!r}")
     check_folder("output_dir", cfg.output_dir)
+    if cfg.victim.cache_dir:
+        check_folder("victim.cache_dir", cfg.victim.cache_dir)
 
 
 def check_architectures(init: Any) -> None:
@@ -242,7 +245,9 @@ def check_trainer(template: dict[str, Any]) -> None:
     level = log.level
     log.setLevel(logging.ERROR)  # Trainer() announces the accelerators it found; not news at parse time
     try:
-        Trainer(**{**template, **quiet})
+        with warnings.catch_warnings():  # e.g. "GPU available but not used": each phase's Trainer says so
+            warnings.simplefilter("ignore")
+            Trainer(**{**template, **quiet})
     except (ValueError, TypeError, RuntimeError, MisconfigurationException) as exc:
         raise ConfigError(f"--trainer options: {exc}") from None
     finally:

@@ -127,12 +127,15 @@ def test_fit_rejects_bad_input_at_parse_time(tmp_path, capsys, monkeypatch, args
     assert snapshot(tmp_path) == before, "a parse error wrote files"
 
 
-@pytest.mark.parametrize("below", ["", "sub/dir"], ids=["file", "below-a-file"])
-def test_fit_output_dir_that_is_a_file(tmp_path, capsys, monkeypatch, below):
+@pytest.mark.parametrize("option,below", [("--output_dir", ""), ("--output_dir", "sub/dir"),
+                                          ("--victim.cache_dir", "")],
+                         ids=["output-dir-is-a-file", "output-dir-below-a-file", "cache-dir-is-a-file"])
+def test_fit_folder_options_where_a_file_stands(tmp_path, capsys, monkeypatch, option, below):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "taken").write_text("not a folder")
-    code, out, err = call(["fit", "--output_dir", str(tmp_path / "taken" / below)], tmp_path, capsys)
-    assert_short_error(code, out, err, "--output_dir", "not a folder")
+    args = ["--output_dir", str(tmp_path / "runs")] if option != "--output_dir" else []
+    code, out, err = call(["fit", *args, option, str(tmp_path / "taken" / below)], tmp_path, capsys)
+    assert_short_error(code, out, err, option, "not a folder")
 
 
 def test_fit_help_names_types_not_lambdas(tmp_path, capsys, monkeypatch):
