@@ -636,15 +636,14 @@ _FIGURE_PREFIX_CHARS = 60
 
 
 def _figure_path(out_dir: Path, kind: str, data: str, label_mode: str, setting: str) -> Path:
-    """`curves_digits_soft.png`, or with settings `curves_digits_soft_victim.epochs_5_..._1a2b3c4d.png`: a short
-    name (file systems refuse names over 255 bytes; runs may differ in a dozen settings) that stays unique, since
-    the hash covers the whole (data, label mode, setting)."""
-    readable = _slug(f"{data}_{label_mode}")
-    if not setting:
+    """`curves_digits_soft.png`, or `curves_digits_soft_victim.epochs_5_..._1a2b3c4d.png` when runs differ in
+    settings: file systems refuse names over 255 bytes and runs may differ in a dozen settings, so the readable
+    part is cut short and a hash of the whole (data, label mode, setting) keeps the names unique."""
+    readable = _slug("_".join(filter(None, (data, label_mode, setting))))
+    if not setting and len(readable) <= _FIGURE_PREFIX_CHARS:
         return out_dir / f"{kind}_{readable}.png"
     digest = hashlib.sha1(json.dumps([data, label_mode, setting]).encode()).hexdigest()[:8]
-    readable = f"{readable}_{_slug(setting)}"[:_FIGURE_PREFIX_CHARS].rstrip("_")
-    return out_dir / f"{kind}_{readable}_{digest}.png"
+    return out_dir / f"{kind}_{readable[:_FIGURE_PREFIX_CHARS].rstrip('_')}_{digest}.png"
 
 
 def plot_utility(rows: list[Row], out_dir: Path) -> list[Path]:

@@ -303,6 +303,15 @@ def test_leaderboard_survives_runs_that_differ_in_many_settings(tmp_path, capsys
     assert all(len(name) <= 100 for name in pngs), pngs
 
 
+def test_leaderboard_survives_a_very_long_data_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "runs", "long", identity={"data": "a-plugin-data-set-" * 20})
+    code, out, err = call(["leaderboard", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "lb")],
+                          tmp_path, capsys)
+    assert code == 0, err
+    assert all(len(p.name) <= 100 for p in (tmp_path / "lb").glob("*.png"))
+
+
 def test_leaderboard_takes_identity_values_that_are_lists(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_run(tmp_path / "runs", "listy", identity={"victim_arch": ["cnn", "mlp"], "data": ["digits"]})
