@@ -7,6 +7,9 @@ short registry keys work wherever a component is chosen: `--defense deceptive` o
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
 import logging
 import sys
 import warnings
@@ -63,16 +66,46 @@ def resolve_component(option: str, value: str, shown: str | None = None) -> str:
     return value  # pragma: no cover - registry.get raised
 
 
+def own_defaults(option: str, path: str) -> dict[str, Any]:
+    """`{"class_path": path, "init_args": <the class's own defaults>}` for a chosen component.
+
+    jsonargparse keeps the previous value's init_args whose names the new class also accepts: without this,
+    `--attack activethief` would silently run with JBDA's default `rounds` (6, not activethief's 5).
+    """
+    registry = get_catalog().registry(COMPONENTS[option][0])
+    cls = next((e.obj for e in registry.entries() if class_path(e.obj) == path), None)
+    if cls is None:
+        module, _, name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            return {"class_path": path}  # jsonargparse reports the bad class path
+    init_args = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.default is inspect.Parameter.empty:
+            continue
+        try:
+            json.dumps(param.default)
+        except (TypeError, ValueError):
+            continue  # not expressible on the command line: jsonargparse fills it from the signature
+        init_args[name] = list(param.default) if isinstance(param.default, tuple) else param.default
+    return {"class_path": path, "init_args": init_args}
+
+
 def _rewrite_config(cfg: Any) -> Any:
-    """Resolve registry keys in a loaded YAML config (top level, or under a `fit:` section)."""
+    """Resolve registry keys in a loaded YAML config (top level, or under a `fit:` section); a chosen component
+    starts from its own defaults, then the file's init_args."""
     if not isinstance(cfg, dict):
         return cfg
     for option in COMPONENTS:
         value = cfg.get(option)
         if isinstance(value, str):
-            cfg[option] = {"class_path": resolve_component(option, value)}
+            cfg[option] = own_defaults(option, resolve_component(option, value))
         elif isinstance(value, dict) and isinstance(value.get("class_path"), str):
-            value["class_path"] = resolve_component(option, value["class_path"])
+            chosen = own_defaults(option, resolve_component(option, value["class_path"]))
+            given = value.get("init_args")
+            chosen["init_args"] = {**chosen.get("init_args", {}), **(given if isinstance(given, dict) else {})}
+            value.update(chosen)
     return cfg
 
 
@@ -99,6 +132,8 @@ def preprocess_args(args: list[str]) -> list[str]:
                 value = _load_config_arg(value)
             elif not value.lstrip().startswith(("{", "[")):
                 value = resolve_component(option, value, shown=name[2:])
+                if not name.endswith(".help"):
+                    value = json.dumps(own_defaults(option, value))
             out += [name, value]
         else:
             out.append(token)

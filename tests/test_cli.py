@@ -137,3 +137,19 @@ def test_every_config_file_parses(capsys):
         assert info.value.code == 0, path
         printed = yaml.safe_load(capsys.readouterr().out)
         assert {"data", "defense", "attack", "budget"} <= set(printed), path
+
+
+@pytest.mark.parametrize("how", ["command line", "config file"])
+def test_a_chosen_component_starts_from_its_own_defaults(tmp_path, capsys, how):
+    """jsonargparse carried the default attack's same-named options over: `--attack activethief` ran with JBDA's
+    rounds=6 instead of activethief's 5, silently."""
+    if how == "command line":
+        args = ["--attack", "activethief", "--attack.epochs", "2"]
+    else:
+        config = tmp_path / "c.yaml"
+        config.write_text("attack:\n  class_path: activethief\n  init_args: {epochs: 2}\n")
+        args = ["--config", str(config)]
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    attack = yaml.safe_load(capsys.readouterr().out)["attack"]["init_args"]
+    assert attack["rounds"] == 5 and attack["epochs"] == 2 and attack["strategy"] == "kcenter"
