@@ -3,12 +3,14 @@ answer without importing Lightning."""
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import sys
+from pathlib import Path
 
 from . import __version__
-from .errors import StealbenchError
+from .arguments import ArgumentParser, at_least, check_folder
+from .errors import ConfigError, StealbenchError
+from .signals import RunInterrupted, exit_code
 
 COMMANDS = {
     "fit": "run one stealing experiment (victim -> defense -> attack -> results)",
@@ -57,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     except StealbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        print(f"stealbench: {exc or 'interrupted by Ctrl-C'}; the run did not finish", file=sys.stderr)
+        return exit_code(exc)
 
 
 def plugins_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="stealbench plugins", description=COMMANDS["plugins"])
+    parser = ArgumentParser(prog="stealbench plugins", description=COMMANDS["plugins"])
     parser.add_argument("--requirements", action="store_true",
                         help="print pip requirement lines pinning stealbench and every external plugin")
     args = parser.parse_args(argv)
@@ -74,13 +79,15 @@ def plugins_command(argv: list[str]) -> int:
                 print(f"{plugin.distribution}=={plugin.version}")
         return 0
     from rich.table import Table
+    from rich.text import Text  # plugin-provided text is shown as is, never read as rich markup
 
     table = Table(title="stealbench plugins", title_justify="left")
     for column in ("plugin", "distribution", "version", "registered"):
         table.add_column(column)
     for plugin in catalog.plugins:
         registered = "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in plugin.registered.items())
-        table.add_row(plugin.name, plugin.distribution or "(built-in)", plugin.version, registered or "-")
+        table.add_row(*map(Text, (plugin.name, plugin.distribution or "(built-in)", plugin.version,
+                                   registered or "-")))
     _console().print(table)
     return 0
 
@@ -89,7 +96,7 @@ def list_command(argv: list[str]) -> int:
     from .hookspecs import HOOK_KINDS
 
     kinds = list(HOOK_KINDS.values())
-    parser = argparse.ArgumentParser(prog="stealbench list", description=COMMANDS["list"])
+    parser = ArgumentParser(prog="stealbench list", description=COMMANDS["list"])
     parser.add_argument("kind", nargs="?", help=f"one of: {', '.join(kinds)} (default: all)")
     parser.add_argument("--filter", default=None, help="only keys or descriptions containing this text")
     args = parser.parse_args(argv)
@@ -101,6 +108,7 @@ def list_command(argv: list[str]) -> int:
 
     catalog = get_catalog()
     from rich.table import Table
+    from rich.text import Text  # plugin-provided text is shown as is, never read as rich markup
 
     console = _console()
     for kind in [args.kind] if args.kind else kinds:
@@ -108,7 +116,7 @@ def list_command(argv: list[str]) -> int:
         for column in ("key", "description", "source"):
             table.add_column(column)
         for entry in catalog.registry(kind).entries(args.filter):
-            table.add_row(entry.key, entry.description, entry.source)
+            table.add_row(*map(Text, (entry.key, entry.description, entry.source)))
         console.print(table)
         if kind == "architectures":
             console.print("  ...and any timm model name (e.g. resnet18), created without pretrained weights")
@@ -116,35 +124,41 @@ def list_command(argv: list[str]) -> int:
 
 
 def grid_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    # options shared with `fit` are spelled as there (--output_dir); the dashed forms stay as hidden aliases
+    parser = ArgumentParser(
         prog="stealbench grid", description=COMMANDS["grid"],
         epilog="Runs are named deterministically; completed runs (results.json) are skipped, so the same command "
                "resumes an interrupted grid. See configs/experiments/ for grid files.")
     parser.add_argument("file", help="grid YAML file")
-    parser.add_argument("--dry-run", action="store_true", help="print the runs (as `stealbench fit` commands)")
-    parser.add_argument("--output-dir", default=None, help="parent folder of the run folders "
-                        "(default: the file's output_dir, else runs/<grid name>)")
+    parser.add_option("--dry_run", action="store_true", help="print the runs (as `stealbench fit` commands)")
+    parser.add_option("--output_dir", default=None, help="parent folder of the run folders "
+                      "(default: the file's output_dir, else runs/<grid name>)")
     parser.add_argument("--only", action="append", default=[], metavar="TEXT",
                         help="run only runs whose name contains TEXT (repeatable; all must match)")
-    parser.add_argument("--limit", type=int, default=None, help="run at most this many runs of the selection")
+    parser.add_argument("--limit", type=at_least(1, "--limit"), default=None,
+                        help="run at most this many runs of the selection (>= 1)")
     parser.add_argument("--subprocess", action="store_true",
                         help="run each experiment in its own `stealbench fit` process (default: in-process)")
-    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
-    parser.add_argument("--grid_run", "--grid-run", default=None, metavar="NAME",
+    parser.add_option("--fail_fast", action="store_true", help="stop at the first failed run")
+    parser.add_option("--grid_run", default=None, metavar="NAME",
                         help="run the one run of this name (what a W&B sweep agent calls)")
     parser.add_argument("--sweep", action="store_true",
                         help="write a W&B sweep definition (grid method) whose agents call this command")
-    parser.add_argument("--sweep-file", default=None,
+    parser.add_option("--sweep_file", default=None,
                         help="where --sweep writes (default: <output dir>/sweep.yaml)")
     parser.add_argument("--program", default=None,
                         help="grid file path as agents will see it (default: FILE as given)")
     args = parser.parse_args(argv)
     from .grid import check_keys, dry_run_lines, load_grid, run_grid
 
+    _check_yaml_file(args.file)
     grid = load_grid(args.file, args.output_dir)
+    check_folder("output_dir", grid.output_dir)
+    if args.sweep_file:
+        check_folder("sweep_file", args.sweep_file, file=True)
     if args.sweep:
-        from pathlib import Path
-
+        check_keys(grid.runs)
+        check_run_options(grid.runs)
         from .sweep import write_sweep
 
         path = Path(args.sweep_file or Path(grid.output_dir) / "sweep.yaml")
@@ -162,10 +176,43 @@ def grid_command(argv: list[str]) -> int:
         print(f"# {len(runs)} of {len(grid.runs)} runs; output {grid.output_dir}")
         return 0
     check_keys(runs)
+    check_run_options(runs)
     report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast)
     if report.interrupted:
-        return 130
+        return report.interrupt_code
     return 0 if report.ok else 1
+
+
+def _check_yaml_file(path: str) -> None:
+    """A grid file that does not parse fails in one line (PyYAML's message spans a screen)."""
+    import yaml
+
+    from .arguments import yaml_message
+
+    try:
+        yaml.safe_load(open(path))
+    except OSError:
+        return  # load_grid says what is wrong with the path
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"grid file {path!r} is not valid YAML ({yaml_message(exc)})") from None
+
+
+def check_run_options(runs: list) -> None:
+    """Fail before the first run when a grid's options are bad (`common: {victim: {epochs: -1}}`), not once per
+    run in its error.txt. Parsing every run costs ~0.2 s each: one run per distinct data, defense, attack, label
+    mode, budget and seed value covers every option the grid passes."""
+    from .lightning_cli import check_fit_args
+
+    covered: set[tuple[str, str]] = set()
+    for run in runs:
+        values = {(key, repr(value)) for key, value in run.identity.items()}
+        if values <= covered:
+            continue
+        covered |= values
+        try:
+            check_fit_args(run.args)
+        except StealbenchError as exc:
+            raise ConfigError(f"grid run {run.name}: {exc}") from None
 
 
 def _console():

@@ -2,35 +2,105 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
 
 LabelMode = Literal["soft", "hard"]
+
+#: seeds must fit numpy's and Lightning's seed_everything range (unsigned 32 bits)
+SEED_RANGE = "0 <= seed < 2**32"
+
+
+def check_int(option: str, value: Any, minimum: int) -> None:
+    """`--option` must be an integer >= minimum (bool is not an integer here, whatever Python says)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"--{option} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_float(option: str, value: Any, *, positive: bool, optional: bool = False) -> None:
+    """`--option` must be a finite number, > 0 (positive) or >= 0 (or None, where `optional`)."""
+    if optional and value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigError(f"--{option} must be a finite number {bound}, got {value!r}")
+
+
+def check_seed(option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ConfigError(f"--{option} must be an integer with {SEED_RANGE} (Lightning's seed_everything "
+                          f"limit), got {value!r}")
 
 
 @dataclass
 class VictimConfig:
-    """The victim: architecture and training. Trained victims are cached and reused across runs."""
+    """The victim: architecture and training. Trained victims are cached and reused across runs.
+
+    Args:
+        arch: registry key (`stealbench list architectures`) or any timm model name
+        epochs: training epochs (>= 1)
+        batch_size: training batch size (>= 1)
+        recipe: training recipe (`default`, `cifar-sgd`, `cifar-onecycle`, `adamw-cosine`; stealbench/recipes.py)
+        lr: learning rate (> 0; null: the recipe's)
+        weight_decay: weight decay (>= 0; null: the recipe's)
+        seed: victim seed, 0 <= seed < 2**32 (null: the run's --seed)
+        checkpoint: load these weights instead of training (stealbench .pt or Lightning .ckpt)
+        cache: reuse a cached victim trained with the same settings
+        cache_dir: victim cache (default: $STEALBENCH_CACHE_DIR or ~/.cache/stealbench)
+    """
 
     arch: str = "cnn"  # registry key (`stealbench list architectures`) or any timm model name
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    recipe: str = "default"  # training recipe (stealbench/recipes.py): optimiser, schedule, augmentation
+    lr: float | None = None  # None: the recipe's (default: 1e-3); a value overrides it
+    weight_decay: float | None = None  # None: the recipe's (default: 0); a value overrides it
     seed: int | None = None  # None: the run's --seed
     checkpoint: str | None = None  # load these weights instead of training (stealbench .pt or Lightning .ckpt)
     cache: bool = True  # reuse a cached victim trained with the same settings
     cache_dir: str | None = None  # default: $STEALBENCH_CACHE_DIR or ~/.cache/stealbench
 
+    def __post_init__(self) -> None:
+        # Lightning reads max_epochs=-1 as "no limit" and 0 as "no training": both must fail here, not later
+        check_int("victim.epochs", self.epochs, 1)
+        check_int("victim.batch_size", self.batch_size, 1)
+        check_float("victim.lr", self.lr, positive=True, optional=True)  # None: the recipe's
+        check_float("victim.weight_decay", self.weight_decay, positive=False, optional=True)
+        if self.seed is not None:
+            check_seed("victim.seed", self.seed)
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise ConfigError(f"--victim.checkpoint: no such file {self.checkpoint!r}")
+
 
 @dataclass
 class SurrogateConfig:
-    """The attacker's model: architecture and optimiser (epochs are the attack's choice)."""
+    """The attacker's model: architecture and optimiser (epochs are the attack's choice).
+
+    Args:
+        arch: registry key (`stealbench list architectures`) or any timm model name
+        batch_size: training batch size (>= 1)
+        recipe: training recipe (`default`, `cifar-sgd`, `cifar-onecycle`, `adamw-cosine`; stealbench/recipes.py)
+        lr: learning rate (> 0; null: the recipe's)
+        weight_decay: weight decay (>= 0; null: the recipe's)
+        pretrained: start from timm's pretrained weights (timm architectures only)
+    """
 
     arch: str = "cnn"
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    recipe: str = "default"  # training recipe (stealbench/recipes.py)
+    lr: float | None = None  # None: the recipe's (default: 1e-3); a value overrides it
+    weight_decay: float | None = None  # None: the recipe's (default: 0); a value overrides it
+    pretrained: bool = False  # start from timm's pretrained weights (timm architectures only; see models/timm_models)
+
+    def __post_init__(self) -> None:
+        check_int("surrogate.batch_size", self.batch_size, 1)
+        check_float("surrogate.lr", self.lr, positive=True, optional=True)  # None: the recipe's
+        check_float("surrogate.weight_decay", self.weight_decay, positive=False, optional=True)
 
 
 @dataclass

@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +37,8 @@ import yaml
 
 from .errors import ConfigError
 from .results import RESULTS_FILE
+from .rundir import RunDirBusyError, is_busy, set_aside_error
+from .signals import RunInterrupted, child_exit_interrupted, exit_code, handle_signals, spawn_child
 
 #: top-level keys of a grid file
 GRID_KEYS = ("name", "description", "output_dir", "common", "data", "defenses", "attacks", "label_modes", "budgets",
@@ -308,7 +307,11 @@ class GridReport:
     completed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already complete before this invocation
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: runs another process was running (its lock held) or finished meanwhile: left to it, not run twice
+    busy: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: the exit status an interrupted grid should end with (130 Ctrl-C, 143 SIGTERM)
+    interrupt_code: int = 130
 
     @property
     def ok(self) -> bool:
@@ -317,21 +320,38 @@ class GridReport:
 
 def _prepare_folder(folder: Path) -> None:
     """An earlier attempt left a folder without results.json: keep its error, out of the way of the new attempt."""
-    error = folder / "error.txt"
-    if error.exists():
-        error.replace(folder / f"error.previous-{int(time.time())}.txt")
+    set_aside_error(folder)
+
+
+class _Busy(Exception):
+    """The run folder turned out to be held by another process (it took the lock after our check)."""
 
 
 def _run_in_process(args: list[str]) -> None:
     from .lightning_cli import fit_main
 
-    fit_main(args)
+    try:
+        fit_main(args)
+    except RunDirBusyError as exc:
+        raise _Busy(str(exc)) from exc
 
 
 def _run_subprocess(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "stealbench", "fit", *args])
-    if proc.returncode != 0:
-        raise RuntimeError(f"`stealbench fit` exited with status {proc.returncode}")
+    code = spawn_child([sys.executable, "-m", "stealbench", "fit", *args])
+    signum = child_exit_interrupted(code)
+    if signum is not None:  # the child was stopped by a signal: the grid stops, the run does not count as failed
+        raise RunInterrupted(signum)
+    if code != 0:
+        folder = Path(_option(args, "--output_dir")) / _option(args, "--name")
+        holder = is_busy(folder)
+        if holder is not None:
+            raise _Busy(f"run folder {folder} is in use by another stealbench process (pid {holder})")
+        raise RuntimeError(f"`stealbench fit` exited with status {code}")
+
+
+def _option(args: list[str], name: str) -> str:
+    """The last value given for `name` (later options win, as in jsonargparse)."""
+    return args[len(args) - 1 - args[::-1].index(name) + 1]
 
 
 def _fmt_seconds(seconds: float | None) -> str:
@@ -366,15 +386,11 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
     bar = Progress(TextColumn("[bold]grid[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=out.console,
                    disable=not show, transient=False)
-    terminated: list[int] = []
-    previous_handler = _catch_sigterm(terminated)
-    try:
-        _loop(grid, todo, runner, report, bar, fail_fast, terminated, out)
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+    with handle_signals():  # SIGTERM and Ctrl-C stop the grid, whichever run or phase is going on
+        _loop(grid, todo, runner, report, bar, fail_fast, out)
     summary = (f"grid {grid.name}: {len(report.completed)} completed now, {len(report.skipped)} were already "
-               f"complete, {len(report.failed)} failed")
+               f"complete, {len(report.failed)} failed"
+               + (f", {len(report.busy)} left to another process" if report.busy else ""))
     out.info(summary + (" (interrupted)" if report.interrupted else ""))
     for name, message in report.failed:
         out.info(f"  failed: {name}: {message.splitlines()[0] if message else ''}  (see "
@@ -382,19 +398,7 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
     return report
 
 
-def _catch_sigterm(terminated: list[int]):
-    """SIGTERM stops the grid (Lightning's own handler only ends the current training phase)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        terminated.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def _loop(grid, todo, runner, report, bar, fail_fast, terminated, out) -> None:
+def _loop(grid, todo, runner, report, bar, fail_fast, out) -> None:
     total_weight = sum(r.weight for r in todo)
     done_weight = 0.0
     spent = 0.0
@@ -402,21 +406,29 @@ def _loop(grid, todo, runner, report, bar, fail_fast, terminated, out) -> None:
         task = bar.add_task(grid.name, total=len(todo), eta="?")
         for i, run in enumerate(todo, start=1):
             folder = run.folder(grid.output_dir)
+            holder = is_busy(folder)
+            if holder is not None or is_complete(folder):  # another grid on this output folder runs (ran) it
+                report.busy.append(run.name)
+                why = (f"in use by another process (pid {holder or 'unknown'})" if holder is not None
+                       else "completed by another process")
+                out.info(f"grid run {i}/{len(todo)}: {run.name} skipped: {why}")
+                bar.update(task, advance=1)
+                continue
             out.info(f"[bold]grid run {i}/{len(todo)}[/]: {run.name}")
             if folder.exists():
                 _prepare_folder(folder)
             t0 = time.perf_counter()
             try:
                 runner(run.args)
-            except KeyboardInterrupt:
+            except (RunInterrupted, KeyboardInterrupt) as exc:
                 report.interrupted = True
-                out.info(f"grid interrupted during {run.name}; run the same command again to resume")
+                report.interrupt_code = exit_code(exc) or 130
+                out.info(f"grid {exc or 'interrupted'} during {run.name}; run the same command again to resume")
                 break
+            except _Busy as exc:
+                report.busy.append(run.name)
+                out.info(f"grid run {run.name} skipped: {exc}")
             except BaseException as exc:  # noqa: BLE001 - one failed run must not stop the grid
-                if terminated:
-                    report.interrupted = True
-                    out.info(f"grid terminated during {run.name}; run the same command again to resume")
-                    break
                 message = f"{type(exc).__name__}: {exc}".strip()
                 report.failed.append((run.name, message))
                 out.info(f"[red]grid run failed[/]: {run.name}: {message}")
@@ -436,9 +448,6 @@ def _loop(grid, todo, runner, report, bar, fail_fast, terminated, out) -> None:
             bar.update(task, advance=1, eta=_fmt_seconds(remaining))
             out.info(f"grid: {i}/{len(todo)} done ({len(report.failed)} failed), last run {elapsed:.0f}s, "
                      f"estimated time left {_fmt_seconds(remaining)}")
-            if terminated:
-                report.interrupted = True
-                break
 
 
 # ----------------------------------------------------------------------------------------------------- printing

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .arguments import ArgumentParser, check_folder
 from .errors import StealbenchError
 from .results import CURVE_KEYS, METRIC_KEYS, RESULTS_FILE
 
@@ -85,9 +87,10 @@ def validate_results(payload: Any, source: str) -> Run:
     identity, metrics, curve = payload.get("identity"), payload.get("metrics"), payload.get("curve")
     if not isinstance(identity, dict):
         raise MalformedRun("no `identity` mapping")
-    missing = [k for k in IDENTITY_KEYS if identity.get(k) in (None, "")]
+    missing = [k for k in IDENTITY_KEYS if identity.get(k) in (None, "", [], {})]
     if missing:
         raise MalformedRun(f"identity lacks {', '.join(missing)}")
+    identity = {k: _identity_text(v) if k not in ("budget", "seed") else v for k, v in identity.items()}
     for key in ("budget", "seed"):
         if not isinstance(identity[key], int) or isinstance(identity[key], bool):
             raise MalformedRun(f"identity {key} is {identity[key]!r}, not an integer")
@@ -107,7 +110,15 @@ def validate_results(payload: Any, source: str) -> Run:
         points.append(p)
     points.sort(key=lambda p: p["queries"])
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-    return Run(source, dict(identity), {k: float(metrics[k]) for k in METRIC_KEYS}, points, config)
+    return Run(source, identity, {k: float(metrics[k]) for k in METRIC_KEYS}, points, config)
+
+
+def _identity_text(value: Any) -> str:
+    """Identity values label rows and are compared and sorted: plain text. A list (e.g. an ensemble of
+    architectures) or a mapping reads as its JSON text, so it groups like any other value instead of crashing."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else str(value)
 
 
 def load_run_folder(folder: Path) -> Run:
@@ -268,10 +279,23 @@ class Stat:
         return text + (f" ± {self.std:.{digits}f}" if self.std is not None else "")
 
 
+def distinct_query_points(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The curve sorted by queries with one point per query count: the last checkpoint recorded at that count.
+
+    A surrogate can be evaluated more than once at the same query count (trained further without new queries);
+    the attacker's model at q queries is then the last one. Never the best one: that would select on the test set.
+    One point per count also keeps the log-space interpolation free of zero-width segments (log(q/q) = 0).
+    """
+    by_queries: dict[float, dict[str, Any]] = {}
+    for p in curve:  # in recorded order, so a later checkpoint replaces an earlier one at the same count
+        by_queries[p["queries"]] = p
+    return [by_queries[q] for q in sorted(by_queries)]
+
+
 def queries_to_reach(curve: list[dict[str, Any]], target: float) -> tuple[float, str]:
     """(queries, bound) to reach `target` surrogate accuracy on a curve: bound '=' (interpolated crossing),
     '>' (never reached: queries is the last checkpoint) or '<=' (the first checkpoint already reaches it)."""
-    points = sorted(curve, key=lambda p: p["queries"])
+    points = distinct_query_points(curve)
     prev = None
     for p in points:
         if p["surrogate/acc"] >= target:
@@ -286,7 +310,7 @@ def queries_to_reach(curve: list[dict[str, Any]], target: float) -> tuple[float,
 
 def value_at(curve: list[dict[str, Any]], queries: float) -> float | None:
     """Surrogate accuracy on a curve at `queries`, interpolated in log(queries); None outside the curve."""
-    points = sorted(curve, key=lambda p: p["queries"])
+    points = distinct_query_points(curve)
     for a, b in zip(points, points[1:]):
         if a["queries"] <= queries <= b["queries"]:
             t = math.log(queries / a["queries"]) / math.log(b["queries"] / a["queries"])
@@ -520,7 +544,9 @@ def write_csv(rows: list[Row], path: Path) -> None:
 def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    # cells and folder names are plain Text: a `[/...]` in a path or label is not rich markup (and cannot crash)
     console = Console(highlight=False, width=None if os.isatty(1) else 320)
     cols = table_columns(rows)
     with_setting = "setting" in cols
@@ -534,12 +560,12 @@ def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str) ->
             table.add_section()
         previous = cell
         style = "bold" if row.rank == 1 and len(rows) > 1 else None
-        table.add_row(*table_cells(row, with_setting), style=style)
+        table.add_row(*map(Text, table_cells(row, with_setting)), style=style)
     console.print(table)
     if problems:
         console.print(f"[yellow]skipped {len(problems)} run(s), not averaged in:[/]")
         for source, reason in problems:
-            console.print(f"  {source}: {reason}")
+            console.print(Text(f"  {source}: {reason}"))
 
 
 def _mean_curve(runs: list[Run], key: str) -> tuple[list[float], list[float], list[float]]:
@@ -618,8 +644,19 @@ def plot_curves(rows: list[Row], out_dir: Path) -> list[Path]:
     return paths
 
 
+#: readable part of a figure's file name; the settings it leaves out are told apart by a hash
+_FIGURE_PREFIX_CHARS = 60
+
+
 def _figure_path(out_dir: Path, kind: str, data: str, label_mode: str, setting: str) -> Path:
-    return out_dir / f"{kind}_{_slug(data)}_{label_mode}{'_' + _slug(setting) if setting else ''}.png"
+    """`curves_digits_soft.png`, or `curves_digits_soft_victim.epochs_5_..._1a2b3c4d.png` when runs differ in
+    settings: file systems refuse names over 255 bytes and runs may differ in a dozen settings, so the readable
+    part is cut short and a hash of the whole (data, label mode, setting) keeps the names unique."""
+    readable = _slug("_".join(filter(None, (data, label_mode, setting))))
+    if not setting and len(readable) <= _FIGURE_PREFIX_CHARS:
+        return out_dir / f"{kind}_{readable}.png"
+    digest = hashlib.sha1(json.dumps([data, label_mode, setting]).encode()).hexdigest()[:8]
+    return out_dir / f"{kind}_{readable[:_FIGURE_PREFIX_CHARS].rstrip('_')}_{digest}.png"
 
 
 def plot_utility(rows: list[Row], out_dir: Path) -> list[Path]:
@@ -723,7 +760,7 @@ def build(paths: list[str] | None = None, wandb_path: str | None = None, tags: l
 
 
 def leaderboard_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="stealbench leaderboard",
         description="Rank and compare finished runs: terminal table, leaderboard.md, leaderboard.csv and plots. "
                     "Reads run folders (results.json) under DIR, or a W&B project with --wandb.")
@@ -732,20 +769,24 @@ def leaderboard_command(argv: list[str]) -> int:
                         help="read the runs of this W&B project instead (online)")
     parser.add_argument("--tag", action="append", default=None,
                         help="with --wandb: only runs with this tag (e.g. grid:paper_mnist; repeatable)")
-    parser.add_argument("--out", default="leaderboard", help="folder for leaderboard.md/.csv and plots")
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--log-wandb", nargs="?", const="", default=None, metavar="ENTITY/PROJECT",
+    # --output_dir as in `fit` and `grid`; --out (the older name) and dashed spellings stay as hidden aliases
+    parser.add_argument("--output_dir", default="leaderboard", metavar="DIR",
+                        help="folder for leaderboard.md/.csv and plots")
+    parser.add_argument("--out", dest="output_dir", default="leaderboard", help=argparse.SUPPRESS)
+    parser.add_option("--no_plots", action="store_true", help="skip the PNG plots")
+    parser.add_option("--log_wandb", nargs="?", const="", default=None, metavar="ENTITY/PROJECT",
                         help="log the table (and plots) to W&B as a wandb.Table, in a run of job type "
                              "`leaderboard` (default project: --wandb's, else stealbench)")
     args = parser.parse_args(argv)
     if not args.dirs and not args.wandb:
         parser.error("give run folders (DIR ...) or --wandb ENTITY/PROJECT")
+    out = Path(args.output_dir)
+    check_folder("output_dir", out)  # before reading runs: fail in milliseconds, write nothing
     rows, problems = build(args.dirs, args.wandb, args.tag)
     sources = [f"W&B {args.wandb}"] if args.wandb else list(args.dirs)
     if not rows:
         print_table([], problems, "stealbench leaderboard")
         raise StealbenchError(f"no complete runs found in {', '.join(sources)}")
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plots = [] if args.no_plots else plot_curves(rows, out) + plot_utility(rows, out)
     write_markdown(rows, problems, out / "leaderboard.md", sources, plots)

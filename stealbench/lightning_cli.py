@@ -7,23 +7,34 @@ short registry keys work wherever a component is chosen: `--defense deceptive` o
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
+import logging
 import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from .arguments import check_folder, help_hint, jsonargparse_message, yaml_message
 from .attacks.base import Attack
-from .config import SurrogateConfig, VictimConfig, WandbConfig
+from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
 from .data.base import ImageDataset
 from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
 from .label_modes import LABEL_MODES, LabelOptions
 from .plugins import get_catalog
 from .runner import Experiment, run_experiment
+from .signals import handle_signals
 from .training import PHASE_KEYS
+
+PROG = "stealbench fit"
 
 #: option -> (registry kind, base class, default key; None: the option is unset unless given)
 COMPONENTS: dict[str, tuple[str, type, str | None]] = {
@@ -39,8 +50,9 @@ def class_path(obj: type) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-def resolve_component(option: str, value: str) -> str:
-    """Registry key -> class path; class paths pass through; anything else fails with close matches."""
+def resolve_component(option: str, value: str, shown: str | None = None) -> str:
+    """Registry key -> class path; class paths pass through; anything else fails with close matches.
+    `shown`: the option as the user typed it, for the message (e.g. `defense.help`)."""
     kind = COMPONENTS[option][0]
     registry = get_catalog().registry(kind)
     if value in registry:
@@ -50,31 +62,63 @@ def resolve_component(option: str, value: str) -> str:
     try:
         registry.get(value)
     except StealbenchError as exc:
-        raise ConfigError(f"--{option}: {exc}") from exc
+        raise ConfigError(f"--{shown or option}: {exc}") from None
     return value  # pragma: no cover - registry.get raised
 
 
+def own_defaults(option: str, path: str) -> dict[str, Any]:
+    """`{"class_path": path, "init_args": <the class's own defaults>}` for a chosen component.
+
+    jsonargparse keeps the previous value's init_args whose names the new class also accepts: without this,
+    `--attack activethief` would silently run with JBDA's default `rounds` (6, not activethief's 5).
+    """
+    registry = get_catalog().registry(COMPONENTS[option][0])
+    cls = next((e.obj for e in registry.entries() if class_path(e.obj) == path), None)
+    if cls is None:
+        module, _, name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            return {"class_path": path}  # jsonargparse reports the bad class path
+    init_args = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.default is inspect.Parameter.empty:
+            continue
+        try:
+            json.dumps(param.default)
+        except (TypeError, ValueError):
+            continue  # not expressible on the command line: jsonargparse fills it from the signature
+        init_args[name] = list(param.default) if isinstance(param.default, tuple) else param.default
+    return {"class_path": path, "init_args": init_args}
+
+
 def _rewrite_config(cfg: Any) -> Any:
-    """Resolve registry keys in a loaded YAML config (top level, or under a `fit:` section)."""
+    """Resolve registry keys in a loaded YAML config (top level, or under a `fit:` section); a chosen component
+    starts from its own defaults, then the file's init_args."""
     if not isinstance(cfg, dict):
         return cfg
     for option in COMPONENTS:
         value = cfg.get(option)
         if isinstance(value, str):
-            cfg[option] = {"class_path": resolve_component(option, value)}
+            cfg[option] = own_defaults(option, resolve_component(option, value))
         elif isinstance(value, dict) and isinstance(value.get("class_path"), str):
-            value["class_path"] = resolve_component(option, value["class_path"])
+            chosen = own_defaults(option, resolve_component(option, value["class_path"]))
+            given = value.get("init_args")
+            chosen["init_args"] = {**chosen.get("init_args", {}), **(given if isinstance(given, dict) else {})}
+            value.update(chosen)
     return cfg
 
 
 def preprocess_args(args: list[str]) -> list[str]:
-    """Rewrite `--defense KEY` and config files so that jsonargparse sees class paths."""
+    """Rewrite `--defense KEY`, `--defense.help KEY` and config files so that jsonargparse sees class paths."""
     out: list[str] = []
     i = 0
     while i < len(args):
         token = args[i]
         name, eq, inline = token.partition("=")
         option = name[2:] if name.startswith("--") else None
+        if option and option.endswith(".help") and option[:-5] in COMPONENTS:
+            option = option[:-5]
         if option in COMPONENTS or name in ("-c", "--config"):
             if eq:
                 value = inline
@@ -87,7 +131,9 @@ def preprocess_args(args: list[str]) -> list[str]:
             if name in ("-c", "--config"):
                 value = _load_config_arg(value)
             elif not value.lstrip().startswith(("{", "[")):
-                value = resolve_component(option, value)
+                value = resolve_component(option, value, shown=name[2:])
+                if not name.endswith(".help"):
+                    value = json.dumps(own_defaults(option, value))
             out += [name, value]
         else:
             out.append(token)
@@ -98,7 +144,7 @@ def preprocess_args(args: list[str]) -> list[str]:
 def _load_config_arg(value: str) -> str:
     path = Path(value)
     if not path.is_file():
-        if value.lstrip().startswith("{") or ":" in value:
+        if value.lstrip().startswith(("{", "[")) or ":" in value:
             text = value  # an inline YAML/JSON string, as jsonargparse allows
         else:
             raise ConfigError(f"--config {value!r}: no such file")
@@ -107,7 +153,7 @@ def _load_config_arg(value: str) -> str:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {value!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"--config {value!r} is not valid YAML ({yaml_message(exc)})") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -125,13 +171,14 @@ class StealbenchCLI(LightningCLI):
             save_config_callback=None,
             auto_configure_optimizers=False,
             load_from_checkpoint_support=False,
-            parser_kwargs={"prog": "stealbench fit", "description": "Run one model-stealing experiment.",
-                           "default_env": False},
+            # exit_on_error=False: parse errors raise ArgumentError, which parse_arguments shortens
+            parser_kwargs={"prog": PROG, "description": "Run one model-stealing experiment.",
+                           "default_env": False, "exit_on_error": False},
         )
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--seed", type=int, default=0, help="seed for the victim (unless --victim.seed), "
-                            "the attack's random choices and surrogate training")
+                            f"the attack's random choices and surrogate training; {SEED_RANGE}")
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Trainer options (accelerator, devices, precision, ...) are a template: each phase builds its own Trainer.
@@ -147,8 +194,9 @@ class StealbenchCLI(LightningCLI):
         parser.add_class_arguments(VictimConfig, "victim")
         parser.add_class_arguments(SurrogateConfig, "surrogate")
         parser.add_class_arguments(WandbConfig, "wandb")
-        parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries")
-        parser.add_argument("--label_mode", type=str, default="soft", choices=list(LABEL_MODES),
+        parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries (>= 1)")
+        # a Literal, not type=str plus choices: jsonargparse shows the latter's type as a lambda in --help
+        parser.add_argument("--label_mode", type=Literal[tuple(LABEL_MODES)], default="soft",
                             help="; ".join(f"{k}: {v}" for k, v in LABEL_MODES.items()))
         parser.add_class_arguments(LabelOptions, "label_options")
         parser.add_argument("--output_dir", type=str, default="runs", help="parent folder of run folders")
@@ -158,7 +206,12 @@ class StealbenchCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # not super(): it warns when args are given while sys.argv is set, which is always the case here
-        self.config = parser.parse_args(preprocess_args(list(args)))
+        args = list(args)
+        try:
+            self.config = parser.parse_args(preprocess_args(args))
+        except ArgumentError as exc:
+            raise ConfigError(_short_message(str(exc), parser, args)) from None
+        validate_config(self.config)
 
     def _set_seed(self) -> None:
         """Seeding happens in the runner, per phase, from --seed."""
@@ -175,6 +228,8 @@ class StealbenchCLI(LightningCLI):
             if isinstance(cause, StealbenchError):
                 raise cause from None
             raise ConfigError(str(exc)) from exc
+        check_architectures(self.config_init)
+        check_trainer(dict(self.config.trainer.clone().as_dict()))
 
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
@@ -190,6 +245,72 @@ class StealbenchCLI(LightningCLI):
         )
 
 
+def validate_config(cfg: Any) -> None:
+    """Ranges of the options that no dataclass or component owns; checked before anything is built."""
+    check_int("budget", cfg.budget, 1)
+    check_seed("seed", cfg.seed)
+    check_int("label_options.samples", cfg.label_options.samples, 1)
+    for option in COMPONENTS:  # every component option named *seed is a seed, e.g. --data.split_seed
+        init_args = (cfg.get(option) or {}).get("init_args") or {}
+        for key, value in init_args.items():
+            if key == "seed" or key.endswith("_seed"):
+                check_seed(f"{option}.{key}", value)
+    name = cfg.name
+    if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
+        raise ConfigError(f"--name must be a plain folder name (no '/' or '..'), got {name!r}")
+    check_folder("output_dir", cfg.output_dir)
+    if cfg.victim.cache_dir:
+        check_folder("victim.cache_dir", cfg.victim.cache_dir)
+
+
+def check_architectures(init: Any) -> None:
+    """Unknown --victim.arch / --surrogate.arch fail before any data is loaded."""
+    for role in ("victim", "surrogate"):
+        try:
+            get_catalog().architectures.get(init[role].arch)
+        except StealbenchError as exc:
+            raise ConfigError(f"--{role}.arch: {exc}") from None
+
+
+def check_trainer(template: dict[str, Any]) -> None:
+    """Build and drop a Trainer from the --trainer.* template, so that a bad accelerator, device count or precision
+    fails in one line now rather than as a Lightning traceback once the data has loaded."""
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+             "enable_model_summary": False, "max_epochs": 1}
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.ERROR)  # Trainer() announces the accelerators it found; not news at parse time
+    try:
+        with warnings.catch_warnings():  # e.g. "GPU available but not used": each phase's Trainer says so
+            warnings.simplefilter("ignore")
+            Trainer(**{**template, **quiet})
+    except (ValueError, TypeError, RuntimeError, MisconfigurationException) as exc:
+        raise ConfigError(f"--trainer options: {exc}") from None
+    finally:
+        log.setLevel(level)
+
+
+def _short_message(message: str, parser: LightningArgumentParser, args: list[str]) -> str:
+    """jsonargparse's error -> one line; stealbench's per-phase Trainer keys get a pointer to the right option."""
+    known = [o for action in parser._actions for o in action.option_strings]
+    if message.endswith("expected one argument") and args and args[-1].startswith("--"):
+        # jsonargparse names the component (`--data`) when its nested option (`--data.root`) lacks a value
+        return f"{args[-1]} expects a value {help_hint(PROG)}"
+    unknown = next((t.split("=")[0] for t in message.split() if t.startswith("--trainer.")), "")
+    if message.startswith("unrecognized arguments") and unknown.removeprefix("--trainer.") in PHASE_KEYS:
+        return (f"{unknown} is set by stealbench for each phase; use --victim.epochs for the victim and the "
+                f"attack's options (e.g. --attack.epochs_per_round) for the surrogate")
+    return jsonargparse_message(message, PROG, known, describe=_describe_class)
+
+
+def _describe_class(path: str) -> str:
+    for option in COMPONENTS:
+        key = _key_of(option, path)
+        if key != path:
+            return f"{key} ({path})"
+    return path
+
+
 def _key_of(option: str, path: str) -> str:
     registry = get_catalog().registry(COMPONENTS[option][0])
     for entry in registry.entries():
@@ -198,7 +319,13 @@ def _key_of(option: str, path: str) -> str:
     return path  # a class path that no plugin registered
 
 
+def check_fit_args(args: list[str]) -> None:
+    """Parse a run's options and build its components without running it: ConfigError when they are bad."""
+    StealbenchCLI(args)
+
+
 def fit_main(args: list[str]) -> int:
-    cli = StealbenchCLI(args)
-    run_experiment(cli.experiment())
+    with handle_signals():  # SIGTERM / Ctrl-C raise RunInterrupted, whatever Lightning does with signals
+        cli = StealbenchCLI(args)
+        run_experiment(cli.experiment())
     return 0

@@ -40,8 +40,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.attacks.knockoff",
     "stealbench.attacks.activethief",
     "stealbench.models.builtin",
+    "stealbench.models.resnet_cifar",
     "stealbench.data.digits",
     "stealbench.data.torchvision_sets",
+    "stealbench.data.colour_sets",
+    "stealbench.data.imagefolder",
 )
 
 ENTRY_POINT_GROUP = "stealbench"

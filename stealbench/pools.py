@@ -4,16 +4,22 @@
 attack by that data set's whole training part, resized to the victim's input shape. Its labels are the pool data
 set's own classes: the attacker's own knowledge (``ctx.pool_labels``; Knockoff's adaptive policy may use them),
 never the victim task's. The pool is checked to share no image with the evaluation set, and a defense's extra
-data (e.g. an outlier set) is checked to share none with the pool.
+data (e.g. an outlier set) is checked to share none with the pool. Colour and grey sets mix freely (e.g.
+CIFAR-100 or an image folder against a CIFAR-10 victim, CIFAR-10 against an MNIST victim): channels and sizes
+are converted by `match_shape`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ConfigError
+
+LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 def match_shape(x: Tensor, input_shape: tuple[int, int, int]) -> Tensor:
@@ -22,10 +28,12 @@ def match_shape(x: Tensor, input_shape: tuple[int, int, int]) -> Tensor:
     if x.shape[1] != channels:
         if x.shape[1] == 1:
             x = x.expand(-1, channels, -1, -1)
-        elif channels == 1:
-            x = x.mean(1, keepdim=True)
+        elif channels == 1 and x.shape[1] == 3:
+            # ITU-R 601 luma, the weights of PIL's convert("L"): a grey pool image looks like a grey photo
+            x = torch.einsum("nchw,c->nhw", x, LUMA.to(x.dtype)).unsqueeze(1)
         else:
-            raise ConfigError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
+            raise ConfigError(f"pool_data: cannot convert {x.shape[1]}-channel images to the victim's {channels} "
+                              "channels (only grey <-> RGB is supported)")
     if tuple(x.shape[2:]) != (height, width):
         parts = []
         for xb in x.split(4096):  # bounded memory
@@ -68,9 +76,18 @@ def check_outliers_disjoint(outlier_x: Tensor, pool_x: Tensor, outlier_name: str
             "the defense, or another pool for the attacker")
 
 
+def _same_source(a, b) -> bool:
+    """One data set class reading one folder (two image folders in different places are different data)."""
+    def root(d):
+        value = getattr(d, "root", None)
+        return None if value is None else Path(value).expanduser().resolve()
+
+    return type(a) is type(b) and root(a) == root(b)
+
+
 def load_pool(pool_data, victim_data, eval_x: Tensor) -> tuple[Tensor, Tensor]:
     """(pool_x, pool_y) from `pool_data` (an ImageDataset), shaped like the victim's inputs, disjoint from eval."""
-    if type(pool_data) is type(victim_data):
+    if _same_source(pool_data, victim_data):
         raise ConfigError("pool_data is the victim's own data set; leave --pool_data unset to use its attacker "
                           "pool (the part of its test split kept apart from the evaluation set)")
     train_x, train_y, _, _ = pool_data.parts()

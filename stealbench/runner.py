@@ -14,9 +14,7 @@ import json
 import platform
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from .defender.oracle import Oracle
 from .defender.referee import Referee
 from .defender.referee import stop as stop_attacker
 from .defenses.base import Defense, DefenseSetup
+from .devices import check_accelerator
 from .errors import ConfigError, StealbenchError
 from .label_modes import LabelOptions, make_label_mode
 from .metrics import DefenseStats
@@ -41,6 +40,7 @@ from .models.factory import build_net
 from .plugins import get_catalog
 from .pools import check_outliers_disjoint, load_pool
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
+from .rundir import open_run_dir, record_failure
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_probs, resolve_device
@@ -92,6 +92,7 @@ def _accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> fl
 def run_experiment(exp: Experiment) -> dict[str, Any]:
     """Run `exp` and write its folder; returns the results dict. Raises StealbenchError on bad input."""
     started = time.perf_counter()
+    check_accelerator(exp.trainer)  # before any work: a missing GPU is a config error, not a late traceback
     catalog = get_catalog()
     data = exp.data
     label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
@@ -111,27 +112,24 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
             catalog.architectures.get(arch)
         except StealbenchError as exc:
             raise ConfigError(f"--{role}.arch: {exc}") from exc
-
-    name = exp.name or exp.default_name()
-    run_dir = Path(exp.output_dir) / (name if exp.name else f"{name}_{datetime.now():%Y%m%d-%H%M%S}")
-    if (run_dir / RESULTS_FILE).exists():
-        raise ConfigError(f"{run_dir} already holds a completed run; choose another --name or --output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(exp.config_yaml or json.dumps(exp.config, indent=2))
+    for role in ("victim", "surrogate"):  # a misspelt recipe fails now, not after the victim has trained
+        TrainSettings.from_config(getattr(exp, role), role, data)
 
     tracker = None
-    try:
-        tracker = Tracker(exp.wandb, run_dir, run_dir.name, {**exp.identity(), "plugins": catalog.versions(),
-                                                              "config": exp.config})
-        results = _run_phases(exp, catalog, splits, label_mode, run_dir, tracker, started)
-    except BaseException as exc:
-        # The folder must not look complete: no results.json, an error.txt saying what happened.
-        details = getattr(exc, "details", "")
-        (run_dir / "error.txt").write_text("".join(traceback.format_exception(exc))
-                                          + (f"\nin the attacker's process:\n{details}" if details else ""))
-        if tracker is not None:
-            tracker.abort()
-        raise
+    with open_run_dir(exp.output_dir, exp.name, exp.default_name()) as run:  # validated, locked for the run
+        run_dir = run.path
+        try:
+            (run_dir / "config.yaml").write_text(exp.config_yaml or json.dumps(exp.config, indent=2))
+            tracker = Tracker(exp.wandb, run_dir, run_dir.name, {**exp.identity(), "plugins": catalog.versions(),
+                                                                  "config": exp.config})
+            results = _run_phases(exp, catalog, splits, label_mode, run_dir, tracker, started)
+        except BaseException as exc:
+            # The folder must not look complete: no results.json, an error.txt saying what happened (with the
+            # attacker's traceback when the attack failed in its own process)
+            record_failure(run_dir, exc)
+            if tracker is not None:
+                tracker.abort()
+            raise
     return results
 
 
@@ -141,8 +139,9 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, label_mode, run_dir: P
     console.header({
         "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
                 f"attacker pool {len(splits.pool_y)}, eval {len(splits.eval_y)})",
-        "victim": f"{exp.victim.arch}, {exp.victim.epochs} epochs",
-        "surrogate": exp.surrogate.arch,
+        "victim": f"{exp.victim.arch}, {exp.victim.epochs} epochs, recipe {exp.victim.recipe}",
+        "surrogate": f"{exp.surrogate.arch}, recipe {exp.surrogate.recipe}"
+                     + (", pretrained" if exp.surrogate.pretrained else ""),
         "defense": f"{exp.keys['defense']}  {_params(exp.defense)}",
         "attack": f"{exp.keys['attack']}  {_params(exp.attack)}",
         "budget": f"{exp.budget} queries, label mode {exp.label_mode}",
@@ -175,19 +174,19 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
     """Victim (trained or loaded), defense setup, utility on the evaluation set: all on the defender's side."""
     data = exp.data
 
-    def make_net(arch: str):
+    def make_net(arch: str, pretrained: bool = False):
         return build_net(arch, num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean,
-                         std=data.std, catalog=catalog)
+                         std=data.std, catalog=catalog, pretrained=pretrained)
 
-    victim_settings = TrainSettings(batch_size=exp.victim.batch_size, lr=exp.victim.lr,
-                                    weight_decay=exp.victim.weight_decay, trainer=exp.trainer,
-                                    progress_bar=exp.progress_bar, logger=logger)
+    victim_settings = TrainSettings.from_config(exp.victim, "victim", data, trainer=exp.trainer,
+                                                progress_bar=exp.progress_bar, logger=logger)
     victim_seed = role_seed(exp.seed if exp.victim.seed is None else exp.victim.seed, "victim")
     data_identity = {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", **data.config()}
     t0 = time.perf_counter()
     with seeded_globals(victim_seed):
         victim = obtain_victim(lambda: make_net(exp.victim.arch), exp.victim, data_identity, victim_seed,
-                               splits.victim_x, splits.victim_y, data.num_classes, victim_settings)
+                               splits.victim_x, splits.victim_y, data.num_classes, victim_settings,
+                               check_x=splits.holdout_x, check_y=splits.holdout_y)
     verb = {"trained": "trained", "cache": "loaded from cache", "checkpoint": "loaded from checkpoint"}[victim.origin]
     console.info(f"victim {verb}" + (f" ({victim.path})" if victim.path else "")
                  + f" in {time.perf_counter() - t0:.1f}s")
@@ -195,8 +194,9 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
     for p in victim_net.parameters():
         p.requires_grad_(False)
 
-    defense_settings = replace(victim_settings, batch_size=exp.surrogate.batch_size, lr=exp.surrogate.lr,
-                               weight_decay=exp.surrogate.weight_decay)
+    # the defender's auxiliary models (proxies, detectors) train like the attacker's surrogate
+    defense_settings = TrainSettings.from_config(exp.surrogate, "surrogate", data, trainer=exp.trainer,
+                                                 progress_bar=exp.progress_bar, logger=logger)
     train_seeds = RoleCounter(exp.seed, "defense")
 
     def train_model(net, x, targets, epochs, log_name="defense", loss=None):
@@ -251,13 +251,15 @@ def _attack_phase(exp: Experiment, splits: Splits, label_mode, device: torch.dev
 
     referee = Referee(
         oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
-        evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),
+        evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),  # weights come over
         seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log, say=console.info,
     )
     spec = AttackerSpec(
         attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
         num_classes=data.num_classes, input_shape=tuple(data.input_shape), mean=tuple(data.mean),
-        std=tuple(data.std), surrogate=exp.surrogate, trainer=exp.trainer, progress_bar=exp.progress_bar,
+        std=tuple(data.std), surrogate=exp.surrogate,
+        train_settings=TrainSettings.from_config(exp.surrogate, "surrogate", data, trainer=exp.trainer,
+                                                 progress_bar=exp.progress_bar),
         device=str(device),
     )
     process, conn = start_attacker(spec)
@@ -293,7 +295,10 @@ def _write_results(exp: Experiment, catalog, splits: Splits, run_dir: Path, trac
         "splits": splits.sizes(),
         "seed_set": referee.seed_set_record,
         "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
-        "victim": {"origin": defended.victim.origin, "path": defended.victim.path},
+        "victim": {"origin": defended.victim.origin, "path": defended.victim.path,
+                   "check_acc": defended.victim.check_acc, "near_chance": defended.victim.near_chance},
+        "recipes": {role: TrainSettings.from_config(getattr(exp, role), role, exp.data).resolved_recipe().as_dict()
+                    for role in ("victim", "surrogate")},
         "config": exp.config,
         "versions": {"stealbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "plugins": catalog.versions()},

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
+from .augment import BatchAugment, dataset_augmentation
+from .recipes import Recipe, get_recipe
 
 
 # Keys of --trainer that stealbench sets per phase; the user's values for these are replaced.
@@ -32,34 +34,93 @@ def quiet_lightning() -> None:
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy against probability-vector targets (one-hot targets give the usual CE)."""
-    return -(targets * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    """Cross-entropy against probability-vector targets (one-hot targets give the usual CE).
+
+    Computed in float32 whatever the training precision: under bf16/16 autocast (or true half) a low-precision
+    log-softmax loses the small probabilities that soft labels carry.
+    """
+    with torch.autocast(logits.device.type, enabled=False):
+        return -(targets.float() * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def smooth_targets(targets: Tensor, smoothing: float) -> Tensor:
+    """Label smoothing of probability targets: (1 - e) * t + e / K (soft answers are smoothed alike)."""
+    return targets if smoothing == 0 else targets * (1.0 - smoothing) + smoothing / targets.shape[-1]
 
 
 class Classifier(L.LightningModule):
-    """Wraps a plain nn.Module for training on (images, probability targets)."""
+    """Wraps a plain nn.Module for training on (images, probability targets), as `recipe` says.
 
-    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, log_name: str = "train",
+    Without a recipe: Adam with `lr` and `weight_decay`, no schedule (the `default` recipe). `augment` runs on
+    each batch on the training device; `loader` (a ShuffledBatches) is moved to that device once, when it fits.
+    `loss(logits, targets) -> scalar` replaces the soft cross-entropy (a defense may train towards another
+    objective); it gets float32 logits, with autocast off.
+    """
+
+    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, log_name: str = "train", *,
+                 recipe: Recipe | None = None, augment: BatchAugment | None = None,
+                 loader: ShuffledBatches | None = None,
                  loss: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         super().__init__()
         self.net = net
-        self.lr = lr
-        self.weight_decay = weight_decay
+        self.recipe = (recipe or get_recipe("default")).with_overrides(lr if recipe is None else None,
+                                                                       weight_decay if recipe is None else None)
+        self.lr = self.recipe.lr
+        self.weight_decay = self.recipe.weight_decay
         self.log_name = log_name
-        #: loss(logits, targets) -> scalar; a defense may train towards another objective than the soft CE
-        self.loss = loss if loss is not None else soft_cross_entropy
+        self.augment = augment if augment is not None and augment.active and self.recipe.augment else None
+        self._loader = loader
+        self.loss = loss
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def setup(self, stage: str) -> None:
+        # the earliest hook that knows the device: Lightning iterates the loader before on_train_start
+        device = self.trainer.strategy.root_device
+        if self._loader is not None and fits_on(device, self._loader.nbytes()):
+            self._loader.to(device)  # one transfer instead of one per batch
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, targets = batch
-        loss = self.loss(self.net(x), targets)
+        if self.augment is not None:
+            x = self.augment(x)
+        logits = self.net(x)
+        if self.loss is None:
+            loss = soft_cross_entropy(logits, smooth_targets(targets, self.recipe.label_smoothing))
+        else:
+            with torch.autocast(logits.device.type, enabled=False):
+                loss = self.loss(logits.float(), targets.float())
         self.log(f"{self.log_name}/train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self):
+        r, params = self.recipe, self.net.parameters()
+        if r.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                  weight_decay=r.weight_decay)
+        else:
+            adam = torch.optim.AdamW if r.optimizer == "adamw" else torch.optim.Adam
+            # under --trainer.precision 16-true the states are float16, where Adam's eps 1e-8 rounds to 0 and the
+            # first tiny second moment divides by zero: use the smallest normal float16 instead
+            eps = 1e-4 if param_dtype(self.net) == torch.float16 else 1e-8
+            opt = adam(params, lr=r.lr, weight_decay=r.weight_decay, eps=eps)
+        if r.schedule == "constant":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        if r.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        else:
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def fits_on(device: torch.device, nbytes: int) -> bool:
+    """Whether `nbytes` of training data (plus the per-epoch shuffled copy) fit in a third of the free memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return 3 * nbytes < free
+    return device.type != "cpu"  # MPS shares the host's memory; CPU tensors are already there
 
 
 @dataclass
@@ -67,11 +128,26 @@ class TrainSettings:
     """How a phase trains: optimiser settings plus the user's --trainer options (accelerator, precision, ...)."""
 
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float | None = None  # None: the recipe's
+    weight_decay: float | None = None  # None: the recipe's
     trainer: dict[str, Any] = field(default_factory=dict)
     progress_bar: bool = False
     logger: Any = None  # shared across phases, or None
+    recipe: str | Recipe = "default"  # see recipes.py
+    augment: str = "none"  # the data set's augmentation (augment.dataset_augmentation); used if the recipe says so
+
+    @classmethod
+    def from_config(cls, cfg, role: str, data, **common: Any) -> TrainSettings:
+        """Settings of a VictimConfig / SurrogateConfig (`role`: "victim" or "surrogate") training on images of
+        `data`: its recipe (checked now, so a typo fails before any training) and the data set's augmentation.
+        `common`: trainer, progress_bar, logger."""
+        recipe = get_recipe(cfg.recipe, f"{role}.recipe")
+        return cls(batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, recipe=recipe,
+                   augment=dataset_augmentation(data), **common)
+
+    def resolved_recipe(self) -> Recipe:
+        """The recipe with the explicit lr / weight decay applied: what training actually uses."""
+        return get_recipe(self.recipe).with_overrides(self.lr, self.weight_decay)
 
 
 class ShuffledBatches:
@@ -84,11 +160,20 @@ class ShuffledBatches:
 
     def __init__(self, x: Tensor, targets: Tensor, batch_size: int, seed: int) -> None:
         self.x, self.targets, self.batch_size = x, targets, batch_size
+        # on the CPU whatever the data's device: the same batch order on every device
         self.generator = torch.Generator().manual_seed(seed)
+
+    def to(self, device: torch.device) -> ShuffledBatches:
+        """Hold the data on `device` (e.g. the GPU): batches are then slices there, with no per-batch copy."""
+        self.x, self.targets = self.x.to(device), self.targets.to(device)
+        return self
+
+    def nbytes(self) -> int:
+        return self.x.nbytes + self.targets.nbytes
 
     def __iter__(self):
         # under DDP each rank takes its shard of the same permutation (distributed.shard); else all of it
-        perm = distributed.shard(torch.randperm(len(self.x), generator=self.generator))
+        perm = distributed.shard(torch.randperm(len(self.x), generator=self.generator)).to(self.x.device)
         x, targets = self.x[perm], self.targets[perm]
         return zip(x.split(self.batch_size), targets.split(self.batch_size))
 
@@ -103,13 +188,17 @@ def make_loader(x: Tensor, targets: Tensor, *, batch_size: int, seed: int) -> Sh
 
 def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: TrainSettings, *, seed: int,
         log_name: str = "train", loss: Callable[[Tensor, Tensor], Tensor] | None = None) -> nn.Module:
-    """Train `net` on (x, targets) for `epochs` with a fresh Trainer; returns the trained net in eval mode.
+    """Train `net` on (x, targets) for `epochs` with a fresh Trainer, as `settings.recipe` says.
 
-    `loss(logits, targets) -> scalar` replaces the soft cross-entropy (None keeps it).
+    Returns the trained net in eval mode and in float32, whatever `--trainer.precision` trained it in, so that the
+    oracle, attacks and caches always see one dtype. `loss(logits, targets) -> scalar` replaces the soft
+    cross-entropy (None keeps it).
     """
     quiet_lightning()
     loader = make_loader(x, targets, batch_size=settings.batch_size, seed=seed)
-    module = Classifier(net, lr=settings.lr, weight_decay=settings.weight_decay, log_name=log_name, loss=loss)
+    augment = BatchAugment(settings.augment, seed=seed + 1)  # its own stream, apart from the batch order
+    module = Classifier(net, log_name=log_name, recipe=settings.resolved_recipe(), augment=augment, loader=loader,
+                        loss=loss)
     trainer_kwargs = {k: v for k, v in settings.trainer.items() if k not in PHASE_KEYS}
     # several devices: DDP in spawned workers for this call only (distributed.py); the logger stays here
     trainer_kwargs, parallel = distributed.plan(trainer_kwargs, seed=seed)
@@ -125,14 +214,20 @@ def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: Train
     )
     with distributed.launching(parallel, trainer, loader, log_name=log_name, logger=settings.logger):
         trainer.fit(module, train_dataloaders=loader)
-    return module.net.eval()
+    return module.net.float().eval()
+
+
+def param_dtype(net: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
 
 
 @torch.no_grad()
 def predict_probs(net: nn.Module, x: Tensor, device: torch.device, batch_size: int = 1024) -> Tensor:
-    """Softmax outputs of `net` for `x`, batched, returned on the CPU."""
+    """Softmax outputs of `net` for `x`, batched, returned on the CPU in float32 (inputs cast to the net's dtype,
+    so a half-precision net works too)."""
     net = net.to(device).eval()
-    parts = [torch.softmax(net(xb.to(device)), dim=-1).cpu() for xb in x.split(batch_size)]
+    dtype = param_dtype(net)
+    parts = [torch.softmax(net(xb.to(device, dtype)).float(), dim=-1).cpu() for xb in x.split(batch_size)]
     return torch.cat(parts) if parts else torch.empty(0)
 
 

@@ -46,9 +46,20 @@ def test_step_direction_moves_the_label_probability(direction, sign):
     assert ((after - before).sign() == sign).float().mean() > 0.95
 
 
-def test_sign_period_flips_the_step():
-    attack = JBDA(lam=0.1, sign_period=2)
-    assert [attack.step_size(r) for r in range(1, 6)] == [0.1, -0.1, -0.1, 0.1, 0.1]
+@pytest.mark.parametrize("tau", [1, 2, 3, 5])
+@pytest.mark.parametrize("direction,base", [("towards", 1.0), ("away", -1.0)])
+def test_sign_period_follows_papernots_formula(tau, direction, base):
+    # Papernot et al. 2017: lambda_rho = lambda * (-1)^floor(rho / tau), augmentations counted from rho = 0;
+    # step_size takes the 1-based round after which the augmentation happens, so rho = round - 1.
+    attack = JBDA(lam=0.1, sign_period=tau, direction=direction)
+    for rho in range(12):
+        assert attack.step_size(rho + 1) == base * 0.1 * (-1) ** (rho // tau), (tau, rho)
+    assert attack.step_size(1) == base * 0.1, "the first augmentation always steps with +lambda (times direction)"
+
+
+def test_no_sign_period_never_flips():
+    attack = JBDA(lam=0.1, sign_period=None)
+    assert {attack.step_size(r) for r in range(1, 20)} == {0.1}
 
 
 def test_class_balanced_seed_selection():

@@ -8,7 +8,7 @@ from torch import nn
 
 from helpers import attack_context
 
-from stealbench.attacks.activethief import ActiveThief, kcenter_greedy
+from stealbench.attacks.activethief import ActiveThief, deepfool_distances, kcenter_greedy
 from stealbench.attacks.jbda import jacobian_step
 from stealbench.attacks.jbda_variants import TRND, JBTopK, random_other_classes, topk_other_classes
 from stealbench.attacks.knockoff import GradientBandit, Knockoff, certainty_reward, diversity_reward, loss_reward
@@ -89,6 +89,14 @@ def test_trnd_doubles_like_jbda_and_stops_at_the_budget():
     assert log["trained"] == [50, 100, 200, 333] and ctx.oracle.used == 333
 
 
+@pytest.mark.parametrize("cls", [JBTopK, TRND])
+@pytest.mark.parametrize("option,value", [("sign_period", 2), ("direction", "away")])
+def test_targeted_variants_reject_the_sign_options_they_ignore(cls, option, value):
+    # their steps are always +lambda towards the target; a sign schedule would be silently ignored
+    with pytest.raises(ConfigError, match=f"attack.{option}"):
+        cls(**{option: value})
+
+
 def test_jbda_topk_validates_k():
     with pytest.raises(ConfigError, match="attack.k"):
         JBTopK(k=0)
@@ -157,7 +165,8 @@ def test_knockoff_rejects_bad_options():
 
 
 # -- activethief -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", ["random", "uncertainty", "kcenter", "uncertainty-kcenter"])
+@pytest.mark.parametrize("strategy", ["random", "uncertainty", "kcenter", "uncertainty-kcenter", "dfal",
+                                      "dfal-kcenter"])
 def test_activethief_query_accounting_is_exact(strategy):
     ctx, log = make_ctx(budget=103)
     ActiveThief(strategy=strategy, rounds=3, epochs=1).run(ctx)
@@ -171,9 +180,55 @@ def test_kcenter_greedy_picks_far_points_first():
     assert kcenter_greedy(candidates, centers, 2).tolist() == [2, 3]  # farthest, then farthest from both
 
 
+def test_deepfool_on_a_linear_model_is_the_distance_to_the_nearest_hyperplane():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 10)
+    net = nn.Sequential(nn.Flatten(), linear)
+    x = torch.rand(200, *SHAPE, generator=torch.Generator().manual_seed(1))
+    # analytic: min over k != c of |w_k.x + b_k - w_c.x - b_c| / ||w_k - w_c||, c the predicted class (float64)
+    w, b = linear.weight.detach().double(), linear.bias.detach().double()
+    logits = x.flatten(1).double() @ w.T + b
+    c = logits.argmax(-1)
+    gap = (logits - logits.gather(1, c[:, None])).abs()
+    norms = (w[None, :, :] - w[c][:, None, :]).norm(dim=-1)
+    expected = (gap / norms).scatter(1, c[:, None], float("inf")).min(1).values
+    got = deepfool_distances(net, x, max_floats=64 * 10 * 37)  # chunks of 37 images: chunking changes nothing
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_deepfool_ranks_points_that_never_flip_last():
+    dead = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    nn.init.zeros_(dead[1].weight)  # no input gradient: no boundary DeepFool could step to
+    assert torch.isinf(deepfool_distances(dead, torch.rand(5, *SHAPE), max_iter=3)).all()
+
+
+def test_dfal_picks_the_pool_images_nearest_the_surrogates_boundary():
+    # two classes split by the hyperplane x_0 = 0.5 (x_0: the first pixel): logit gap 2 x_0 - 1, distance |x_0 - 0.5|
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].weight[0, 0], net[1].weight[1, 0] = 1.0, -1.0
+        net[1].bias.copy_(torch.tensor([-0.5, 0.5]))
+    pool = torch.full((12, *SHAPE), 0.3)
+    offsets = torch.tensor([0.40, -0.05, 0.30, 0.01, -0.20, 0.45, -0.02, 0.10, -0.35, 0.03, 0.25, -0.15])
+    pool[:, 0, 0, 0] = 0.5 + offsets
+    unlabeled = torch.tensor([0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11])  # 3 (the nearest) is already queried
+    labeled = torch.tensor([3])
+    g = torch.Generator().manual_seed(0)
+    picked = ActiveThief(strategy="dfal").select(net, pool, unlabeled, labeled, 3, g)
+    assert sorted(picked.tolist()) == [1, 6, 9]  # |offset| 0.05, 0.02, 0.03
+    # dfal-kcenter: k-center over the 2 x 3 closest unqueried images only (offsets 0.02 .. 0.15)
+    picked = ActiveThief(strategy="dfal-kcenter", candidates_factor=2).select(net, pool, unlabeled, labeled, 3, g)
+    assert len(set(picked.tolist())) == 3 and set(picked.tolist()) <= {1, 6, 9, 7, 11, 4}
+
+
 def test_activethief_rejects_bad_options():
     with pytest.raises(ConfigError, match="attack.strategy"):
-        ActiveThief(strategy="dfal")
+        ActiveThief(strategy="bald")
+    with pytest.raises(ConfigError, match="attack.deepfool_max_iter"):
+        ActiveThief(strategy="dfal", deepfool_max_iter=0)
+    with pytest.raises(ConfigError, match="attack.deepfool_overshoot"):
+        ActiveThief(strategy="dfal", deepfool_overshoot=-0.1)
     with pytest.raises(ConfigError, match="attack.initial"):
         ActiveThief(initial=500).validate(budget=100, num_classes=10, pool_size=400)
 

@@ -101,9 +101,8 @@ def test_bad_input_stops_with_one_clear_message(tmp_path, capsys, args, message)
     (["--trainer.max_epochs", "5"], "max_epochs"),  # epochs are per phase: --victim.epochs, --attack.*
 ])
 def test_type_errors_name_the_key(tmp_path, capsys, args, message):
-    with pytest.raises(SystemExit) as info:
-        fit(tmp_path, "--defense", "deceptive", *args)
-    assert info.value.code == 2
+    # parse errors return 2 with one short message (tests/test_bad_input.py), no SystemExit
+    assert fit(tmp_path, "--defense", "deceptive", *args) == 2
     assert message in capsys.readouterr().err
 
 
@@ -138,3 +137,19 @@ def test_every_config_file_parses(capsys):
         assert info.value.code == 0, path
         printed = yaml.safe_load(capsys.readouterr().out)
         assert {"data", "defense", "attack", "budget"} <= set(printed), path
+
+
+@pytest.mark.parametrize("how", ["command line", "config file"])
+def test_a_chosen_component_starts_from_its_own_defaults(tmp_path, capsys, how):
+    """jsonargparse carried the default attack's same-named options over: `--attack activethief` ran with JBDA's
+    rounds=6 instead of activethief's 5, silently."""
+    if how == "command line":
+        args = ["--attack", "activethief", "--attack.epochs", "2"]
+    else:
+        config = tmp_path / "c.yaml"
+        config.write_text("attack:\n  class_path: activethief\n  init_args: {epochs: 2}\n")
+        args = ["--config", str(config)]
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    attack = yaml.safe_load(capsys.readouterr().out)["attack"]["init_args"]
+    assert attack["rounds"] == 5 and attack["epochs"] == 2 and attack["strategy"] == "kcenter"

@@ -17,8 +17,10 @@ from stealbench.leaderboard import (
     build,
     find_run_folders,
     queries_to_reach,
+    query_multiplier,
     run_from_wandb,
     validate_results,
+    value_at,
 )
 
 
@@ -66,6 +68,34 @@ def test_queries_to_reach_interpolates_in_log_queries():
     assert queries_to_reach(curve, 0.9) == (pytest.approx(400.0), "=")
     assert queries_to_reach(curve, 0.95) == (400.0, ">")  # never reached: a lower bound
     assert queries_to_reach(curve, 0.3) == (100.0, "<=")  # the first checkpoint already reaches it
+
+
+def test_checkpoints_sharing_a_query_count_read_as_the_last_one(tmp_path):
+    # a surrogate evaluated twice at 100 queries (trained further without new queries): the attacker's model at
+    # 100 queries is the later one (0.70), never the best; and no zero-width log-space segment (log(100/100) = 0)
+    und = [{"queries": 100, "surrogate/acc": 0.60}, {"queries": 100, "surrogate/acc": 0.70},
+           {"queries": 400, "surrogate/acc": 0.90}]
+    assert value_at(und, 100) == pytest.approx(0.70)
+    assert value_at(und, 200) == pytest.approx(0.80)  # halfway in log(queries) between 100 (0.70) and 400 (0.90)
+    assert queries_to_reach(und, 0.65) == (100.0, "<=")
+    assert queries_to_reach(und, 0.80) == (pytest.approx(200.0), "=")
+    # the same curve against itself is exactly 1x; a defended curve whose last checkpoint at 400 queries is 0.70
+    # (an earlier one there was 0.75: not used) reaches the target 0.70 exactly at 400 queries: 4x
+    assert query_multiplier(und, und, 100, 0.70) == (pytest.approx(1.0), "<=")  # first checkpoint reaches it
+    defended = [{"queries": 100, "surrogate/acc": 0.30}, {"queries": 400, "surrogate/acc": 0.75},
+                {"queries": 400, "surrogate/acc": 0.70}]
+    assert query_multiplier(und, defended, 100, 0.70) == (pytest.approx(4.0), "=")
+
+    # and end to end through `build`, with the repeated checkpoint inside the runs' results.json
+    for seed in (0, 1):
+        write_run(tmp_path, seed=seed, budget=100, curve=[(100, 0.6), (100, 0.7)])
+        write_run(tmp_path, defense="deceptive", seed=seed, budget=400, name=f"d{seed}",
+                  curve=[(100, 0.3), (100, 0.3), (400, 0.75), (400, 0.7)])
+        write_run(tmp_path, defense="deceptive", seed=seed, budget=100, curve=[(100, 0.3), (100, 0.3)])
+    rows, problems = build([tmp_path])
+    assert problems == []
+    assert row_of(rows, defense="deceptive", budget=100).multiplier.summary() == (pytest.approx(4.0),
+                                                                                   pytest.approx(0.0), "=")
 
 
 def test_query_multiplier_and_accuracy_drop_on_a_constructed_example(tmp_path):

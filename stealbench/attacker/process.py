@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -40,8 +40,7 @@ class AttackerSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     surrogate: SurrogateConfig
-    trainer: dict[str, Any]
-    progress_bar: bool
+    train_settings: Any  # training.TrainSettings of the surrogate (recipe, trainer options); no logger
     device: str
     env: dict[str, str] = field(default_factory=dict)
     sys_path: list[str] = field(default_factory=list)
@@ -59,7 +58,8 @@ class SurrogateFactory:
 
         with seeded_globals(self.seeds.next()):
             return build_net(self.spec.surrogate.arch, num_classes=self.spec.num_classes,
-                             input_shape=self.spec.input_shape, mean=self.spec.mean, std=self.spec.std)
+                             input_shape=self.spec.input_shape, mean=self.spec.mean, std=self.spec.std,
+                             pretrained=self.spec.surrogate.pretrained)
 
 
 def _die_with_parent() -> None:
@@ -76,14 +76,12 @@ def _die_with_parent() -> None:
 
 
 def build_context(spec: AttackerSpec, channel: PipeChannel) -> AttackContext:
-    from ..training import TrainSettings, fit
+    from ..training import fit
 
     hello = channel.call("hello")
     device = torch.device(spec.device)
     oracle = RemoteOracle(channel, budget=spec.budget, input_shape=spec.input_shape, num_classes=spec.num_classes)
-    settings = TrainSettings(batch_size=spec.surrogate.batch_size, lr=spec.surrogate.lr,
-                             weight_decay=spec.surrogate.weight_decay, trainer=spec.trainer,
-                             progress_bar=spec.progress_bar, logger=RelayLogger(channel))
+    settings = replace(spec.train_settings, logger=RelayLogger(channel))
     train_seeds = RoleCounter(spec.seed, "surrogate_train")
 
     def train(model: nn.Module, x: Tensor, targets: Tensor, epochs: int) -> nn.Module:

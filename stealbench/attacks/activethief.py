@@ -3,12 +3,17 @@
 An initial random set is queried; each round the surrogate is trained on everything queried so far, evaluated,
 and picks the next batch from the unqueried pool: the most `uncertainty` (entropy of its prediction), a
 `kcenter` core set (greedy farthest points from the queried set in the space of its softmax outputs), or
-`uncertainty-kcenter` (k-center among the `candidates_factor` x batch most uncertain). `random` is the baseline.
+`uncertainty-kcenter` (k-center among the `candidates_factor` x batch most uncertain), `dfal` (DeepFool-based
+active learning, Ducoffe & Precioso 2018: the images whose DeepFool perturbation on the surrogate is smallest,
+i.e. closest to its decision boundary) or `dfal-kcenter` (k-center among the `candidates_factor` x batch closest).
+`random` is the baseline.
 """
 
 from __future__ import annotations
 
 from typing import Literal
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +22,7 @@ from .. import hookimpl
 from ..errors import ConfigError
 from .base import Attack, AttackContext
 
-STRATEGIES = ("random", "uncertainty", "kcenter", "uncertainty-kcenter")
+STRATEGIES = ("random", "uncertainty", "kcenter", "uncertainty-kcenter", "dfal", "dfal-kcenter")
 
 
 @torch.no_grad()
@@ -50,20 +55,90 @@ def kcenter_greedy(candidates: Tensor, centers: Tensor, n: int, chunk: int = 409
     return chosen
 
 
+def deepfool_distances(model: nn.Module, x: Tensor, *, max_iter: int = 20, overshoot: float = 0.02,
+                       max_floats: int = 2 ** 24) -> Tensor:
+    """(N,) L2 norm of DeepFool's perturbation r of every image on `model` (Moosavi-Dezfooli et al. 2016);
+    inf where the predicted label has not flipped within `max_iter` steps, so those rank last.
+
+    Each step linearises the model at x0 + (1 + overshoot) r and moves r to the nearest linearised boundary
+    between the original class c and another k: r += |f_k - f_c| / ||w_k - w_c||^2 (w_k - w_c), the class k
+    minimising |f_k - f_c| / ||w_k - w_c||. The returned norm is ||r|| (on a linear model exactly the distance
+    to the nearest decision boundary); the overshoot only makes the step cross it. No pixel clipping, as the
+    paper. All images of a chunk step together: per step one forward and one backward per class, never one
+    per image; images whose label flipped are frozen and dropped from the later steps.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    if len(x):
+        with torch.no_grad():
+            num_classes = model(x[:1].to(device)).shape[-1]
+        # the K input gradients of a chunk are held at once: bound them to max_floats numbers
+        chunk = max(1, min(len(x), max_floats // (x[0].numel() * num_classes)))
+        for xb in x.split(chunk):
+            out.append(_deepfool_chunk(model, xb.to(device), max_iter, overshoot).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _deepfool_chunk(model: nn.Module, x0: Tensor, max_iter: int, overshoot: float) -> Tensor:
+    shape = x0.shape[1:]
+    flat0 = x0.flatten(1)
+    with torch.no_grad():
+        label = model(x0).argmax(-1)
+    r_tot = torch.zeros_like(flat0)
+    dist = torch.full((len(x0),), math.inf, device=x0.device)
+    active = torch.arange(len(x0), device=x0.device)
+    for step in range(max_iter + 1):
+        xa = (flat0[active] + (1 + overshoot) * r_tot[active]).view(-1, *shape).requires_grad_(True)
+        logits = model(xa)
+        flipped = logits.argmax(-1) != label[active]
+        dist[active[flipped]] = r_tot[active[flipped]].norm(dim=1)
+        keep = ~flipped
+        if step == max_iter or not keep.any():
+            break
+        k_count = logits.shape[-1]
+        grads = torch.stack([  # (K, n, D): one backward per class for the whole chunk
+            torch.autograd.grad(logits[:, k].sum(), xa, retain_graph=k < k_count - 1)[0].flatten(1)
+            for k in range(k_count)])
+        rows = torch.arange(len(xa), device=x0.device)
+        own = label[active]
+        w = grads - grads[own, rows][None]  # (K, n, D): w_k - w_c
+        f = (logits - logits[rows, own][:, None]).detach().T  # (K, n): f_k - f_c
+        w_norm = w.norm(dim=-1)
+        ratio = f.abs() / w_norm.clamp_min(1e-12)
+        ratio[own, rows] = math.inf  # never the own class
+        ratio[w_norm == 0] = math.inf  # no gradient: no boundary in that direction
+        best = ratio.argmin(0)  # (n,)
+        w_best = w[best, rows]  # (n, D)
+        scale = f[best, rows].abs() / w_norm[best, rows].pow(2).clamp_min(1e-24)
+        scale = torch.where(torch.isfinite(ratio[best, rows]), scale, torch.zeros_like(scale))
+        r_tot[active[keep]] += (scale[:, None] * w_best)[keep].detach()
+        active = active[keep]
+    return dist
+
+
 class ActiveThief(Attack):
     """ActiveThief (Pal et al. 2020): rounds of active selection from the pool (uncertainty, k-center, or both)."""
 
-    def __init__(self, strategy: Literal["random", "uncertainty", "kcenter", "uncertainty-kcenter"] = "kcenter",
+    def __init__(self, strategy: Literal["random", "uncertainty", "kcenter", "uncertainty-kcenter", "dfal",
+                                         "dfal-kcenter"] = "kcenter",
                  initial: int | None = None, rounds: int = 5, epochs: int = 10, retrain_from_scratch: bool = True,
-                 candidates_factor: int = 4) -> None:
+                 candidates_factor: int = 4, deepfool_max_iter: int = 20, deepfool_overshoot: float = 0.02) -> None:
         """
         Args:
-            strategy: how each round's batch is chosen: random, uncertainty, kcenter or uncertainty-kcenter.
+            strategy: how each round's batch is chosen: random, uncertainty, kcenter, uncertainty-kcenter, dfal
+                or dfal-kcenter.
             initial: size of the initial random query set (default: budget / (rounds + 1)).
             rounds: selection rounds after the initial set; the rest of the budget is split evenly over them.
             epochs: surrogate training epochs per round.
             retrain_from_scratch: re-initialise the surrogate each round (else fine-tune it).
-            candidates_factor: uncertainty-kcenter: k-center runs over the factor x batch most uncertain images.
+            candidates_factor: uncertainty-kcenter / dfal-kcenter: k-center runs over the factor x batch most
+                uncertain / closest to the surrogate's decision boundary images.
+            deepfool_max_iter: dfal, dfal-kcenter: DeepFool steps per image (Moosavi-Dezfooli et al.: 20 or
+                50); an image whose label has not flipped by then ranks last.
+            deepfool_overshoot: dfal, dfal-kcenter: DeepFool's overshoot (paper: 0.02).
         """
         checks = [
             (strategy in STRATEGIES, f"attack.strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}"),
@@ -71,6 +146,9 @@ class ActiveThief(Attack):
             (rounds >= 0, f"attack.rounds must be >= 0, got {rounds}"),
             (epochs >= 1, f"attack.epochs must be >= 1, got {epochs}"),
             (candidates_factor >= 1, f"attack.candidates_factor must be >= 1, got {candidates_factor}"),
+            (isinstance(deepfool_max_iter, int) and deepfool_max_iter >= 1,
+             f"attack.deepfool_max_iter must be an integer >= 1 (DeepFool steps), got {deepfool_max_iter!r}"),
+            (deepfool_overshoot >= 0, f"attack.deepfool_overshoot must be >= 0, got {deepfool_overshoot}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -81,6 +159,8 @@ class ActiveThief(Attack):
         self.epochs = epochs
         self.retrain_from_scratch = retrain_from_scratch
         self.candidates_factor = candidates_factor
+        self.deepfool_max_iter = deepfool_max_iter
+        self.deepfool_overshoot = deepfool_overshoot
 
     def initial_size(self, budget: int) -> int:
         return min(self.initial if self.initial is not None else max(1, budget // (self.rounds + 1)), budget)
@@ -97,6 +177,15 @@ class ActiveThief(Attack):
         """Pool indices (into pool_x) of the next `n` queries."""
         if self.strategy == "random":
             return unlabeled[torch.randperm(len(unlabeled), generator=generator)[:n]]
+        if self.strategy in ("dfal", "dfal-kcenter"):
+            distance = deepfool_distances(model, pool_x[unlabeled], max_iter=self.deepfool_max_iter,
+                                          overshoot=self.deepfool_overshoot)
+            wanted = n if self.strategy == "dfal" else n * self.candidates_factor
+            closest = distance.topk(min(len(unlabeled), wanted), largest=False).indices
+            if self.strategy == "dfal":
+                return unlabeled[closest]
+            chosen = kcenter_greedy(predict(model, pool_x[unlabeled[closest]]), predict(model, pool_x[labeled]), n)
+            return unlabeled[closest[chosen]]
         probs = predict(model, pool_x[unlabeled])
         if self.strategy == "uncertainty":
             return unlabeled[entropy(probs).topk(min(n, len(unlabeled))).indices]

@@ -60,7 +60,8 @@ class JBDA(Attack):
             lam: step size lambda, in pixel units.
             direction: `towards` steps along +sign(grad F_c) (Papernot's rule: c is the oracle's label),
                 `away` along -sign(grad F_c).
-            sign_period: tau; the step's sign flips every tau rounds (lambda_r = lambda * (-1)^floor(r / tau)).
+            sign_period: tau; the step's sign flips every tau augmentations (Papernot et al. 2017:
+                lambda_rho = lambda * (-1)^floor(rho / tau), rho = 0 for the augmentation after round 1).
                 None never flips.
             rounds: substitute training rounds (a round = train, evaluate, augment).
             epochs_per_round: surrogate training epochs per round.
@@ -108,9 +109,13 @@ class JBDA(Attack):
             raise ConfigError(f"the JBDA seed set ({seed}) is larger than the attacker pool ({pool_size})")
 
     def step_size(self, round_idx: int) -> float:
-        """Signed step for the augmentation after round `round_idx` (1-based)."""
+        """Signed step for the augmentation after round `round_idx` (1-based).
+
+        The paper counts augmentations from rho = 0, and the first one follows round 1, so rho = round_idx - 1.
+        """
         sign = 1.0 if self.direction == "towards" else -1.0
-        if self.sign_period is not None and (round_idx // self.sign_period) % 2 == 1:
+        rho = round_idx - 1
+        if self.sign_period is not None and (rho // self.sign_period) % 2 == 1:
             sign = -sign
         return sign * self.lam
 

@@ -3,7 +3,8 @@
 Both keep JBDA's rounds, seed set, reservoir sampling and query accounting (see jbda.py) and change only the
 augmentation step: instead of stepping along the gradient of the oracle's label, each point steps *towards*
 other classes: x' = clip(x + lambda * sign(d F_t(x) / dx), 0, 1) for target classes t != the oracle's label.
-`direction` and `sign_period` do not apply (the step is always towards the target).
+`direction` and `sign_period` do not apply (the step is always +lambda, towards the target), so setting them is
+an error rather than a silently ignored option.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def random_other_classes(labels: Tensor, num_classes: int, generator: torch.Gene
     return (labels.cpu() + shift) % num_classes
 
 
+def reject_sign_options(name: str, direction: str, sign_period: int | None) -> None:
+    """The targeted variants always step +lambda towards their target: JBDA's sign options would be ignored."""
+    if direction != "towards":
+        raise ConfigError(f"attack.direction must be 'towards' for {name} (its steps always go towards the target "
+                          f"class), got {direction!r}")
+    if sign_period is not None:
+        raise ConfigError(f"attack.sign_period must be null for {name} (its step sign never flips), "
+                          f"got {sign_period!r}")
+
+
 class JBTopK(JBDA):
     """JB-top-k (Juuti et al. 2019): each point spawns k targeted steps, towards the surrogate's top-k other classes."""
 
@@ -49,6 +60,7 @@ class JBTopK(JBDA):
             **kwargs: the options of `jbda` (seed set, lam, rounds, epochs_per_round, reservoir, ...).
         """
         super().__init__(**kwargs)
+        reject_sign_options("jbda-topk", self.direction, self.sign_period)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ConfigError(f"attack.k must be an integer >= 1 (targeted steps per point), got {k!r}")
         self.k = k
@@ -70,6 +82,15 @@ class JBTopK(JBDA):
 
 class TRND(JBDA):
     """T-RND (Juuti et al. 2019): JBDA whose steps go towards a uniformly random class other than the label."""
+
+    def __init__(self, **kwargs) -> None:
+        """
+        Args:
+            **kwargs: the options of `jbda` (seed set, lam, rounds, epochs_per_round, reservoir, ...), except
+                `direction` and `sign_period`.
+        """
+        super().__init__(**kwargs)
+        reject_sign_options("t-rnd", self.direction, self.sign_period)
 
     def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
         super().validate(budget=budget, num_classes=num_classes, pool_size=pool_size)

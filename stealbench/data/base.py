@@ -108,13 +108,28 @@ class ImageDataset:
         return self._splits
 
     def _check_loaded(self, *tensors: Tensor) -> None:
-        train_x, _, test_x, _ = tensors
-        for name, x in (("train", train_x), ("test", test_x)):
+        train_x, train_y, test_x, test_y = tensors
+        name_of = type(self).__name__
+        for part, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
             if x.dtype != torch.float32 or tuple(x.shape[1:]) != tuple(self.input_shape):
                 raise TypeError(
-                    f"{type(self).__name__}.load() returned {name} images of dtype {x.dtype} and shape "
+                    f"{name_of}.load() returned {part} images of dtype {x.dtype} and shape "
                     f"{tuple(x.shape)}; expected float32 (N, {', '.join(map(str, self.input_shape))})"
                 )
+            if not isinstance(y, Tensor) or y.dim() != 1 or y.is_floating_point() or y.is_complex():
+                raise TypeError(f"{name_of}.load() returned {part} labels of dtype {getattr(y, 'dtype', type(y))} "
+                                f"and shape {tuple(getattr(y, 'shape', ()))}; expected int64 (N,)")
+            if len(y) != len(x):
+                raise ConfigError(f"data set {self.key!r}: {part} part has {len(x)} images but {len(y)} labels; "
+                                  "its files are damaged or do not belong together")
+            if len(y) == 0:
+                raise ConfigError(f"data set {self.key!r}: the {part} part is empty")
+            bad = (y < 0) | (y >= self.num_classes)
+            if bool(bad.any()):
+                raise ConfigError(
+                    f"data set {self.key!r}: {int(bad.sum())} {part} labels lie outside [0, {self.num_classes}) "
+                    f"(e.g. {int(y[bad][0])} at index {int(bad.nonzero()[0])}); the label file is damaged or the "
+                    f"data set's num_classes ({self.num_classes}) is wrong")
 
     def config(self) -> dict:
         return {"pool_fraction": self.pool_fraction, "victim_train_size": self.victim_train_size,

@@ -32,7 +32,7 @@ from stealbench.defenses import Defense, DefenseSetup
 from stealbench.errors import ConfigError, StealbenchError
 from stealbench.models import build_net
 
-#: the argmax-preserving variant keeps this share of the gap between the top-1 and any other class
+#: the argmax-preserving variant keeps at least this share of the gap between the top-1 and any other class
 _KEEP_GAP = 0.01
 _TINY = 1e-12
 
@@ -65,10 +65,16 @@ def mad_perturb(y: Tensor, gram: Tensor, epsilon: float, *, norm: str = "l1",
         raise ConfigError(f"defense.norm must be l1 or l2, got {norm!r}")
     alpha = torch.where(step_norm > _TINY, epsilon / step_norm.clamp_min(_TINY), torch.zeros_like(y)).clamp(0, 1)
     if argmax_preserving:
+        # Moving towards e_k (k != c, the top-1) by a: y'_c = (1 - a) y_c, y'_k = (1 - a) y_k + a, so with
+        # d = y_c - y_k >= 0 the margin is y'_c - y'_k = d - a (1 + d), and
+        #     d - a (1 + d) >= _KEEP_GAP d   <=>   a <= (1 - _KEEP_GAP) d / (1 + d).
+        # At that bound the margin is exactly _KEEP_GAP d. Every other class j keeps (1 - a)(y_c - y_j) >=
+        # _KEEP_GAP (y_c - y_j), as a <= (1 - _KEEP_GAP) / 2; moving towards e_c only widens the margins. So the
+        # released answer keeps at least a _KEEP_GAP share of every gap to the top-1 (in float64; see forward).
+        # A tie (d = 0) gives a = 0: no move towards that class.
         top = y.argmax(-1, keepdim=True)
-        gap = (y.gather(-1, top) - y).clamp_min(0) * (1 - _KEEP_GAP)
-        # (1 - a) y_c - ((1 - a) y_k + a) >= _KEEP_GAP (y_c - y_k)  <=>  a <= gap / (1 + gap)
-        bound = gap / (1.0 + gap)
+        d = (y.gather(-1, top) - y).clamp_min(0)
+        bound = (1 - _KEEP_GAP) * d / (1.0 + d)
         is_top = torch.zeros_like(y, dtype=torch.bool).scatter_(-1, top, True)
         alpha = torch.where(is_top, alpha, torch.minimum(alpha, bound))
 
@@ -194,7 +200,13 @@ class MAD(Defense):
             return probs.clone()
         gram = self.gram(x).to(probs.device)
         released = mad_perturb(probs, gram, self.epsilon, norm=self.norm, argmax_preserving=self.argmax_preserving)
-        return released.to(probs.dtype)
+        released = released.to(probs.dtype)
+        if self.argmax_preserving:
+            # the kept margin (_KEEP_GAP of the gap) can round away in float32 for near-ties of a few ulps:
+            # those rows are released clean rather than with a changed top-1
+            flipped = released.argmax(-1) != probs.argmax(-1)
+            released = torch.where(flipped[:, None], probs, released)
+        return released
 
 
 class MADArgmax(MAD):

@@ -3,7 +3,9 @@
 PRADA watches the stream of queries. For each query x with predicted class c it takes the minimum L2 distance
 d_min from x to the *growing set* G_c of earlier queries of class c and adds d_min to the distance set D. If
 d_min exceeds the class threshold T_c, x joins G_c and ``T_c = max(T_c, mean(D_Gc) - std(D_Gc))`` over the
-distances D_Gc that admitted members of G_c. Natural queries give roughly normally distributed distances;
+distances D_Gc that admitted members of G_c. The first query of class c starts G_c and, as in the authors'
+implementation, D_Gc with a 0 (its distance to itself), so the first admission sets T_c = max(0, d/2 - d/2) = 0 and
+not d; T_c starts at 0 and that first 0 stays in D_Gc (never in D). Natural queries give roughly normally distributed distances;
 synthetic attack queries (small perturbations of earlier ones, as in JBDA) do not. Once D holds more than
 ``min_distances`` values, the Shapiro-Wilk statistic W of D (outliers beyond ``outlier_std`` standard deviations
 removed) is tested: ``W < delta`` raises the alarm. From the alarming query on, the defense changes its answers
@@ -92,7 +94,7 @@ class PRADA(Defense):
         self._members: Tensor | None = None  # growing sets, all classes: (n, d) float64
         self._member_class: Tensor | None = None  # (n,)
         self._threshold: dict[int, float] = {}  # T_c
-        self._admitted: dict[int, list[float]] = {}  # per class: count, sum, sum of squares of D_Gc
+        self._admitted: dict[int, list[float]] = {}  # per class: count, sum, sum of squares of D_Gc (with the 0)
         self._distances = np.empty(1024)  # D, the first self._n_distances entries
         self._n_distances = 0
         self._alarm_query: int | None = None
@@ -134,18 +136,21 @@ class PRADA(Defense):
         for i in range(n):  # inherently sequential: each admission changes the distances of later queries
             c = int(cls[i])
             d_min = nearest[i]
-            admit = not math.isfinite(d_min)  # the first query of its class starts G_c
-            if not admit:
+            admit = not math.isfinite(d_min)
+            if admit:  # the first query of its class starts G_c, and D_Gc with the 0 the authors seed it with
+                self._threshold[c] = 0.0
+                self._admitted[c] = [1.0, 0.0, 0.0]
+            else:
                 self._push_distance(d_min)
-                if d_min > self._threshold.get(c, 0.0):
+                if d_min > self._threshold[c]:
                     admit = True
-                    stats = self._admitted.setdefault(c, [0.0, 0.0, 0.0])
+                    stats = self._admitted[c]
                     stats[0] += 1
                     stats[1] += d_min
                     stats[2] += d_min * d_min
                     mean = stats[1] / stats[0]
                     std = math.sqrt(max(stats[2] / stats[0] - mean * mean, 0.0))
-                    self._threshold[c] = max(self._threshold.get(c, 0.0), mean - std)
+                    self._threshold[c] = max(self._threshold[c], mean - std)
             if admit:
                 admitted[i] = True
                 np.minimum(nearest, within[:, i], out=nearest)  # later queries of class c now see x
