@@ -140,7 +140,7 @@ def plan(options: dict[str, Any], *, seed: int) -> tuple[dict[str, Any], Paralle
     """Trainer options for one training call, and how it runs in parallel (None: in this process).
 
     `options` are the user's --trainer options (phase keys removed). A DDP-family strategy with one device, or a
-    single-device setup, trains here as before; several devices train in spawned DDP workers.
+    single-device setup, trains here as before; several devices train in DDP workers started for the call.
     """
     check_trainer_options(options)
     strategy = options.get("strategy", "auto")

@@ -200,7 +200,7 @@ def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: Train
     module = Classifier(net, log_name=log_name, recipe=settings.resolved_recipe(), augment=augment, loader=loader,
                         loss=loss)
     trainer_kwargs = {k: v for k, v in settings.trainer.items() if k not in PHASE_KEYS}
-    # several devices: DDP in spawned workers for this call only (distributed.py); the logger stays here
+    # several devices: DDP in workers started for this call only (distributed.py); the logger stays here
     trainer_kwargs, parallel = distributed.plan(trainer_kwargs, seed=seed)
     logger = settings.logger if parallel is None else None
     trainer = L.Trainer(
