@@ -290,6 +290,16 @@ def evaluate(claims: list[Claim], records: list[Record]) -> list[ClaimResult]:
     return results
 
 
+def goal_text(check: Check) -> str:
+    if check.compare == "near":
+        return f"within {check.threshold:g} of {check.target:g}"
+    if check.compare == "within_noise":
+        return f"within seed noise (2 s.e., at least {check.threshold:g})"
+    if check.compare == "abs<=":
+        return f"|·| ≤ {check.threshold:g}"
+    return f"{check.compare} {check.threshold:g}"
+
+
 def _why(checks: list[CheckResult]) -> str:
     parts = []
     for c in checks:
@@ -297,9 +307,7 @@ def _why(checks: list[CheckResult]) -> str:
             parts.append(c.describe())
             continue
         chk = c.check
-        goal = {"near": f"within {chk.threshold:g} of {chk.target:g}",
-                "within_noise": f"within seed noise (2 s.e., at least {chk.threshold:g})",
-                "abs<=": f"|·| ≤ {chk.threshold:g}"}.get(chk.compare, f"{chk.compare} {chk.threshold:g}")
+        goal = goal_text(chk)
         scope = (f"{c.passed}/{c.selected} settings meet {goal}; " if chk.over == "all" or c.selected > 1
                  else f"target {goal}; ")
         which = "worst" if chk.over == "all" else "best"
@@ -309,4 +317,4 @@ def _why(checks: list[CheckResult]) -> str:
 
 
 __all__ = ["COMPARES", "Check", "CheckResult", "Claim", "ClaimResult", "Record", "Value", "evaluate",
-           "evaluate_check", "matches", "parse_claims", "status_of"]
+           "evaluate_check", "goal_text", "matches", "parse_claims", "status_of"]

@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .claims import ClaimResult, Record, evaluate, status_of
+from .claims import ClaimResult, Record, evaluate, goal_text, status_of
 from .leaderboard import load_folders, plot_curves, plot_utility, write_csv, write_markdown
 from .records import run_records, utility_records
 from .results import RESULTS_FILE
@@ -97,8 +97,7 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
         lines += [f"### {i}. {res.claim.text} ({res.claim.id}) — {res.verdict}", ""]
         for c in res.checks:
             chk = c.check
-            goal = f"{chk.compare} {chk.threshold:g}" + (f" (target {chk.target:g})" if chk.target is not None else "")
-            lines += [f"Check `{chk.metric}` {goal} over {chk.over} of {c.selected} records from {chk.source} "
+            lines += [f"Check `{chk.metric}` {goal_text(chk)} over {chk.over} of {c.selected} records from {chk.source} "
                       f"selected by `{json.dumps(chk.select)}`: **{c.status}**", ""]
             if c.records:
                 lines += ["| setting | value | status | context |", "|---|---|---|---|"]
