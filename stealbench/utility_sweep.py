@@ -89,13 +89,13 @@ def sweep_victim(payload: dict, spec: SweepSpec, catalog=None) -> list[dict[str,
     """Per setting of `spec`: victim and defended accuracy, top-1 changes (all inputs, and inputs whose top
     probability exceeds 1/2), both KL directions and L1, on the run's evaluation split."""
     from .plugins import get_catalog
-    from .training import predict_log_probs
 
     catalog = catalog or get_catalog()
     net, data = _load_victim(payload, catalog)
     splits = data.splits()
-    device = torch.device("cpu")
-    log_y = predict_log_probs(net, splits.eval_x, device)
+    # float64 log-softmax of the logits, as the runner's utility figures (not stealbench.training's helper: that
+    # module imports Lightning, seconds a report-only rerun does not need)
+    log_y = torch.cat([torch.log_softmax(net(xb).double(), -1) for xb in splits.eval_x.split(1024)])
     clean = log_y.exp().float()
     labels = splits.eval_y
     confident = log_y.exp().max(-1).values > 0.5
