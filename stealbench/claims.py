@@ -54,7 +54,8 @@ class Value:
     def fmt(self, digits: int | None = None) -> str:
         digits = (2 if self.unit else 3) if digits is None else digits
         prefix = {"=": "", ">": "> ", ">=": "≥ ", "<=": "≤ "}.get(self.bound, self.bound + " ")
-        text = f"{prefix}{self.mean:.{digits}f}{self.unit}"
+        mean = self.mean if abs(self.mean) >= 0.5 * 10 ** -digits else 0.0  # no "-0.000" from rounding noise
+        text = f"{prefix}{mean:.{digits}f}{self.unit}"
         if self.std is not None and self.bound == "=":
             text += f" ± {self.std:.{digits}f}"
         return text
