@@ -69,7 +69,8 @@ class Record:
     fields: dict[str, Any]
     metrics: dict[str, Value]
     label: str  # how the report names the setting
-    context: str = ""  # e.g. "none 0.736 → 0.238" for an accuracy drop
+    context: str = ""  # short, shown in the claims table: e.g. "none 0.736 → 0.238" for an accuracy drop
+    details: str = ""  # longer, shown in the per-claim details only
 
     def get(self, key: str) -> Any:
         return self.fields.get(key)

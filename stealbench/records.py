@@ -148,11 +148,13 @@ def utility_records(per_victim: list[tuple[int, list[dict[str, Any]]]], defense:
         fields = {"data": data, "defense": defense, **dict(zip(params, setting)), "seeds": [s for s, _ in per_victim]}
         names = [k for k, v in rows[0].items() if k not in params and isinstance(v, (int, float))]
         metrics = {k: value([r[k] for r in rows]) for k in names}
-        context = ", ".join(f"{text} {metrics[k].mean:.4f}" for k, text in (
-            ("acc", "victim acc"), ("acc_defended", "defended"), ("top1_changed", "top-1 changed"),
-            ("kl_nats", "KL(y‖y′)"), ("kl_nats_rev", "KL(y′‖y)")) if k in metrics)
+        context = (f"victim acc {metrics['acc'].mean:.4f} → {metrics['acc_defended'].mean:.4f}"
+                   if {"acc", "acc_defended"} <= set(metrics) else "")
+        details = ", ".join(f"{text} {metrics[k].mean:.4f}" for k, text in (
+            ("top1_changed", "top-1 changed"), ("top1_changed_confident", "where max y > ½"),
+            ("kl_nats", "KL(y‖y′)"), ("kl_nats_rev", "KL(y′‖y)"), ("l1", "L1")) if k in metrics)
         records.append(Record("utility", fields, metrics, setting_label(defense, dict(zip(params, setting))),
-                              context))
+                              context, details))
     return records
 
 

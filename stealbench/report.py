@@ -103,8 +103,9 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
                 lines += ["| setting | value | status | context |", "|---|---|---|---|"]
                 for r in c.records:
                     v = r.metrics[chk.metric]
+                    context = "; ".join(t for t in (r.context, r.details) if t)
                     lines.append(f"| {_cell(r.label)} | {v.fmt()} (n={v.n}) | {status_of(chk, v)} | "
-                                 f"{_cell(r.context)} |")
+                                 f"{_cell(context)} |")
                 lines.append("")
     if problems:
         lines += ["## Skipped runs", ""] + [f"- `{s}`: {why}" for s, why in problems] + [""]
