@@ -18,9 +18,10 @@ records, reads one metric of each and compares it with a threshold::
             over: any                     # any (the best record decides) or all (the worst decides)
 
 A claim may set ``combine: any`` (one passing check reproduces it, e.g. either KL direction when the paper does
-not say which). `select` values are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}). A check passes,
-passes partly, fails, or is inconclusive (a lower bound below the threshold: the query multiplier's "> x"); the
-claim is *reproduced* when every check passes, *not reproduced* when every check fails, *partly* otherwise.
+not say which). `select` values are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}).
+A check passes, passes partly, fails, or is inconclusive (a lower bound below the threshold: the query
+multiplier's "> x"); the claim is *reproduced* when every check passes, *not reproduced* when every check fails,
+*partly* otherwise.
 
 This module only compares numbers: records are built elsewhere (stealbench.reproduce), so plugins and other
 papers' reproductions reuse it with their own YAML.

@@ -75,9 +75,10 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
             if not accs:
                 continue
             per_seed_acc[(data, attack, label_mode, setting, defense, q)] = accs
-            fields = {"data": data, "attack": any_run.identity["attack"], "attack_label": attack,
+            # defense parameters first: a parameter named like an identity field must not overwrite it
+            fields = {**params, "data": data, "attack": any_run.identity["attack"], "attack_label": attack,
                       "label_mode": label_mode, "setting": setting, "defense": key, "defense_label": defense,
-                      "budget": int(q), "seeds": sorted(accs), **params}
+                      "budget": int(q), "seeds": sorted(accs)}
             metrics = {"surrogate_acc": value(list(accs.values()))}
             context = ""
             if not baseline and base:

@@ -97,8 +97,8 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
         lines += [f"### {i}. {res.claim.text} ({res.claim.id}) — {res.verdict}", ""]
         for c in res.checks:
             chk = c.check
-            lines += [f"Check `{chk.metric}` {goal_text(chk)} over {chk.over} of {c.selected} records from {chk.source} "
-                      f"selected by `{json.dumps(chk.select)}`: **{c.status}**", ""]
+            lines += [f"Check `{chk.metric}` {goal_text(chk)} over {chk.over} of {c.selected} records from "
+                      f"{chk.source} selected by `{json.dumps(chk.select)}`: **{c.status}**", ""]
             if c.records:
                 lines += ["| setting | value | status | context |", "|---|---|---|---|"]
                 for r in c.records:
@@ -134,8 +134,9 @@ def plot_kl(rows: list[dict[str, Any]], rep, path: Path) -> Path:
     x_key = "gamma" if "gamma" in params else params[-1]
     line_key = next((p for p in params if p != x_key), None)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (metric, title) in zip(axes, (("kl_nats", "KL(y‖y') nats/query"), ("kl_nats_rev", "KL(y'‖y) nats/query"),
-                                          ("acc_change", "defended − clean accuracy"))):
+    panels = (("kl_nats", "KL(y‖y') nats/query"), ("kl_nats_rev", "KL(y'‖y) nats/query"),
+              ("acc_change", "defended − clean accuracy"))
+    for ax, (metric, title) in zip(axes, panels):
         groups: dict[Any, dict[Any, list[float]]] = {}
         for row in rows:
             groups.setdefault(row.get(line_key), {}).setdefault(row[x_key], []).append(row[metric])
