@@ -304,18 +304,20 @@ def goal_text(check: Check) -> str:
 
 
 def _why(checks: list[CheckResult]) -> str:
+    """One line: per check, how many selected settings meet its goal (the values are in the measured column)."""
     parts = []
     for c in checks:
-        if c.status == "no data":
-            parts.append(c.describe())
-            continue
         chk = c.check
-        goal = goal_text(chk)
-        scope = (f"{c.passed}/{c.selected} settings meet {goal}; " if chk.over == "all" or c.selected > 1
-                 else f"target {goal}; ")
-        which = "worst" if chk.over == "all" else "best"
-        parts.append(f"{chk.label or chk.metric}: {scope}{which} {c.value.fmt()} ({c.deciding.label})"
-                     + ("" if c.status in ("pass", "fail") else f" [{c.status}]"))
+        what = chk.label or chk.metric
+        if c.status == "no data":
+            parts.append(f"{what}: no data")
+            continue
+        text = f"{what}: {c.passed}/{c.selected} settings meet {goal_text(chk)}"
+        if c.status == "inconclusive":
+            text += f" (best is a lower bound, {c.value.fmt()})"
+        elif c.status == "partly" and c.passed == 0:
+            text += f" (within the looser {chk.partly:g})" if chk.partly is not None else ""
+        parts.append(text)
     return "; ".join(parts)
 
 
