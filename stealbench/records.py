@@ -116,10 +116,14 @@ def _paired(base: dict[int, Run], defended: dict[int, Run], q: float) -> dict[st
         mults.append((seed, *query_multiplier(ref.curve, run.curve, int(q), a0)))
     if not drops:
         return {}
-    mean, std, bound = Multiplier(mults).summary()
-    bound = ">=" if bound == "mixed" else bound
-    return {"baseline_acc": value(base_acc), "acc_drop": value(drops), "acc_drop_relative": value(rel),
-            "query_multiplier": Value(mean, std if bound == "=" else None, len(mults), bound, "×")}
+    out = {"baseline_acc": value(base_acc), "acc_drop": value(drops), "acc_drop_relative": value(rel)}
+    # At a curve's last checkpoint there are no further queries to spend: a defended attacker short of the target
+    # gives only "> 1×", which says nothing, so the multiplier is read where the curves extend beyond q.
+    if all(q < run.curve[-1]["queries"] for run in defended.values()):
+        mean, std, bound = Multiplier(mults).summary()
+        bound = ">=" if bound == "mixed" else bound
+        out["query_multiplier"] = Value(mean, std if bound == "=" else None, len(mults), bound, "×")
+    return out
 
 
 def _hard_advantage(records: list[Record], per_seed_acc: dict[tuple, dict[int, float]]) -> None:

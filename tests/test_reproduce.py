@@ -82,7 +82,8 @@ def test_records_pair_by_seed_at_every_checkpoint():
     # multiplier at 200: seed 0 reaches 0.6 at 400 (2x), seed 1 never reaches 0.6 within 400 (> 2x)
     mult = soft[200].metrics["query_multiplier"]
     assert mult.bound == ">=" and mult.mean == pytest.approx(2.0)
-    assert soft[400].metrics["query_multiplier"].bound == ">"  # nobody reaches the undefended final accuracy
+    # at the last checkpoint there is no budget left to measure a multiplier with
+    assert "query_multiplier" not in soft[400].metrics
     # the hard-label attacker under the same defense beats the soft one by 0.1 (seed 0) and 0.25 (seed 1) at 400
     assert soft[400].metrics["hard_advantage"].mean == pytest.approx((0.1 + 0.25) / 2)
     assert isinstance(soft[400].metrics["surrogate_acc"], Value)
