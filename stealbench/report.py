@@ -148,6 +148,9 @@ def plot_kl(rows: list[dict[str, Any]], rep, path: Path) -> Path:
         if isinstance(target, (int, float)):
             ax.axhline(target, color="grey", linestyle=":", label=f"paper: {target} nats")
         ax.set_xscale("log")
+        ticks = sorted({row[x_key] for row in rows})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # the swept values, not 2×10⁻¹ style log ticks
+        ax.minorticks_off()
         ax.set_xlabel(x_key)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
