@@ -87,3 +87,20 @@ def test_records_pair_by_seed_at_every_checkpoint():
     # the hard-label attacker under the same defense beats the soft one by 0.1 (seed 0) and 0.25 (seed 1) at 400
     assert soft[400].metrics["hard_advantage"].mean == pytest.approx((0.1 + 0.25) / 2)
     assert isinstance(soft[400].metrics["surrogate_acc"], Value)
+
+
+def test_unknown_paper_and_bad_claims_stop_with_one_message(tmp_path, capsys):
+    assert main(["reproduce", "lee2019"]) == 2
+    assert "no reproduction 'lee2019'; known: lee2018" in capsys.readouterr().err
+    path = tmp_path / "mine.yaml"
+    path.write_text("data: [digits]\ndefenses: [none]\nattacks: [random]\nbudgets: [100]\n"
+                    "claims: [{id: a, checks: [{metric: acc_drop, compare: '>>', threshold: 1}]}]\n")
+    assert main(["reproduce", str(path), "--dry-run"]) == 2
+    assert "claim 'a' check 0: compare '>>' is not one of" in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_full_grid(capsys):
+    assert main(["reproduce", "lee2018", "--dry-run", "--output_dir", "somewhere"]) == 0
+    out = capsys.readouterr().out
+    assert "# 30 runs; output somewhere" in out
+    assert "--output_dir somewhere/runs --name mnist_rs-b1-g0.2_jbda_hard_b6400_s2" in out
