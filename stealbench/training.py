@@ -132,10 +132,11 @@ def predict_probs(net: nn.Module, x: Tensor, device: torch.device, batch_size: i
 
 def predict_log_probs(net: nn.Module, x: Tensor, device: torch.device, batch_size: int = 1024) -> Tensor:
     """float64 log-softmax of `net`'s logits for `x`, batched, on the CPU: exact where a float32 softmax underflows
-    (the KL statistics need log y of classes a confident victim gives ~1e-40)."""
+    (the KL statistics need log y of classes a confident victim gives ~1e-40). float64 on the CPU: some
+    accelerators (MPS) have no float64."""
     net = net.to(device).eval()
     with torch.no_grad():
-        parts = [torch.log_softmax(net(xb.to(device)).double(), dim=-1).cpu() for xb in x.split(batch_size)]
+        parts = [torch.log_softmax(net(xb.to(device)).cpu().double(), dim=-1) for xb in x.split(batch_size)]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
 
 

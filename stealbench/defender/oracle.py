@@ -99,11 +99,13 @@ def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device,
     defense = defense.to(device)
 
     @torch.no_grad()
-    def answer(x: Tensor) -> tuple[Tensor, Tensor]:
+    def answer(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = x.to(device, torch.float32)
         logits = victim(x)
         clean = torch.softmax(logits, dim=-1)
-        return clean, guarded_answer(defense, x, clean, defense_name), torch.log_softmax(logits.double(), dim=-1)
+        # float64 on the CPU (where the statistics accumulate): some accelerators (MPS) have no float64
+        clean_log = torch.log_softmax(logits.cpu().double(), dim=-1)
+        return clean, guarded_answer(defense, x, clean, defense_name), clean_log
 
     return answer
 
