@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .claims import Claim, parse_claims
+from .arguments import ArgumentParser
 from .errors import ConfigError
 from .utility_sweep import SweepSpec, parse_sweep
 
@@ -83,16 +84,16 @@ def load(path: Path, output_dir: str | None, default_output: str) -> Reproductio
 
 
 def reproduce_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(  # one spelling per option, as in fit and grid (dashed forms: hidden aliases)
         prog="stealbench reproduce",
         description="Run a paper's experiments (a resumable grid), check its claims, write REPORT.md with figures.",
         epilog="Rerunning the same command resumes: finished runs are skipped and the report is rebuilt.")
     parser.add_argument("paper", help="a reproduction name (e.g. lee2018) or a reproduction YAML file")
     parser.add_argument("--quick", action="store_true", help="the small version (<paper>_quick.yaml)")
-    parser.add_argument("--output_dir", "--output-dir", default=None,
-                        help="where runs and REPORT.md go (default: runs/reproduce/<paper>[_quick])")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
-    parser.add_argument("--report-only", action="store_true", help="rebuild REPORT.md from finished runs only")
+    parser.add_option("--output_dir", default=None,
+                      help="where runs and REPORT.md go (default: runs/reproduce/<paper>[_quick])")
+    parser.add_option("--dry_run", action="store_true", help="list the runs and their state, run nothing")
+    parser.add_option("--report_only", action="store_true", help="rebuild REPORT.md from finished runs only")
     parser.add_argument("--subprocess", action="store_true", help="run each experiment in its own process")
     args = parser.parse_args(argv)
 

@@ -95,12 +95,12 @@ def test_unknown_paper_and_bad_claims_stop_with_one_message(tmp_path, capsys):
     path = tmp_path / "mine.yaml"
     path.write_text("data: [digits]\ndefenses: [none]\nattacks: [random]\nbudgets: [100]\n"
                     "claims: [{id: a, checks: [{metric: acc_drop, compare: '>>', threshold: 1}]}]\n")
-    assert main(["reproduce", str(path), "--dry-run"]) == 2
+    assert main(["reproduce", str(path), "--dry_run"]) == 2
     assert "claim 'a' check 0: compare '>>' is not one of" in capsys.readouterr().err
 
 
 def test_dry_run_lists_the_full_grid(capsys):
-    assert main(["reproduce", "lee2018", "--dry-run", "--output_dir", "somewhere"]) == 0
+    assert main(["reproduce", "lee2018", "--dry_run", "--output_dir", "somewhere"]) == 0
     out = capsys.readouterr().out
     assert "# 30 runs; output somewhere" in out
     assert "--output_dir somewhere/runs --name mnist_rs-b1-g0.2_jbda_hard_b6400_s2" in out
