@@ -3,7 +3,7 @@
 Runs `stealbench fit` once per (attack, defense) cell, reuses finished cells (their results.json) when rerun,
 and prints a markdown table of surrogate accuracy (plus the victim's defended accuracy, i.e. benign utility).
 
-    python bench/catalog_table.py --root ../shared/data --budget 1000 --out bench/out/catalog
+    python bench/catalog_table.py --root ../shared/data --budget 1000 --output_dir bench/out/catalog
 
 Settings are deliberately modest (CPU): victim 2 epochs, LeNet-5 victim and surrogate, 5 surrogate epochs per
 training round, misinformation models trained 1 epoch on 5,000 images (outliers: Fashion-MNIST's test part, never

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WANDB_MODE=${WANDB_MODE:-disabled} stealbench grid configs/experiments/mnist_slice.yaml
-stealbench leaderboard runs/mnist_slice --out bench/leaderboard_slice
+stealbench leaderboard runs/mnist_slice --output_dir bench/leaderboard_slice

@@ -18,6 +18,7 @@ COMMANDS = {
     "list": "list registered defenses, attacks, architectures or datasets",
     "grid": "run a grid of experiments from a YAML file (resumes; --sweep: as a W&B sweep)",
     "leaderboard": "rank and compare finished runs (run folders or W&B): table, Markdown, CSV, plots",
+    "reproduce": "run a paper's experiments, check its claims, write REPORT.md (e.g. reproduce lee2018 --quick)",
 }
 
 USAGE = "usage: stealbench [--version] <command> [options]\n\ncommands:\n" + "".join(
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             from .leaderboard import leaderboard_command
 
             return leaderboard_command(rest)
+        if command == "reproduce":
+            from .reproduce import reproduce_command
+
+            return reproduce_command(rest)
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f" Did you mean `stealbench {close[0]}`?" if close else ""
         raise StealbenchError(f"unknown command {command!r}.{hint} Commands: {', '.join(COMMANDS)}.")

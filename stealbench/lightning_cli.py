@@ -30,6 +30,8 @@ from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
 from .label_modes import LABEL_MODES, LabelOptions
 from .plugins import get_catalog
+from .devices import check_accelerator
+from .rundir import check_name
 from .runner import Experiment, run_experiment
 from .signals import handle_signals
 from .training import PHASE_KEYS
@@ -255,9 +257,8 @@ def validate_config(cfg: Any) -> None:
         for key, value in init_args.items():
             if key == "seed" or key.endswith("_seed"):
                 check_seed(f"{option}.{key}", value)
-    name = cfg.name
-    if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
-        raise ConfigError(f"--name must be a plain folder name (no '/' or '..'), got {name!r}")
+    if cfg.name is not None:
+        check_name(cfg.name)  # the same rule the run folder enforces (rundir.py), checked before any work
     check_folder("output_dir", cfg.output_dir)
     if cfg.victim.cache_dir:
         check_folder("victim.cache_dir", cfg.victim.cache_dir)
@@ -275,6 +276,7 @@ def check_architectures(init: Any) -> None:
 def check_trainer(template: dict[str, Any]) -> None:
     """Build and drop a Trainer from the --trainer.* template, so that a bad accelerator, device count or precision
     fails in one line now rather than as a Lightning traceback once the data has loaded."""
+    check_accelerator(template)  # a missing GPU first, in stealbench's words
     quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
              "enable_model_summary": False, "max_epochs": 1}
     log = logging.getLogger("lightning.pytorch")

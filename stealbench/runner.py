@@ -43,7 +43,7 @@ from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .rundir import open_run_dir, record_failure
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .tracking import Tracker
-from .training import TrainSettings, fit, predict_probs, resolve_device
+from .training import TrainSettings, fit, predict_log_probs, predict_probs, resolve_device
 from .victim import obtain_victim
 
 
@@ -219,8 +219,8 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
     with seeded_globals(role_seed(exp.seed, "evaluation")):
         released_eval = _defend(copy.deepcopy(exp.defense), splits.eval_x, clean_eval, device,
                                 _who(exp, catalog, "defense"))
-    stats = DefenseStats()
-    stats.update(clean_eval, released_eval)
+    stats = DefenseStats()  # KL from float64 log-probabilities of the logits: float32 softmax underflows
+    stats.update(clean_eval, released_eval, predict_log_probs(victim_net, splits.eval_x, device))
     metrics: dict[str, Any] = {
         "victim/acc": _accuracy(clean_eval, splits.eval_y, data.num_classes),
         "victim/acc_defended": _accuracy(released_eval, splits.eval_y, data.num_classes),

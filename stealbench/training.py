@@ -231,6 +231,16 @@ def predict_probs(net: nn.Module, x: Tensor, device: torch.device, batch_size: i
     return torch.cat(parts) if parts else torch.empty(0)
 
 
+def predict_log_probs(net: nn.Module, x: Tensor, device: torch.device, batch_size: int = 1024) -> Tensor:
+    """float64 log-softmax of `net`'s logits for `x`, batched, on the CPU: exact where a float32 softmax underflows
+    (the KL statistics need log y of classes a confident victim gives ~1e-40). float64 on the CPU: some
+    accelerators (MPS) have no float64."""
+    net = net.to(device).eval()
+    with torch.no_grad():
+        parts = [torch.log_softmax(net(xb.to(device)).cpu().double(), dim=-1) for xb in x.split(batch_size)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+
+
 def resolve_device(trainer: dict[str, Any]) -> torch.device:
     """The device Lightning will train on, for the inference stealbench runs itself (oracle, evaluation)."""
     accelerator = str(trainer.get("accelerator", "auto")).lower()

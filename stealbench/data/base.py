@@ -134,3 +134,24 @@ class ImageDataset:
     def config(self) -> dict:
         return {"pool_fraction": self.pool_fraction, "victim_train_size": self.victim_train_size,
                 "split_seed": self.split_seed, "holdout_fraction": self.holdout_fraction}
+
+
+class StoredDataset(ImageDataset):
+    """A data set read from files under `root` in torchvision's layout (fetched there by `download` where a network
+    is). Subclasses implement :meth:`load`.
+
+    Args:
+        root: the folder that holds the data set's files (e.g. ../shared/data)
+        download: fetch the files into root first (needs internet)
+        pool_fraction: share of the test part that becomes the attacker pool (the rest: evaluation set)
+        victim_train_size: train the victim on this many training images (null: all, minus the holdout)
+        split_seed: seed of the stratified splits
+        holdout_fraction: share of the training part kept as the defender's holdout (never trained on)
+    """
+
+    def __init__(self, root: str = "data", download: bool = False, pool_fraction: float = 0.5,
+                 victim_train_size: int | None = None, split_seed: int = 0, holdout_fraction: float = 0.1) -> None:
+        super().__init__(pool_fraction=pool_fraction, victim_train_size=victim_train_size, split_seed=split_seed,
+                         holdout_fraction=holdout_fraction)
+        self.root = root
+        self.download = download

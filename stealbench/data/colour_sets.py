@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .. import hookimpl
 from ..errors import ConfigError, DataNotFoundError
-from .base import ImageDataset
+from .base import StoredDataset
 
 
 def to_float(images: np.ndarray) -> Tensor:
@@ -26,7 +26,7 @@ def to_float(images: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
 
 
-class _ColourSet(ImageDataset):
+class _ColourSet(StoredDataset):
     """A torchvision colour set under --data.root; subclasses name their files and read them."""
 
     torchvision_name: str = ""
@@ -34,13 +34,6 @@ class _ColourSet(ImageDataset):
     source_url: str = ""
     #: see augment.py: what training-time augmentation keeps this set's labels valid
     augment = "crop-flip"
-
-    def __init__(self, root: str = "data", download: bool = False, pool_fraction: float = 0.5,
-                 victim_train_size: int | None = None, split_seed: int = 0, holdout_fraction: float = 0.1) -> None:
-        super().__init__(pool_fraction=pool_fraction, victim_train_size=victim_train_size, split_seed=split_seed,
-                         holdout_fraction=holdout_fraction)
-        self.root = root
-        self.download = download
 
     def required_files(self, root: Path) -> list[Path]:
         raise NotImplementedError

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from .. import hookimpl
 from ..errors import DataNotFoundError
-from .base import ImageDataset
+from .base import StoredDataset
 
 
 def _missing(raw: Path, cls) -> bool:
@@ -54,17 +53,10 @@ def damaged_idx_files(raw: Path, names: list[str]) -> list[str]:
 _IDX_ITEM_SIZE = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
 
 
-class _TorchvisionGrey28(ImageDataset):
+class _TorchvisionGrey28(StoredDataset):
     torchvision_name: str = ""
     num_classes = 10
     input_shape = (1, 28, 28)
-
-    def __init__(self, root: str = "data", download: bool = False, pool_fraction: float = 0.5,
-                 victim_train_size: int | None = None, split_seed: int = 0, holdout_fraction: float = 0.1) -> None:
-        super().__init__(pool_fraction=pool_fraction, victim_train_size=victim_train_size, split_seed=split_seed,
-                         holdout_fraction=holdout_fraction)
-        self.root = root
-        self.download = download
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         import torchvision.datasets as tvd  # lazy: keeps `stealbench list` fast

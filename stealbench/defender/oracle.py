@@ -60,8 +60,8 @@ class Oracle:
             return torch.empty(0, self.num_classes, device=x.device)
         released_parts = []
         for chunk in x.split(self.batch_size):
-            clean, released = self._answer(chunk)
-            self._stats.update(clean, released)
+            clean, released, clean_log = self._answer(chunk)
+            self._stats.update(clean, released, clean_log)
             released_parts.append(released)
         self._used += n
         return torch.cat(released_parts).to(x.device)
@@ -89,16 +89,23 @@ class Oracle:
 
 
 def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device,
-                   defense_name: str) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    """Closure over victim and defense, so the oracle object itself holds no attribute pointing at the victim."""
+                   defense_name: str) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """Closure over victim and defense, so the oracle object itself holds no attribute pointing at the victim.
+
+    Answers (clean, released, clean log-probabilities): the float64 log-softmax of the logits feeds the KL
+    statistics, exact where the float32 softmax underflows (see ``stealbench.metrics``).
+    """
     victim = victim.to(device).eval()
     defense = defense.to(device)
 
     @torch.no_grad()
-    def answer(x: Tensor) -> tuple[Tensor, Tensor]:
+    def answer(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = x.to(device, torch.float32)
-        clean = torch.softmax(victim(x), dim=-1)
-        return clean, guarded_answer(defense, x, clean, defense_name)
+        logits = victim(x)
+        clean = torch.softmax(logits, dim=-1)
+        # float64 on the CPU (where the statistics accumulate): some accelerators (MPS) have no float64
+        clean_log = torch.log_softmax(logits.cpu().double(), dim=-1)
+        return clean, guarded_answer(defense, x, clean, defense_name), clean_log
 
     return answer
 

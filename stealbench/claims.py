@@ -1,0 +1,325 @@
+"""Claims of a paper, declared in YAML, checked against measured records.
+
+A reproduction grid file (configs/reproduce/) carries a ``claims:`` list next to its runs. Each claim is one row of
+the report: what the paper says, what was measured, a verdict. A claim holds one or more *checks*; a check selects
+records, reads one metric of each and compares it with a threshold::
+
+    claims:
+      - id: stolen-accuracy-drops
+        text: The stolen model's accuracy drops by at least 20%       # the paper's words
+        paper: ">= 20% lower"                                         # the paper's figure, as shown in the report
+        checks:
+          - source: runs                  # runs (paired grid runs, per checkpoint) or utility (victim sweep)
+            select: {attack: jbda, label_mode: soft, defense_key: deceptive, gamma: [0.1, 0.2, 0.5]}
+            metric: acc_drop_relative     # a key of Record.metrics
+            compare: ">="                 # >=, <=, abs<=, near (|value - target| <= threshold), within_noise
+            threshold: 0.2
+            partly: 0.1                   # optional: the looser threshold that still earns "partly"
+            over: any                     # any (the best record decides) or all (the worst decides)
+
+A claim may set ``combine: any`` (one passing check reproduces it, e.g. either KL direction when the paper does
+not say which). `select` values are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}).
+A check passes, passes partly, fails, or is inconclusive (a lower bound below the threshold: the query
+multiplier's "> x"); the claim is *reproduced* when every check passes, *not reproduced* when every check fails,
+*partly* otherwise.
+
+This module only compares numbers: records are built elsewhere (stealbench.reproduce), so plugins and other
+papers' reproductions reuse it with their own YAML.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+COMPARES = (">=", "<=", "abs<=", "near", "within_noise")
+SOURCES = ("runs", "utility")
+CHECK_KEYS = {"source", "select", "metric", "compare", "threshold", "target", "partly", "over", "label"}
+CLAIM_KEYS = {"id", "text", "paper", "checks", "note", "combine"}
+VERDICTS = ("reproduced", "partly", "not reproduced")
+
+
+@dataclass
+class Value:
+    """A measured value: mean over seeds, its sample std, how many seeds, and whether it is a bound."""
+
+    mean: float
+    std: float | None = None
+    n: int = 1
+    bound: str = "="  # "=", ">" / ">=" (lower bound), "<=" (upper bound)
+    unit: str = ""  # "×" for multipliers
+
+    def fmt(self, digits: int | None = None) -> str:
+        digits = (2 if self.unit else 3) if digits is None else digits
+        prefix = {"=": "", ">": "> ", ">=": "≥ ", "<=": "≤ "}.get(self.bound, self.bound + " ")
+        mean = self.mean if abs(self.mean) >= 0.5 * 10 ** -digits else 0.0  # no "-0.000" from rounding noise
+        text = f"{prefix}{mean:.{digits}f}{self.unit}"
+        if self.std is not None and self.bound == "=":
+            text += f" ± {self.std:.{digits}f}"
+        return text
+
+
+@dataclass
+class Record:
+    """One measured setting: identity fields (attack, defense, beta, gamma, budget, ...) and metrics."""
+
+    source: str
+    fields: dict[str, Any]
+    metrics: dict[str, Value]
+    label: str  # how the report names the setting
+    context: str = ""  # short, shown in the claims table: e.g. "none 0.736 → 0.238" for an accuracy drop
+    details: str = ""  # longer, shown in the per-claim details only
+
+    def get(self, key: str) -> Any:
+        return self.fields.get(key)
+
+
+@dataclass
+class Check:
+    source: str
+    select: dict[str, Any]
+    metric: str
+    compare: str
+    threshold: float
+    partly: float | None = None
+    over: str = "any"
+    target: float | None = None
+    label: str = ""
+
+
+@dataclass
+class Claim:
+    id: str
+    text: str
+    paper: str
+    checks: list[Check]
+    note: str = ""
+    combine: str = "all"  # all: every check must pass; any: one passing check reproduces the claim
+
+
+@dataclass
+class CheckResult:
+    check: Check
+    status: str  # pass, partly, fail, inconclusive, no data
+    deciding: Record | None
+    value: Value | None
+    passed: int = 0
+    selected: int = 0
+    records: list[Record] = field(default_factory=list)
+
+    def describe(self) -> str:
+        c = self.check
+        if self.deciding is None or self.value is None:
+            return f"{c.label or c.metric}: no measured setting matches {c.select}"
+        what = c.label or c.metric
+        context = f"; {self.deciding.context}" if self.deciding.context else ""
+        return f"{what} {self.value.fmt()} ({self.deciding.label}{context})"
+
+
+@dataclass
+class ClaimResult:
+    claim: Claim
+    verdict: str
+    why: str
+    checks: list[CheckResult]
+
+
+# ----------------------------------------------------------------------------------------------------- parsing
+
+def parse_claims(raw: Any) -> list[Claim]:
+    """The `claims:` section of a grid file -> claims; ConfigError naming the claim and key on bad input."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError("`claims:` must be a list of claims (each with id, text and checks)")
+    claims, ids = [], set()
+    for i, item in enumerate(raw):
+        where = f"claims[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a mapping with id, text and checks")
+        unknown = sorted(set(item) - CLAIM_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(CLAIM_KEYS))}")
+        cid = item.get("id")
+        if not isinstance(cid, str) or not cid:
+            raise ConfigError(f"{where} needs an `id:` (a short name)")
+        if cid in ids:
+            raise ConfigError(f"claim id {cid!r} appears twice")
+        ids.add(cid)
+        checks = item.get("checks")
+        if not isinstance(checks, list) or not checks:
+            raise ConfigError(f"claim {cid!r} needs a non-empty `checks:` list")
+        combine = item.get("combine", "all")
+        if combine not in ("all", "any"):
+            raise ConfigError(f"claim {cid!r}: combine {combine!r} must be all or any")
+        claims.append(Claim(cid, str(item.get("text", "")), str(item.get("paper", "")),
+                            [_parse_check(c, f"claim {cid!r} check {j}") for j, c in enumerate(checks)],
+                            str(item.get("note", "")), combine))
+    return claims
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _parse_check(raw: Any, where: str) -> Check:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping (source, select, metric, compare, threshold)")
+    unknown = sorted(set(raw) - CHECK_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(CHECK_KEYS))}")
+    source = raw.get("source", "runs")
+    if source not in SOURCES:
+        raise ConfigError(f"{where}: source {source!r} is not one of {', '.join(SOURCES)}")
+    compare = raw.get("compare")
+    if compare not in COMPARES:
+        raise ConfigError(f"{where}: compare {compare!r} is not one of {', '.join(COMPARES)}")
+    if not isinstance(raw.get("metric"), str):
+        raise ConfigError(f"{where} needs `metric:` (a metric name)")
+    select = raw.get("select") or {}
+    if not isinstance(select, dict):
+        raise ConfigError(f"{where}: `select:` must be a mapping of field -> value, list or comparison")
+    over = raw.get("over", "any")
+    if over not in ("any", "all"):
+        raise ConfigError(f"{where}: over {over!r} must be any or all")
+    target = raw.get("target")
+    if compare == "near" and target is None:
+        raise ConfigError(f"{where}: compare near needs `target:` (and `threshold:` as the tolerance)")
+    return Check(source, select, raw["metric"], compare, _number(raw.get("threshold"), f"{where} threshold"),
+                 None if raw.get("partly") is None else _number(raw["partly"], f"{where} partly"), over,
+                 None if target is None else _number(target, f"{where} target"), str(raw.get("label", "")))
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation
+
+_OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
+        "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def matches(record: Record, select: dict[str, Any]) -> bool:
+    for key, want in select.items():
+        have = record.get(key)
+        if isinstance(want, dict):
+            if have is None or not all(_OPS[op](have, v) for op, v in want.items()):
+                return False
+        elif isinstance(want, list):
+            if have not in want and str(have) not in map(str, want):
+                return False
+        elif have != want and str(have) != str(want):
+            return False
+    return True
+
+
+def _score(check: Check, value: Value) -> float:
+    """How well a value does on a check; larger is better (used to pick the best or worst record)."""
+    if check.compare == ">=":
+        return value.mean
+    if check.compare == "<=":
+        return -value.mean
+    if check.compare == "abs<=":
+        return -abs(value.mean)
+    if check.compare == "near":
+        return -abs(value.mean - check.target)
+    return -abs(value.mean) / _noise(value, check.threshold)  # within_noise
+
+
+def _noise(value: Value, floor: float) -> float:
+    """Seed noise of a paired difference: two standard errors of its mean, at least `floor`."""
+    if value.std is None or value.n < 2:
+        return max(floor, 1e-12)
+    return max(floor, 2 * value.std / math.sqrt(value.n), 1e-12)
+
+
+def status_of(check: Check, value: Value) -> str:
+    def ok(limit: float) -> bool:
+        if check.compare == ">=":
+            return value.mean >= limit
+        if check.compare == "<=":
+            return value.mean <= limit
+        if check.compare == "abs<=":
+            return abs(value.mean) <= limit
+        if check.compare == "near":
+            return abs(value.mean - check.target) <= limit
+        return abs(value.mean) <= _noise(value, limit)
+
+    if ok(check.threshold):
+        if value.bound == "<=" and check.compare == ">=":
+            return "inconclusive"  # an upper bound above the threshold says nothing
+        return "pass"
+    if value.bound in (">", ">=") and check.compare == ">=":
+        return "inconclusive"  # the target was not reached within the budget: the true value may be larger
+    if check.partly is not None and ok(check.partly):
+        return "partly"
+    return "fail"
+
+
+def evaluate_check(check: Check, records: list[Record]) -> CheckResult:
+    chosen = [r for r in records if r.source == check.source and matches(r, check.select)
+              and check.metric in r.metrics]
+    if not chosen:
+        return CheckResult(check, "no data", None, None)
+    statuses = [(status_of(check, r.metrics[check.metric]), r) for r in chosen]
+    passed = sum(1 for s, _ in statuses if s == "pass")
+    key = (lambda r: _score(check, r.metrics[check.metric]))
+    if check.over == "all":
+        deciding = min(chosen, key=key)
+        status = status_of(check, deciding.metrics[check.metric])
+        if status == "fail" and passed:
+            status = "partly"  # some settings meet it, the worst does not
+    else:
+        deciding = max(chosen, key=key)
+        status = status_of(check, deciding.metrics[check.metric])
+    return CheckResult(check, status, deciding, deciding.metrics[check.metric], passed, len(chosen), chosen)
+
+
+def evaluate(claims: list[Claim], records: list[Record]) -> list[ClaimResult]:
+    results = []
+    for claim in claims:
+        checks = [evaluate_check(c, records) for c in claim.checks]
+        statuses = [c.status for c in checks]
+        passed = [s == "pass" for s in statuses]
+        if all(passed) or (claim.combine == "any" and any(passed)):
+            verdict = "reproduced"
+        elif all(s in ("fail", "no data") for s in statuses):
+            verdict = "not reproduced"
+        else:
+            verdict = "partly"
+        results.append(ClaimResult(claim, verdict, _why(checks), checks))
+    return results
+
+
+def goal_text(check: Check) -> str:
+    if check.compare == "near":
+        return f"within {check.threshold:g} of {check.target:g}"
+    if check.compare == "within_noise":
+        return f"within seed noise (2 s.e., at least {check.threshold:g})"
+    if check.compare == "abs<=":
+        return f"|·| ≤ {check.threshold:g}"
+    return f"{check.compare} {check.threshold:g}"
+
+
+def _why(checks: list[CheckResult]) -> str:
+    """One line: per check, how many selected settings meet its goal (the values are in the measured column)."""
+    parts = []
+    for c in checks:
+        chk = c.check
+        what = chk.label or chk.metric
+        if c.status == "no data":
+            parts.append(f"{what}: no data")
+            continue
+        text = f"{what}: {c.passed}/{c.selected} settings meet {goal_text(chk)}"
+        if c.status == "inconclusive":
+            text += f" (best is a lower bound, {c.value.fmt()})"
+        elif c.status == "partly" and c.passed == 0:
+            text += f" (within the looser {chk.partly:g})" if chk.partly is not None else ""
+        parts.append(text)
+    return "; ".join(parts)
+
+
+__all__ = ["COMPARES", "Check", "CheckResult", "Claim", "ClaimResult", "Record", "Value", "evaluate",
+           "evaluate_check", "goal_text", "matches", "parse_claims", "status_of"]

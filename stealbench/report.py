@@ -1,0 +1,165 @@
+"""REPORT.md of a reproduction: one row per claim (paper / measured / verdict), settings, figures, details."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .claims import ClaimResult, Record, evaluate, goal_text, status_of
+from .leaderboard import load_folders, plot_curves, plot_utility, write_csv, write_markdown
+from .records import run_records, utility_records
+from .results import RESULTS_FILE
+
+VERDICT_MARK = {"reproduced": "✅ reproduced", "partly": "🟡 partly", "not reproduced": "❌ not reproduced"}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def build_records(rep) -> tuple[list[Record], list, list[tuple[str, str]], list[dict]]:
+    """(records, leaderboard rows, problems, utility rows) from the finished runs of a reproduction."""
+    from .leaderboard import build_rows
+    from .utility_sweep import sweep_victim, victims_of
+
+    runs, problems = load_folders([rep.runs_dir]) if rep.runs_dir.exists() else ([], [])
+    records, dupes = run_records(runs) if runs else ([], [])
+    rows = build_rows(runs)[0] if runs else []
+    utility_raw: list[dict] = []
+    if rep.utility is not None and runs:
+        per_victim = []
+        for seed, payload in victims_of([Path(r.source) for r in runs]):
+            sweep = sweep_victim(payload, rep.utility)
+            per_victim.append((seed, sweep))
+            utility_raw += [{"seed": seed, **row} for row in sweep]
+        data = runs[0].identity["data"]
+        records += utility_records(per_victim, rep.utility.defense, data, list(rep.utility.params))
+    return records, rows, problems + dupes, utility_raw
+
+
+def write_report(rep, *, invocation_seconds: float, grid_report=None, command: str = "") -> Path:
+    out = rep.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    records, rows, problems, utility_raw = build_records(rep)
+    results = evaluate(rep.claims, records)
+    figures: list[Path] = []
+    if rows:
+        lb = out / "leaderboard"
+        lb.mkdir(exist_ok=True)
+        figures += plot_curves(rows, out) + plot_utility(rows, out)
+        write_markdown(rows, problems, lb / "leaderboard.md", [str(rep.runs_dir)], [])
+        write_csv(rows, lb / "leaderboard.csv")
+    if utility_raw:
+        (out / "utility_sweep.json").write_text(json.dumps(utility_raw, indent=1))
+        figures.append(plot_kl(utility_raw, rep, out / "utility_sweep.png"))
+    text = render(rep, results, records, figures, problems, invocation_seconds, grid_report, command)
+    path = out / "REPORT.md"
+    path.write_text(text)
+    return path
+
+
+def render(rep, results: list[ClaimResult], records: list[Record], figures: list[Path], problems, seconds: float,
+           grid_report, command: str) -> str:
+    paper = rep.paper
+    lines = [f"# Reproduction: {paper.get('title', rep.name)}", ""]
+    if paper.get("authors") or paper.get("reference"):
+        lines += [f"{paper.get('authors', '')} — {paper.get('reference', '')}".strip(" —"), ""]
+    complete = [r for r in rep.grid.runs if (rep.runs_dir / r.name / RESULTS_FILE).exists()]
+    run_seconds = _run_seconds(rep)
+    lines += [f"Command: `{command}` (reproduction file `{rep.source}`, {len(rep.grid.runs)} runs, "
+              f"{len(complete)} complete).", ""]
+    timing = f"Wall time: this invocation {seconds:.0f} s"
+    if grid_report is not None:
+        timing += (f" ({len(grid_report.completed)} runs run now, {len(grid_report.skipped)} already complete, "
+                   f"{len(grid_report.failed)} failed)")
+    timing += f"; the runs' own wall times sum to {run_seconds:.0f} s."
+    lines += [timing, ""]
+    if paper.get("scale"):
+        lines += ["Scale: " + " ".join(str(paper["scale"]).split()), ""]
+    lines += ["| # | claim | the paper | stealbench measured | verdict |", "|---|---|---|---|---|"]
+    for i, res in enumerate(results, start=1):
+        measured = "; ".join(c.describe() for c in res.checks)
+        verdict = f"**{VERDICT_MARK[res.verdict]}** — {res.why}"
+        lines.append(f"| {i} | {_cell(res.claim.text)} | {_cell(res.claim.paper)} | {_cell(measured)} | "
+                     f"{_cell(verdict)} |")
+    lines.append("")
+    notes = [(i, r.claim.note) for i, r in enumerate(results, start=1) if r.claim.note]
+    if notes:
+        lines += ["Notes:", ""] + [f"{i}. {' '.join(note.split())}" for i, note in notes] + [""]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    lines += ["## Details per claim", "",
+              "Every record each check selected (mean ± sample std over seeds; runs paired by seed; budgets are the "
+              "checkpoints of each seed's largest-budget curve).", ""]
+    for i, res in enumerate(results, start=1):
+        lines += [f"### {i}. {res.claim.text} ({res.claim.id}) — {res.verdict}", ""]
+        for c in res.checks:
+            chk = c.check
+            lines += [f"Check `{chk.metric}` {goal_text(chk)} over {chk.over} of {c.selected} records from "
+                      f"{chk.source} selected by `{json.dumps(chk.select)}`: **{c.status}**", ""]
+            if c.records:
+                lines += ["| setting | value | status | context |", "|---|---|---|---|"]
+                for r in c.records:
+                    v = r.metrics[chk.metric]
+                    context = "; ".join(t for t in (r.context, r.details) if t)
+                    lines.append(f"| {_cell(r.label)} | {v.fmt()} (n={v.n}) | {status_of(chk, v)} | "
+                                 f"{_cell(context)} |")
+                lines.append("")
+    if problems:
+        lines += ["## Skipped runs", ""] + [f"- `{s}`: {why}" for s, why in problems] + [""]
+    return "\n".join(lines)
+
+
+def _run_seconds(rep) -> float:
+    total = 0.0
+    for run in rep.grid.runs:
+        try:
+            total += float(json.loads((rep.runs_dir / run.name / RESULTS_FILE).read_text()).get("wall_seconds", 0))
+        except (OSError, ValueError, TypeError):
+            continue
+    return total
+
+
+def plot_kl(rows: list[dict[str, Any]], rep, path: Path) -> Path:
+    """Both KL directions (nats per query, benign evaluation set) against gamma, a line per beta, seed means;
+    the paper's figure as a horizontal line when the reproduction file names it (paper.kl_nats)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = list(rep.utility.params)
+    x_key = "gamma" if "gamma" in params else params[-1]
+    line_key = next((p for p in params if p != x_key), None)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (("kl_nats", "KL(y‖y') nats/query"), ("kl_nats_rev", "KL(y'‖y) nats/query"),
+              ("acc_change", "defended − clean accuracy"))
+    for ax, (metric, title) in zip(axes, panels):
+        groups: dict[Any, dict[Any, list[float]]] = {}
+        for row in rows:
+            groups.setdefault(row.get(line_key), {}).setdefault(row[x_key], []).append(row[metric])
+        for line, points in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            xs = sorted(points)
+            ax.plot(xs, [statistics.fmean(points[x]) for x in xs], marker="o",
+                    label=f"{line_key}={line}" if line_key else None)
+        target = (rep.paper.get("kl_nats") if metric.startswith("kl") else None)
+        if isinstance(target, (int, float)):
+            ax.axhline(target, color="grey", linestyle=":", label=f"paper: {target} nats")
+        ax.set_xscale("log")
+        ticks = sorted({row[x_key] for row in rows})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # the swept values, not 2×10⁻¹ style log ticks
+        ax.minorticks_off()
+        ax.set_xlabel(x_key)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{rep.utility.defense} on the evaluation set: cost to benign users (mean over victims)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["build_records", "plot_kl", "render", "write_report"]

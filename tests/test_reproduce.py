@@ -1,0 +1,106 @@
+"""`stealbench reproduce lee2018 --quick`: one report row per claim with numbers and a verdict; reruns resume."""
+
+import os
+import re
+
+import pytest
+
+from stealbench.claims import Value
+from stealbench.cli import main
+from stealbench.leaderboard import Run
+from stealbench.records import run_records
+
+VERDICTS = ("reproduced", "partly", "not reproduced")
+
+
+def claim_rows(report: str) -> list[list[str]]:
+    rows = []
+    for line in report.splitlines():
+        if re.match(r"^\| \d+ \|", line):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            rows.append(cells)
+    return rows
+
+
+@pytest.mark.skipif(os.environ.get("STEALBENCH_SKIP_SLOW") == "1", reason="real runs (12 small digits runs)")
+def test_quick_reproduction_reports_every_claim_and_resumes(tmp_path, one_thread, capsys):
+    out = tmp_path / "lee2018"
+    args = ["reproduce", "lee2018", "--quick", "--output_dir", str(out)]
+    assert main(args) == 0
+    report = (out / "REPORT.md").read_text()
+    rows = claim_rows(report)
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5", "6"]  # one row per claim of the file, in order
+    for number, claim, paper, measured, verdict in rows:
+        assert claim and paper
+        assert re.search(r"\d\.\d\d", measured), f"claim {number} has no measured number: {measured}"
+        assert "no measured setting" not in measured, f"claim {number} found no data: {measured}"
+        assert any(f"{mark}**" in verdict for mark in VERDICTS), f"claim {number} has no verdict: {verdict}"
+        assert " — " in verdict and len(verdict.split(" — ", 1)[1]) > 10  # and says why
+    assert (out / "utility_sweep.png").exists() and list(out.glob("curves_*.png"))
+    results = sorted(out.glob("runs/*/results.json"))
+    assert len(results) == 12
+
+    # resume: a rerun runs only what is missing, leaves finished runs alone
+    redo = results[3]
+    redo.unlink()
+    before = {p: p.stat().st_mtime_ns for p in results if p != redo}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "11 already complete, 1 to run" in capsys.readouterr().out.replace("\n", " ")
+    assert redo.exists()
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert "1 runs run now, 11 already complete" in (out / "REPORT.md").read_text()
+
+
+def _run(defense, seed, curve, label_mode="soft", gamma=0.2):
+    identity = {"data": "digits", "defense": defense, "attack": "jbda", "victim_arch": "cnn", "surrogate_arch": "cnn",
+                "budget": curve[-1][0], "seed": seed, "label_mode": label_mode}
+    config = {"defense": {"class_path": "x", "init_args": {"beta": 1.0, "gamma": gamma}}} if defense != "none" else {}
+    metrics = {k: 0.0 for k in ("victim/acc", "victim/acc_defended", "defense/top1_changed", "defense/kl_nats",
+                                "defense/kl_nats_rev", "defense/l1", "surrogate/fidelity", "queries")}
+    metrics["surrogate/acc"] = curve[-1][1]
+    return Run(f"/nonexistent/{defense}{seed}{label_mode}", identity, metrics,
+               [{"queries": q, "round": i, "surrogate/acc": a, "surrogate/fidelity": a}
+                for i, (q, a) in enumerate(curve)], config)
+
+
+def test_records_pair_by_seed_at_every_checkpoint():
+    runs = [_run("none", 0, [(100, 0.5), (200, 0.6), (400, 0.7)]),
+            _run("none", 1, [(100, 0.4), (200, 0.6), (400, 0.8)]),
+            _run("deceptive", 0, [(100, 0.3), (200, 0.5), (400, 0.6)]),
+            _run("deceptive", 1, [(100, 0.4), (200, 0.5), (400, 0.55)]),
+            _run("deceptive", 0, [(100, 0.45), (200, 0.6), (400, 0.7)], label_mode="hard"),
+            _run("deceptive", 1, [(100, 0.4), (200, 0.6), (400, 0.8)], label_mode="hard")]
+    records, problems = run_records(runs)
+    assert not problems
+    soft = {r.fields["budget"]: r for r in records if r.fields["defense"] == "deceptive"
+            and r.fields["label_mode"] == "soft"}
+    assert sorted(soft) == [100, 200, 400] and soft[100].fields["gamma"] == 0.2
+    drop = soft[100].metrics["acc_drop"]
+    assert drop.n == 2 and drop.mean == pytest.approx((0.2 + 0.0) / 2)  # paired: seed 0 0.5-0.3, seed 1 0.4-0.4
+    assert soft[400].metrics["acc_drop_relative"].mean == pytest.approx((0.1 / 0.7 + 0.25 / 0.8) / 2)
+    # multiplier at 200: seed 0 reaches 0.6 at 400 (2x), seed 1 never reaches 0.6 within 400 (> 2x)
+    mult = soft[200].metrics["query_multiplier"]
+    assert mult.bound == ">=" and mult.mean == pytest.approx(2.0)
+    # at the last checkpoint there is no budget left to measure a multiplier with
+    assert "query_multiplier" not in soft[400].metrics
+    # the hard-label attacker under the same defense beats the soft one by 0.1 (seed 0) and 0.25 (seed 1) at 400
+    assert soft[400].metrics["hard_advantage"].mean == pytest.approx((0.1 + 0.25) / 2)
+    assert isinstance(soft[400].metrics["surrogate_acc"], Value)
+
+
+def test_unknown_paper_and_bad_claims_stop_with_one_message(tmp_path, capsys):
+    assert main(["reproduce", "lee2019"]) == 2
+    assert "no reproduction 'lee2019'; known: lee2018" in capsys.readouterr().err
+    path = tmp_path / "mine.yaml"
+    path.write_text("data: [digits]\ndefenses: [none]\nattacks: [random]\nbudgets: [100]\n"
+                    "claims: [{id: a, checks: [{metric: acc_drop, compare: '>>', threshold: 1}]}]\n")
+    assert main(["reproduce", str(path), "--dry_run"]) == 2
+    assert "claim 'a' check 0: compare '>>' is not one of" in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_full_grid(capsys):
+    assert main(["reproduce", "lee2018", "--dry_run", "--output_dir", "somewhere"]) == 0
+    out = capsys.readouterr().out
+    assert "# 30 runs; output somewhere" in out
+    assert "--output_dir somewhere/runs --name mnist_rs-b1-g0.2_jbda_hard_b6400_s2" in out
