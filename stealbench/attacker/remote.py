@@ -8,10 +8,11 @@ import torch
 from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
+from ..attacks.base import QueryCounter
 from ..transport import Channel
 
 
-class RemoteOracle:
+class RemoteOracle(QueryCounter):
     """The oracle as an attacker sees it: `query` sends images over the channel; counting happens over there.
 
     `used` mirrors the defender's count after every answer; the defender enforces the budget and validates the
@@ -24,14 +25,6 @@ class RemoteOracle:
         self.input_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
         self._used = 0
-
-    @property
-    def used(self) -> int:
-        return self._used
-
-    @property
-    def remaining(self) -> int:
-        return self.budget - self._used
 
     def query(self, x: Tensor) -> Tensor:
         """Released probabilities (N, K) for images x (N, C, H, W) in [0, 1], on x's device."""

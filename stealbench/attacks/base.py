@@ -26,6 +26,22 @@ class OracleHandle(Protocol):
     def query(self, x: Tensor) -> Tensor: ...
 
 
+class QueryCounter:
+    """The counters of :class:`OracleHandle`, shared by the oracle and the attacker's handle on it: subclasses set
+    `budget` and keep `_used` up to date."""
+
+    budget: int
+    _used: int = 0
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - self._used
+
+
 @dataclass
 class AttackContext:
     """Everything an attack may use, and nothing more: what a real attacker holds.

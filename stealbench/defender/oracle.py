@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..attacks.base import QueryCounter
 from ..defenses.base import Defense
 from ..errors import BudgetExceededError, OracleInputError
 from ..metrics import DefenseStats
@@ -19,7 +20,7 @@ from .guard import check_probabilities, guarded_answer
 _PIXEL_TOLERANCE = 1e-6
 
 
-class Oracle:
+class Oracle(QueryCounter):
     """Answers queries with the defended victim's probabilities, never past the budget.
 
     Every image counts as one query. Inputs must be float tensors (N, C, H, W) in pixel space [0, 1]. The oracle
@@ -38,14 +39,6 @@ class Oracle:
         self._used = 0
         self._stats = DefenseStats()
         self._answer = _make_answerer(victim, defense, torch.device(device), defense_name or type(defense).__name__)
-
-    @property
-    def used(self) -> int:
-        return self._used
-
-    @property
-    def remaining(self) -> int:
-        return self.budget - self._used
 
     def query(self, x: Tensor) -> Tensor:
         """Released probabilities (N, K) for images x (N, C, H, W), on x's device."""
