@@ -112,8 +112,10 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
             catalog.architectures.get(arch)
         except StealbenchError as exc:
             raise ConfigError(f"--{role}.arch: {exc}") from exc
-    for role in ("victim", "surrogate"):  # a misspelt recipe fails now, not after the victim has trained
-        TrainSettings.from_config(getattr(exp, role), role, data)
+    # how each role trains (recipe, --trainer options), resolved once: a misspelt recipe fails now, not after the
+    # victim has trained; the defender's auxiliary models train like the surrogate
+    settings = {role: TrainSettings.from_config(getattr(exp, role), role, data, trainer=exp.trainer,
+                                                progress_bar=exp.progress_bar) for role in ("victim", "surrogate")}
 
     tracker = None
     with open_run_dir(exp.output_dir, exp.name, exp.default_name()) as run:  # validated, locked for the run
@@ -122,7 +124,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
             (run_dir / "config.yaml").write_text(exp.config_yaml or json.dumps(exp.config, indent=2))
             tracker = Tracker(exp.wandb, run_dir, run_dir.name, {**exp.identity(), "plugins": catalog.versions(),
                                                                   "config": exp.config})
-            results = _run_phases(exp, catalog, splits, label_mode, run_dir, tracker, started)
+            results = _run_phases(exp, catalog, splits, settings, label_mode, run_dir, tracker, started)
         except BaseException as exc:
             # The folder must not look complete: no results.json, an error.txt saying what happened (with the
             # attacker's traceback when the attack failed in its own process)
@@ -133,8 +135,8 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     return results
 
 
-def _run_phases(exp: Experiment, catalog, splits: Splits, label_mode, run_dir: Path, tracker: Tracker,
-                started: float) -> dict[str, Any]:
+def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], label_mode,
+                run_dir: Path, tracker: Tracker, started: float) -> dict[str, Any]:
     device = resolve_device(exp.trainer)
     console.header({
         "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
@@ -151,12 +153,13 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, label_mode, run_dir: P
         "W&B": tracker.mode,
     })
     logger = tracker.lightning_logger()
-    defended = _defender_phase(exp, catalog, splits, device, logger)
+    defended = _defender_phase(exp, catalog, splits, settings, device, logger)
     oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                     num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
-    referee, report = _attack_phase(exp, splits, label_mode, device, oracle, defended, logger, tracker)
-    return _write_results(exp, catalog, splits, run_dir, tracker, started, defended, oracle, referee, report,
-                          label_mode)
+    referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,
+                                    tracker)
+    return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
+                          report)
 
 
 @dataclass
@@ -170,7 +173,8 @@ class Defended:
     make_net: Any  # arch -> a fresh net for this data set
 
 
-def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.device, logger) -> Defended:
+def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings],
+                    device: torch.device, logger) -> Defended:
     """Victim (trained or loaded), defense setup, utility on the evaluation set: all on the defender's side."""
     data = exp.data
 
@@ -178,8 +182,7 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
         return build_net(arch, num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean,
                          std=data.std, catalog=catalog, pretrained=pretrained)
 
-    victim_settings = TrainSettings.from_config(exp.victim, "victim", data, trainer=exp.trainer,
-                                                progress_bar=exp.progress_bar, logger=logger)
+    victim_settings = replace(settings["victim"], logger=logger)
     victim_seed = role_seed(exp.seed if exp.victim.seed is None else exp.victim.seed, "victim")
     data_identity = {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", **data.config()}
     t0 = time.perf_counter()
@@ -195,8 +198,7 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
         p.requires_grad_(False)
 
     # the defender's auxiliary models (proxies, detectors) train like the attacker's surrogate
-    defense_settings = TrainSettings.from_config(exp.surrogate, "surrogate", data, trainer=exp.trainer,
-                                                 progress_bar=exp.progress_bar, logger=logger)
+    defense_settings = replace(settings["surrogate"], logger=logger)
     train_seeds = RoleCounter(exp.seed, "defense")
 
     def train_model(net, x, targets, epochs, log_name="defense", loss=None):
@@ -231,8 +233,9 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, device: torch.devi
     return Defended(victim, victim_net, clean_eval.argmax(-1), metrics, make_net)
 
 
-def _attack_phase(exp: Experiment, splits: Splits, label_mode, device: torch.device, oracle: Oracle,
-                  defended: Defended, logger, tracker: Tracker) -> tuple[Referee, dict[str, Any]]:
+def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
+                  device: torch.device, oracle: Oracle, defended: Defended, logger,
+                  tracker: Tracker) -> tuple[Referee, dict[str, Any]]:
     """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
     data = exp.data
 
@@ -258,8 +261,7 @@ def _attack_phase(exp: Experiment, splits: Splits, label_mode, device: torch.dev
         attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
         num_classes=data.num_classes, input_shape=tuple(data.input_shape), mean=tuple(data.mean),
         std=tuple(data.std), surrogate=exp.surrogate,
-        train_settings=TrainSettings.from_config(exp.surrogate, "surrogate", data, trainer=exp.trainer,
-                                                 progress_bar=exp.progress_bar),
+        train_settings=surrogate_settings,  # no logger: the attacker's process relays its logs
         device=str(device),
     )
     process, conn = start_attacker(spec)
@@ -274,9 +276,9 @@ def _attack_phase(exp: Experiment, splits: Splits, label_mode, device: torch.dev
     return referee, report
 
 
-def _write_results(exp: Experiment, catalog, splits: Splits, run_dir: Path, tracker: Tracker, started: float,
-                   defended: Defended, oracle: Oracle, referee: Referee, report: dict[str, Any],
-                   label_mode) -> dict[str, Any]:
+def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], run_dir: Path,
+                   tracker: Tracker, started: float, defended: Defended, oracle: Oracle, referee: Referee,
+                   report: dict[str, Any]) -> dict[str, Any]:
     curve = referee.curve
     final = curve[-1]
     metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
@@ -297,8 +299,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, run_dir: Path, trac
         "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
         "victim": {"origin": defended.victim.origin, "path": defended.victim.path,
                    "check_acc": defended.victim.check_acc, "near_chance": defended.victim.near_chance},
-        "recipes": {role: TrainSettings.from_config(getattr(exp, role), role, exp.data).resolved_recipe().as_dict()
-                    for role in ("victim", "surrogate")},
+        "recipes": {role: s.resolved_recipe().as_dict() for role, s in settings.items()},
         "config": exp.config,
         "versions": {"stealbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "plugins": catalog.versions()},
