@@ -1,7 +1,8 @@
 """Claims of a paper, declared in YAML, checked against measured records.
 
-A reproduction grid file (configs/reproduce/) carries a ``claims:`` list next to its runs. Each claim is one row of
-the report: what the paper says, what was measured, a verdict. A claim holds one or more *checks*; a check selects
+A grid file (any grid; a reproduction is one registered under a name, e.g. stealbench/reproductions/) carries a
+``claims:`` list next to its runs. Each claim is one row of the report: what the paper says, what was measured, a
+verdict. A claim holds one or more *checks*; a check selects
 records, reads one metric of each and compares it with a threshold::
 
     claims:
@@ -17,11 +18,12 @@ records, reads one metric of each and compares it with a threshold::
             partly: 0.1                   # optional: the looser threshold that still earns "partly"
             over: any                     # any (the best record decides) or all (the worst decides)
 
-A claim may set ``combine: any`` (one passing check reproduces it, e.g. either KL direction when the paper does
+``claims: other.yaml`` (a path relative to the file) takes another file's claims, e.g. a quick version sharing
+the full one's. A claim may set ``combine: any`` (one passing check reproduces it, e.g. either KL direction when the paper does
 not say which). `select` values are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}).
 A check passes, passes partly, fails, or is inconclusive (a lower bound below the threshold: the query
 multiplier's "> x"); the claim is *reproduced* when every check passes, *not reproduced* when every check fails,
-*partly* otherwise.
+*not checked* when no check found data (a partial grid), *partly* otherwise.
 
 This module only compares numbers: records are built elsewhere (stealbench.reproduce), so plugins and other
 papers' reproductions reuse it with their own YAML.
@@ -29,6 +31,7 @@ papers' reproductions reuse it with their own YAML.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +39,24 @@ from typing import Any
 from .errors import ConfigError
 
 COMPARES = (">=", "<=", "abs<=", "near", "within_noise")
-SOURCES = ("runs", "utility")
+#: what each source measures (stealbench.records builds them; tests/test_claims.py keeps the lists true)
+METRICS = {
+    "runs": ("surrogate_acc", "baseline_acc", "acc_drop", "acc_drop_relative", "error_multiplier",
+             "query_multiplier", "hard_advantage", "victim_acc", "victim_acc_defended", "victim_acc_change",
+             "top1_changed", "kl_nats", "kl_nats_rev", "oracle_kl_nats", "oracle_kl_nats_rev"),
+    "utility": ("acc", "acc_defended", "acc_change", "top1_changed", "top1_changed_confident",
+                "confident_fraction", "kl_nats", "kl_nats_rev", "l1"),
+}
+#: the fields every record of a source has; a defense's parameters (beta, gamma, ...) come on top
+FIELDS = {
+    "runs": ("data", "attack", "attack_label", "label_mode", "setting", "defense", "defense_label", "budget",
+             "seeds"),
+    "utility": ("data", "defense", "seeds"),
+}
+SOURCES = tuple(METRICS)
 CHECK_KEYS = {"source", "select", "metric", "compare", "threshold", "target", "partly", "over", "label"}
 CLAIM_KEYS = {"id", "text", "paper", "checks", "note", "combine"}
-VERDICTS = ("reproduced", "partly", "not reproduced")
+VERDICTS = ("reproduced", "partly", "not reproduced", "not checked")
 
 
 @dataclass
@@ -109,11 +126,13 @@ class CheckResult:
     passed: int = 0
     selected: int = 0
     records: list[Record] = field(default_factory=list)
+    reason: str = ""  # with no data: which part of the selection matched nothing
 
     def describe(self) -> str:
         c = self.check
         if self.deciding is None or self.value is None:
-            return f"{c.label or c.metric}: no measured setting matches {c.select}"
+            return f"{c.label or c.metric}: no measured setting matches {c.select}" + (
+                f" ({self.reason})" if self.reason else "")
         what = c.label or c.metric
         context = f"; {self.deciding.context}" if self.deciding.context else ""
         return f"{what} {self.value.fmt()} ({self.deciding.label}{context})"
@@ -181,6 +200,11 @@ def _parse_check(raw: Any, where: str) -> Check:
         raise ConfigError(f"{where}: compare {compare!r} is not one of {', '.join(COMPARES)}")
     if not isinstance(raw.get("metric"), str):
         raise ConfigError(f"{where} needs `metric:` (a metric name)")
+    if raw["metric"] not in METRICS[source]:  # a misspelt metric would select nothing and read "no data"
+        close = difflib.get_close_matches(raw["metric"], METRICS[source], n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigError(f"{where}: {source} records have no metric {raw['metric']!r}.{hint} "
+                          f"Known: {', '.join(METRICS[source])}")
     select = raw.get("select") or {}
     if not isinstance(select, dict):
         raise ConfigError(f"{where}: `select:` must be a mapping of field -> value, list or comparison")
@@ -262,7 +286,7 @@ def evaluate_check(check: Check, records: list[Record]) -> CheckResult:
     chosen = [r for r in records if r.source == check.source and matches(r, check.select)
               and check.metric in r.metrics]
     if not chosen:
-        return CheckResult(check, "no data", None, None)
+        return CheckResult(check, "no data", None, None, reason=_why_none(check, records))
     statuses = [(status_of(check, r.metrics[check.metric]), r) for r in chosen]
     passed = sum(1 for s, _ in statuses if s == "pass")
     key = (lambda r: _score(check, r.metrics[check.metric]))
@@ -277,13 +301,32 @@ def evaluate_check(check: Check, records: list[Record]) -> CheckResult:
     return CheckResult(check, status, deciding, deciding.metrics[check.metric], passed, len(chosen), chosen)
 
 
+def _why_none(check: Check, records: list[Record]) -> str:
+    """Why a check selected nothing: the first selection field that no remaining record satisfies."""
+    left = [r for r in records if r.source == check.source]
+    if not left:
+        return f"no {check.source} records measured yet"
+    for key, want in check.select.items():
+        kept = [r for r in left if matches(r, {key: want})]
+        if not kept:
+            seen = sorted({str(r.get(key)) for r in left if key in r.fields})
+            if not seen:
+                fields = sorted({k for r in left for k in r.fields})
+                return f"no {check.source} record has a field {key!r}; fields: {', '.join(fields)}"
+            return f"no {check.source} record with {key} {want}; values measured: {', '.join(seen)}"
+        left = kept
+    return f"the selected {check.source} records do not measure {check.metric!r}"
+
+
 def evaluate(claims: list[Claim], records: list[Record]) -> list[ClaimResult]:
     results = []
     for claim in claims:
         checks = [evaluate_check(c, records) for c in claim.checks]
         statuses = [c.status for c in checks]
         passed = [s == "pass" for s in statuses]
-        if all(passed) or (claim.combine == "any" and any(passed)):
+        if all(s == "no data" for s in statuses):
+            verdict = "not checked"  # nothing measured yet (a partial grid): no verdict either way
+        elif all(passed) or (claim.combine == "any" and any(passed)):
             verdict = "reproduced"
         elif all(s in ("fail", "no data") for s in statuses):
             verdict = "not reproduced"
@@ -321,5 +364,5 @@ def _why(checks: list[CheckResult]) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["COMPARES", "Check", "CheckResult", "Claim", "ClaimResult", "Record", "Value", "evaluate",
+__all__ = ["COMPARES", "FIELDS", "METRICS", "Check", "CheckResult", "Claim", "ClaimResult", "Record", "Value", "evaluate",
            "evaluate_check", "goal_text", "matches", "parse_claims", "status_of"]

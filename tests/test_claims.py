@@ -25,11 +25,11 @@ def test_parse_errors_name_the_claim_and_key():
     with pytest.raises(ConfigError, match="unknown keys \\['treshold'\\]"):
         claim({"metric": "acc_drop", "compare": ">=", "treshold": 0.2})
     with pytest.raises(ConfigError, match="needs `target:`"):
-        claim({"metric": "kl", "compare": "near", "threshold": 0.3})
+        claim({"metric": "acc_drop", "compare": "near", "threshold": 0.3})
     with pytest.raises(ConfigError, match="threshold must be a finite number"):
         claim({"metric": "acc_drop", "compare": ">="})
     with pytest.raises(ConfigError, match="appears twice"):
-        parse_claims([{"id": "a", "checks": [{"metric": "m", "compare": ">=", "threshold": 1}]}] * 2)
+        parse_claims([{"id": "a", "checks": [{"metric": "acc_drop", "compare": ">=", "threshold": 1}]}] * 2)
 
 
 def test_any_takes_the_best_all_the_worst():
@@ -45,14 +45,35 @@ def test_any_takes_the_best_all_the_worst():
 
 
 def test_select_by_value_list_and_comparison():
-    records = [rec(0.1, 100, m=Value(1.0)), rec(0.5, 400, m=Value(9.0))]
-    res = verdict(claim({"metric": "m", "compare": ">=", "threshold": 5, "select": {"budget": {"<=": 200}}}),
-                  records)
+    records = [rec(0.1, 100, surrogate_acc=Value(1.0)), rec(0.5, 400, surrogate_acc=Value(9.0))]
+    check = {"metric": "surrogate_acc", "compare": ">=", "threshold": 5}
+    res = verdict(claim({**check, "select": {"budget": {"<=": 200}}}), records)
     assert res.verdict == "not reproduced" and res.checks[0].selected == 1
-    res = verdict(claim({"metric": "m", "compare": ">=", "threshold": 5, "select": {"gamma": [0.2, 0.5]}}), records)
+    res = verdict(claim({**check, "select": {"gamma": [0.2, 0.5]}}), records)
     assert res.verdict == "reproduced"
-    res = verdict(claim({"metric": "m", "compare": ">=", "threshold": 5, "select": {"attack": "random"}}), records)
-    assert res.verdict == "not reproduced" and res.checks[0].status == "no data"
+
+
+def test_a_check_that_selects_nothing_is_not_checked_and_says_which_field_matched_nothing():
+    records = [rec(0.1, 100, surrogate_acc=Value(1.0)), rec(0.5, 400, surrogate_acc=Value(9.0))]
+    check = {"metric": "surrogate_acc", "compare": ">=", "threshold": 5}
+    res = verdict(claim({**check, "select": {"attack": "random"}}), records)
+    # no data is no verdict either way: a partial grid must not read as a failed reproduction
+    assert res.verdict == "not checked" and res.checks[0].status == "no data"
+    assert "no runs record with attack random; values measured: jbda" in res.checks[0].describe()
+    res = verdict(claim({**check, "select": {"gama": 0.1}}), records)
+    assert "no runs record has a field 'gama'; fields: attack, budget, defense, gamma" in res.checks[0].describe()
+    res = verdict(claim({**check, "select": {"gamma": 0.2}}), [])
+    assert "no runs records measured yet" in res.checks[0].describe()
+    # one check with data decides: a fail beside a no-data check is still "not reproduced"
+    both = claim({**check, "select": {"budget": 100}}, {**check, "select": {"attack": "random"}})
+    assert verdict(both, records).verdict == "not reproduced"
+
+
+def test_a_misspelt_metric_is_refused_when_the_claims_are_read():
+    with pytest.raises(ConfigError, match="runs records have no metric 'acc_dorp'. Did you mean 'acc_drop'"):
+        claim({"metric": "acc_dorp", "compare": ">=", "threshold": 0.2})
+    with pytest.raises(ConfigError, match="utility records have no metric 'acc_drop'"):
+        claim({"source": "utility", "metric": "acc_drop", "compare": ">=", "threshold": 0.2})
 
 
 def test_lower_bound_below_threshold_is_inconclusive_not_failed():
@@ -74,10 +95,10 @@ def test_within_noise_uses_the_paired_standard_error():
 
 
 def test_near_and_combine_any():
-    records = [Record("utility", {"beta": 1, "gamma": g}, {"kl": Value(k), "kl_rev": Value(30.0)}, f"g{g}")
+    records = [Record("utility", {"beta": 1, "gamma": g}, {"kl_nats": Value(k), "kl_nats_rev": Value(30.0)}, f"g{g}")
                for g, k in ((0.1, 1.2), (0.5, 3.1))]
-    checks = ({"source": "utility", "metric": "kl", "compare": "near", "target": 3.27, "threshold": 0.33},
-              {"source": "utility", "metric": "kl_rev", "compare": "near", "target": 3.27, "threshold": 0.33})
+    checks = ({"source": "utility", "metric": "kl_nats", "compare": "near", "target": 3.27, "threshold": 0.33},
+              {"source": "utility", "metric": "kl_nats_rev", "compare": "near", "target": 3.27, "threshold": 0.33})
     res = verdict(claim(*checks), records)
     assert res.verdict == "partly" and res.checks[0].deciding.fields["gamma"] == 0.5
     assert verdict(claim(*checks, combine="any"), records).verdict == "reproduced"
