@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import yaml
-
 from .errors import ConfigError
 from .results import RESULTS_FILE
 from .rundir import RunDirBusyError, is_busy, set_aside_error
@@ -78,6 +76,7 @@ class Grid:
     runs: list[GridRun]
     source: Path | None = None
     description: str = ""
+    claims: Any = None  # stealbench.claims_spec.ClaimsSpec when the file carries `claims:` (checked by leaderboard)
 
     def by_name(self, name: str) -> GridRun:
         for run in self.runs:
@@ -258,19 +257,15 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
 
 
 def load_grid(path: str | Path, output_dir: str | None = None) -> Grid:
+    from .claims_spec import pop_claims_spec, read_yaml_mapping
+
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"grid file {str(path)!r} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(spec, dict):
-        raise ConfigError(f"grid file {str(path)!r} must hold a mapping")
+    spec = read_yaml_mapping(path, "grid file")
+    claims = pop_claims_spec(spec, path)  # a grid file may carry a paper's claims next to its runs
     name = str(spec.get("name") or path.stem)
     out = output_dir or spec.get("output_dir") or f"runs/{name}"
     return Grid(name=name, output_dir=str(out), runs=expand(spec, name=name, output_dir=str(out)), source=path,
-                description=str(spec.get("description") or ""))
+                description=str(spec.get("description") or ""), claims=claims)
 
 
 def check_keys(grid_spec_runs: Iterable[GridRun]) -> None:

@@ -11,6 +11,9 @@ Each hook receives a ``register`` callback; call it once per component::
 - register_architectures: a factory ``(num_classes: int, in_chans: int, image_size: int) -> torch.nn.Module``
                           taking pixel-space images (normalisation is added by stealbench)
 - register_datasets:      a subclass of :class:`stealbench.data.ImageDataset`
+- register_reproductions: the path of a reproduction file (a grid YAML with `paper:`, `utility:` and `claims:`,
+                          see stealbench.reproduce); `stealbench reproduce KEY` runs it, `--quick` runs
+                          `<stem>_quick.yaml` beside it. Ship the files as package data of the plugin.
 
 Hooks must not import heavy libraries at module import time beyond torch: `stealbench list` loads every plugin.
 """
@@ -46,10 +49,16 @@ def register_datasets(register: Register) -> None:
     """Register data sets: ``register("mykey", MyDataset)``."""
 
 
+@hookspec
+def register_reproductions(register: Register) -> None:
+    """Register paper reproductions: ``register("mypaper2024", Path(__file__).parent / "mypaper2024.yaml")``."""
+
+
 #: hook name -> registry kind, the single source of truth for both
 HOOK_KINDS: dict[str, str] = {
     "register_defenses": "defenses",
     "register_attacks": "attacks",
     "register_architectures": "architectures",
     "register_datasets": "datasets",
+    "register_reproductions": "reproductions",
 }

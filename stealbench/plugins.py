@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.data.torchvision_sets",
     "stealbench.data.colour_sets",
     "stealbench.data.imagefolder",
+    "stealbench.reproductions",
 )
 
 ENTRY_POINT_GROUP = "stealbench"
@@ -75,6 +76,7 @@ class Catalog:
     attacks: Registry[Any]
     architectures: Registry[Any]
     datasets: Registry[Any]
+    reproductions: Registry[Any]
     plugins: list[PluginInfo]
 
     def registry(self, kind: str) -> Registry[Any]:

@@ -1,11 +1,8 @@
 """`stealbench reproduce PAPER`: a paper's experiments as one resumable grid, its claims checked, REPORT.md written.
 
-A reproduction file (configs/reproduce/<paper>.yaml, and <paper>_quick.yaml for --quick) is a grid file
-(stealbench.grid) with three more sections, read here and removed before the grid expands:
-
-- ``paper:`` title, authors, reference (shown in the report);
-- ``utility:`` a defense parameter sweep computed from the runs' victims (stealbench.utility_sweep);
-- ``claims:`` the claims and their checks (stealbench.claims).
+A reproduction is a grid file (stealbench.grid) with `paper:`, `utility:` and `claims:` sections
+(stealbench.claims_spec), registered under a name by a plugin (`register_reproductions`; the built-in lee2018
+lives in stealbench/reproductions/) or given as a path. `--quick` runs `<stem>_quick.yaml` beside it.
 
 The runs go to <output_dir>/runs through the grid runner, so a rerun skips finished runs; the report is rebuilt
 from whatever is complete (a partial grid gives a partial report, its missing checks marked "no data").
@@ -19,68 +16,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .claims import Claim, parse_claims
 from .arguments import ArgumentParser
+from .claims import Claim
+from .claims_spec import ClaimsSpec, SweepSpec, is_yaml_path, reproduction_file
 from .errors import ConfigError
-from .utility_sweep import SweepSpec, parse_sweep
-
-#: reproduction files shipped with stealbench (a source checkout's configs/reproduce)
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "configs" / "reproduce"
-EXTRA_KEYS = ("paper", "utility", "claims")
 
 
 @dataclass
 class Reproduction:
     name: str
-    source: Path
-    paper: dict[str, Any]
-    grid: Any  # stealbench.grid.Grid
-    utility: SweepSpec | None
-    claims: list[Claim]
+    grid: Any  # stealbench.grid.Grid, its runs under <output_dir>/runs
+    spec: ClaimsSpec
     output_dir: Path
+
+    @property
+    def source(self) -> Path:
+        return self.grid.source
+
+    @property
+    def paper(self) -> dict[str, Any]:
+        return self.spec.paper
+
+    @property
+    def utility(self) -> SweepSpec | None:
+        return self.spec.utility
+
+    @property
+    def claims(self) -> list[Claim]:
+        return self.spec.claims
 
     @property
     def runs_dir(self) -> Path:
         return self.output_dir / "runs"
 
 
-def find_file(paper: str, quick: bool) -> Path:
-    """`lee2018` -> configs/reproduce/lee2018.yaml (lee2018_quick.yaml with --quick); a path is taken as it is."""
-    if paper.endswith((".yaml", ".yml")):
-        path = Path(paper)
-        if not path.exists():
-            raise ConfigError(f"reproduction file {paper!r} does not exist")
-        return path
-    path = BUILTIN_DIR / f"{paper}{'_quick' if quick else ''}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml") if not p.stem.endswith("_quick"))
-        raise ConfigError(f"no reproduction {paper!r}{' (quick)' if quick else ''}; known: {', '.join(known) or 'none'}"
-                          f" (files in {BUILTIN_DIR}), or pass a reproduction YAML file")
-    return path
-
-
 def load(path: Path, output_dir: str | None, default_output: str) -> Reproduction:
-    from .grid import Grid, expand
+    from .claims_spec import read_yaml_mapping
+    from .grid import load_grid
 
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"reproduction file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(spec, dict):
-        raise ConfigError(f"reproduction file {str(path)!r} must hold a mapping")
-    extras = {k: spec.pop(k, None) for k in EXTRA_KEYS}
-    name = str(spec.get("name") or path.stem)
-    out = Path(output_dir or spec.pop("output_dir", None) or default_output)
-    spec.pop("output_dir", None)
-    runs_dir = out / "runs"
-    grid = Grid(name=name, output_dir=str(runs_dir), runs=expand(spec, name=name, output_dir=str(runs_dir)),
-                source=path, description=str(spec.get("description") or ""))
-    paper = extras["paper"] or {}
-    if not isinstance(paper, dict):
-        raise ConfigError("`paper:` must be a mapping (title, authors, reference)")
-    return Reproduction(name, path, paper, grid, parse_sweep(extras["utility"]), parse_claims(extras["claims"]), out)
+    spec = read_yaml_mapping(path, "reproduction file")
+    out = Path(output_dir or spec.get("output_dir") or default_output)
+    grid = load_grid(path, str(out / "runs"))
+    if grid.claims is None or not grid.claims.claims:
+        raise ConfigError(f"reproduction file {str(path)!r} has no `claims:` section; "
+                          "for runs alone use `stealbench grid`")
+    return Reproduction(grid.name, grid, grid.claims, out)
 
 
 def reproduce_command(argv: list[str]) -> int:
@@ -97,9 +77,8 @@ def reproduce_command(argv: list[str]) -> int:
     parser.add_argument("--subprocess", action="store_true", help="run each experiment in its own process")
     args = parser.parse_args(argv)
 
-    path = find_file(args.paper, args.quick)
-    stem = Path(args.paper).stem if args.paper.endswith((".yaml", ".yml")) else args.paper + ("_quick" if args.quick
-                                                                                              else "")
+    path = reproduction_file(args.paper, args.quick)
+    stem = path.stem if is_yaml_path(args.paper) else args.paper + ("_quick" if args.quick else "")
     rep = load(path, args.output_dir, f"runs/reproduce/{stem}")
     from .grid import check_keys, dry_run_lines, run_grid
 
@@ -134,4 +113,4 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-__all__ = ["Reproduction", "find_file", "load", "reproduce_command"]
+__all__ = ["Reproduction", "load", "reproduce_command"]

@@ -39,6 +39,7 @@ from .errors import BudgetExceededError, StealbenchError
 __all__ = [
     "ATTACK_RULES",
     "DEFENSE_RULES",
+    "REPRODUCTION_RULES",
     "ConformanceError",
     "TinyWorld",
     "check_architecture",
@@ -46,6 +47,7 @@ __all__ = [
     "check_dataset",
     "check_defense",
     "check_plugin",
+    "check_reproduction",
     "make_attack_context",
     "make_defense_setup",
     "write_distribution",
@@ -91,6 +93,14 @@ class ConformanceError(AssertionError):
     @property
     def rules(self) -> list[str]:
         return [rule for rule, _ in self.failures]
+
+#: rule id -> what a registered reproduction file must be (checked without running anything)
+REPRODUCTION_RULES: dict[str, str] = {
+    "reproduction-file": "the file (and its <stem>_quick.yaml, if any) parses as a grid with a `claims:` section",
+    "reproduction-keys": "every data set, defense and attack it names is registered; the utility defense takes "
+                         "each swept setting",
+    "reproduction-select": "every check selects on fields its records have (a misspelt field reads `no data`)",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -577,6 +587,76 @@ def check_dataset(target: Any, *, kwargs: dict[str, Any] | None = None) -> None:
         raise ConformanceError(who, _dedupe(failures))
 
 
+def check_reproduction(target: str) -> None:
+    """Check a registered reproduction (or a reproduction YAML file) against :data:`REPRODUCTION_RULES`.
+
+    Static: parses the file and its quick version, checks the names it uses; runs nothing."""
+    from .claims import FIELDS
+    from .claims_spec import reproduction_file
+    from .errors import ConfigError
+    from .grid import check_keys, load_grid
+    from .plugins import get_catalog
+
+    who = f"reproduction {target!r}"
+    try:
+        paths = [reproduction_file(target)]
+    except ConfigError as exc:
+        raise ConformanceError(who, [("reproduction-file", str(exc))]) from exc
+    if not target.endswith((".yaml", ".yml")):
+        quick = paths[0].with_name(f"{paths[0].stem}_quick{paths[0].suffix}")
+        paths += [quick] if quick.is_file() else []
+        who += f" (registered by plugin {get_catalog().reproductions.source(target)})"
+    failures: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            grid = load_grid(path)
+        except ConfigError as exc:
+            failures.append(("reproduction-file", f"{path.name}: {exc}"))
+            continue
+        if grid.claims is None or not grid.claims.claims:
+            failures.append(("reproduction-file", f"{path.name} has no `claims:` section"))
+            continue
+        try:
+            check_keys(grid.runs)
+        except ConfigError as exc:
+            failures.append(("reproduction-keys", f"{path.name}: {exc}"))
+        fields = {"runs": set(FIELDS["runs"]) | _defense_params(grid.runs), "utility": set(FIELDS["utility"])}
+        sweep = grid.claims.utility
+        if sweep is not None:
+            fields["utility"] |= set(sweep.params)
+            try:
+                defense = get_catalog().defenses.get(sweep.defense)
+                for setting in sweep.settings():
+                    defense(**setting)
+            except Exception as exc:
+                failures.append(("reproduction-keys", f"{path.name}: utility defense {sweep.defense!r}: "
+                                                      f"{type(exc).__name__}: {exc}"))
+        for claim in grid.claims.claims:
+            for i, chk in enumerate(claim.checks):
+                unknown = sorted(set(chk.select) - fields[chk.source])
+                if unknown:
+                    failures.append(("reproduction-select", f"{path.name}: claim {claim.id!r} check {i} selects on "
+                                     f"{unknown}, which {chk.source} records lack (they have "
+                                     f"{', '.join(sorted(fields[chk.source]))})"))
+    if failures:
+        raise ConformanceError(who, _dedupe(failures))
+
+
+def _defense_params(runs: list) -> set[str]:
+    """The init parameters of every defense a grid runs: the fields its run records carry besides FIELDS."""
+    from .plugins import get_catalog
+
+    names: set[str] = set()
+    for run in runs:
+        key = run.args[run.args.index("--defense") + 1]
+        try:
+            names |= set(inspect.signature(get_catalog().defenses.get(key)).parameters) - {"self"}
+        except Exception:  # an unknown key is reported by reproduction-keys
+            continue
+        names |= {a.split(".", 2)[1] for a in run.args if a.startswith("--defense.")}
+    return names
+
+
 def check_plugin(name: str, **options: Any) -> list[str]:
     """Run the checks on every defense, attack, architecture and data set the plugin `name` registered.
 
@@ -592,7 +672,7 @@ def check_plugin(name: str, **options: Any) -> list[str]:
     errors: list[ConformanceError] = []
     for kind, keys in plugins[name].registered.items():
         check = {"defenses": check_defense, "attacks": check_attack, "architectures": check_architecture,
-                 "datasets": check_dataset}.get(kind)
+                 "datasets": check_dataset, "reproductions": check_reproduction}.get(kind)
         for key in keys if check else []:
             try:
                 check(key, **{k: v for k, v in options.items() if k in inspect.signature(check).parameters})

@@ -10,42 +10,16 @@ Only defenses that need no setup (no training, no holdout data) are swept this w
 
 from __future__ import annotations
 
-import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .claims_spec import SweepSpec
 from .errors import ConfigError
 from .metrics import DefenseStats
 from .results import RESULTS_FILE
-
-
-@dataclass
-class SweepSpec:
-    defense: str  # registry key
-    params: dict[str, list[Any]]  # parameter -> values; every combination is one setting
-
-    def settings(self) -> list[dict[str, Any]]:
-        keys = list(self.params)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.params[k] for k in keys))]
-
-
-def parse_sweep(raw: Any) -> SweepSpec | None:
-    """The `utility:` section of a reproduction file: {defense: KEY, params: {beta: [...], gamma: [...]}}."""
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("defense"), str):
-        raise ConfigError("`utility:` must be a mapping with `defense:` (a registry key) and `params:`")
-    params = raw.get("params") or {}
-    if not isinstance(params, dict) or not params or not all(isinstance(v, list) and v for v in params.values()):
-        raise ConfigError("`utility: params:` must map each defense parameter to a non-empty list of values")
-    unknown = sorted(set(raw) - {"defense", "params"})
-    if unknown:
-        raise ConfigError(f"`utility:` has unknown keys {unknown}; allowed: defense, params")
-    return SweepSpec(raw["defense"], {str(k): list(v) for k, v in params.items()})
 
 
 def victims_of(run_folders: list[Path]) -> list[tuple[int, dict]]:
@@ -121,4 +95,4 @@ def sweep_victim(payload: dict, spec: SweepSpec, catalog=None) -> list[dict[str,
     return out
 
 
-__all__ = ["SweepSpec", "parse_sweep", "sweep_victim", "victims_of"]
+__all__ = ["sweep_victim", "victims_of"]

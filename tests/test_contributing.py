@@ -15,7 +15,8 @@ import torch
 from stealbench import hookspecs
 from stealbench.attacks import AttackContext
 from stealbench.defenses import DefenseSetup
-from stealbench.testing import ATTACK_RULES, DEFENSE_RULES, check_plugin, stealbench_distribution  # noqa: F401
+from stealbench.testing import (  # noqa: F401
+    ATTACK_RULES, DEFENSE_RULES, REPRODUCTION_RULES, check_plugin, stealbench_distribution)
 
 DOC = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
 SPECS = {name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "stealbench_spec")}
@@ -55,7 +56,7 @@ def test_every_context_field_is_documented(cls):
 
 
 def test_every_conformance_rule_is_documented():
-    missing = [rule for rule in {**DEFENSE_RULES, **ATTACK_RULES} if f"| `{rule}` |" not in DOC]
+    missing = [rule for rule in {**DEFENSE_RULES, **ATTACK_RULES, **REPRODUCTION_RULES} if f"| `{rule}` |" not in DOC]
     assert not missing
 
 
