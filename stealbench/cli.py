@@ -185,6 +185,9 @@ def grid_command(argv: list[str]) -> int:
     report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast)
     if report.interrupted:
         return report.interrupt_code
+    if grid.claims is not None and grid.claims.claims:
+        print(f"this grid carries {len(grid.claims.claims)} claims; check them against its runs with:\n"
+              f"  stealbench leaderboard {grid.output_dir} --claims {args.file}")
     return 0 if report.ok else 1
 
 

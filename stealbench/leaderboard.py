@@ -777,11 +777,19 @@ def leaderboard_command(argv: list[str]) -> int:
     parser.add_option("--log_wandb", nargs="?", const="", default=None, metavar="ENTITY/PROJECT",
                         help="log the table (and plots) to W&B as a wandb.Table, in a run of job type "
                              "`leaderboard` (default project: --wandb's, else stealbench)")
+    parser.add_argument("--claims", default=None, metavar="NAME|FILE",
+                        help="also check the claims of a reproduction (e.g. lee2018) or of a grid file with a "
+                             "`claims:` section against these runs; writes claims.md")
     args = parser.parse_args(argv)
     if not args.dirs and not args.wandb:
         parser.error("give run folders (DIR ...) or --wandb ENTITY/PROJECT")
     out = Path(args.output_dir)
     check_folder("output_dir", out)  # before reading runs: fail in milliseconds, write nothing
+    claims = None
+    if args.claims is not None:
+        from .claims_spec import load_claims_spec
+
+        claims = load_claims_spec(args.claims)
     rows, problems = build(args.dirs, args.wandb, args.tag)
     sources = [f"W&B {args.wandb}"] if args.wandb else list(args.dirs)
     if not rows:
@@ -794,6 +802,11 @@ def leaderboard_command(argv: list[str]) -> int:
     print_table(rows, problems, f"stealbench leaderboard ({sum(len(r.runs) for r in rows)} runs)")
     print(f"wrote {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}"
           + (f" and {len(plots)} plots ({', '.join(p.name for p in plots)})" if plots else ""))
+    if claims is not None:
+        from .report import check_claims
+
+        check_claims([run for row in rows for run in row.runs], claims, out, sources)
+        print(f"wrote {out / 'claims.md'}")
     if args.log_wandb is not None:
         print(f"W&B: {log_to_wandb(rows, args.log_wandb or args.wandb, plots)}")
     return 0

@@ -89,6 +89,8 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
             if all(r.budget == q for r in by_seed.values()):  # figures of whole runs: at their own budget
                 for name, metric in _RUN_METRICS.items():
                     metrics[name] = value([r.metrics[metric] for r in by_seed.values()])
+                metrics["victim_acc_change"] = value([r.metrics["victim/acc_defended"] - r.metrics["victim/acc"]
+                                                      for r in by_seed.values()])
                 extras = [_extra(r) for r in by_seed.values()]
                 for name in ("oracle/kl_nats", "oracle/kl_nats_rev"):
                     vals = [e[name] for e in extras if isinstance(e.get(name), (int, float))]
@@ -102,7 +104,7 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
 
 
 def _paired(base: dict[int, Run], defended: dict[int, Run], q: float) -> dict[str, Value]:
-    base_acc, drops, rel, mults = [], [], [], []
+    base_acc, drops, rel, errors, mults = [], [], [], [], []
     for seed, run in sorted(defended.items()):
         ref = base.get(seed)
         if ref is None:
@@ -113,10 +115,12 @@ def _paired(base: dict[int, Run], defended: dict[int, Run], q: float) -> dict[st
         base_acc.append(a0)
         drops.append(a0 - a1)
         rel.append((a0 - a1) / a0 if a0 > 0 else 0.0)
+        errors.append((1 - a1) / max(1 - a0, 1e-3))  # error-rate amplification (Orekondy et al. 2020); 0.1% floor
         mults.append((seed, *query_multiplier(ref.curve, run.curve, int(q), a0)))
     if not drops:
         return {}
-    out = {"baseline_acc": value(base_acc), "acc_drop": value(drops), "acc_drop_relative": value(rel)}
+    out = {"baseline_acc": value(base_acc), "acc_drop": value(drops), "acc_drop_relative": value(rel),
+           "error_multiplier": value(errors, unit="×")}
     # At a curve's last checkpoint there are no further queries to spend: a defended attacker short of the target
     # gives only "> 1×", which says nothing, so the multiplier is read where the curves extend beyond q.
     if all(q < run.curve[-1]["queries"] for run in defended.values()):

@@ -3,40 +3,56 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from .claims import ClaimResult, Record, evaluate, goal_text, status_of
+from .claims_spec import SweepSpec
 from .leaderboard import load_folders, plot_curves, plot_utility, write_csv, write_markdown
 from .records import run_records, utility_records
 from .results import RESULTS_FILE
 
-VERDICT_MARK = {"reproduced": "✅ reproduced", "partly": "🟡 partly", "not reproduced": "❌ not reproduced"}
+VERDICT_MARK = {"reproduced": "✅ reproduced", "partly": "🟡 partly", "not reproduced": "❌ not reproduced",
+                "not checked": "⚪ not checked"}
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def build_records(rep) -> tuple[list[Record], list, list[tuple[str, str]], list[dict]]:
-    """(records, leaderboard rows, problems, utility rows) from the finished runs of a reproduction."""
+def claim_records(runs: list, utility: SweepSpec | None) -> tuple[list[Record], list, list[tuple[str, str]],
+                                                                   list[dict]]:
+    """(records, leaderboard rows, problems, utility rows) from finished runs: what the claims are checked on.
+
+    The utility sweep reloads each seed's victim from its run folder, so it needs folder runs (not W&B ones).
+    """
     from .leaderboard import build_rows
     from .utility_sweep import sweep_victim, victims_of
 
-    runs, problems = load_folders([rep.runs_dir]) if rep.runs_dir.exists() else ([], [])
-    records, dupes = run_records(runs) if runs else ([], [])
+    records, problems = run_records(runs) if runs else ([], [])
     rows = build_rows(runs)[0] if runs else []
     utility_raw: list[dict] = []
-    if rep.utility is not None and runs:
+    folders = [Path(r.source) for r in runs if Path(r.source).is_dir()]
+    if utility is not None and folders:
         per_victim = []
-        for seed, payload in victims_of([Path(r.source) for r in runs]):
-            sweep = sweep_victim(payload, rep.utility)
+        for seed, payload in victims_of(folders):
+            sweep = sweep_victim(payload, utility)
             per_victim.append((seed, sweep))
             utility_raw += [{"seed": seed, **row} for row in sweep]
         data = runs[0].identity["data"]
-        records += utility_records(per_victim, rep.utility.defense, data, list(rep.utility.params))
-    return records, rows, problems + dupes, utility_raw
+        records += utility_records(per_victim, utility.defense, data, list(utility.params))
+    elif utility is not None and runs:
+        problems.append(("utility", "the utility sweep reloads victims from run folders; W&B runs have none"))
+    return records, rows, problems, utility_raw
+
+
+def build_records(rep) -> tuple[list[Record], list, list[tuple[str, str]], list[dict]]:
+    """claim_records over the finished runs of a reproduction."""
+    runs, problems = load_folders([rep.runs_dir]) if rep.runs_dir.exists() else ([], [])
+    records, rows, more, utility_raw = claim_records(runs, rep.utility)
+    return records, rows, problems + more, utility_raw
 
 
 def write_report(rep, *, invocation_seconds: float, grid_report=None, command: str = "") -> Path:
@@ -60,6 +76,35 @@ def write_report(rep, *, invocation_seconds: float, grid_report=None, command: s
     return path
 
 
+def check_claims(runs: list, spec, out_dir: Path, sources: list[str]) -> list[ClaimResult]:
+    """`leaderboard --claims`: check a claims file against runs, print one line per claim, write claims.md."""
+    records, _, problems, _ = claim_records(runs, spec.utility)
+    results = evaluate(spec.claims, records)
+    title = spec.paper.get("title") or (spec.source.stem if spec.source else "claims")
+    lines = [f"# Claims: {title}", "", f"Claims file `{spec.source}`, checked against {len(runs)} runs in "
+             f"{', '.join(sources)}.", ""] + claims_table(results) + claim_details(results)
+    if problems:
+        lines += ["## Skipped", ""] + [f"- `{s}`: {why}" for s, why in problems] + [""]
+    (out_dir / "claims.md").write_text("\n".join(lines))
+    print_claims(results, title)
+    return results
+
+
+def print_claims(results: list[ClaimResult], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False, width=None if os.isatty(1) else 200)
+    table = Table(title=f"claims: {title}", title_justify="left", show_lines=True)
+    for col in ("#", "claim", "measured", "verdict"):
+        table.add_column(col)
+    for i, res in enumerate(results, start=1):
+        measured = "\n".join(c.describe() for c in res.checks)
+        table.add_row(str(i), Text(res.claim.text), Text(measured), Text(f"{res.verdict}: {res.why}"))
+    console.print(table)
+
+
 def render(rep, results: list[ClaimResult], records: list[Record], figures: list[Path], problems, seconds: float,
            grid_report, command: str) -> str:
     paper = rep.paper
@@ -78,7 +123,18 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
     lines += [timing, ""]
     if paper.get("scale"):
         lines += ["Scale: " + " ".join(str(paper["scale"]).split()), ""]
-    lines += ["| # | claim | the paper | stealbench measured | verdict |", "|---|---|---|---|---|"]
+    lines += claims_table(results)
+    if figures:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+    lines += claim_details(results)
+    if problems:
+        lines += ["## Skipped runs", ""] + [f"- `{s}`: {why}" for s, why in problems] + [""]
+    return "\n".join(lines)
+
+
+def claims_table(results: list[ClaimResult]) -> list[str]:
+    """Markdown: one row per claim (the paper / measured / verdict), then the claims' notes."""
+    lines = ["| # | claim | the paper | stealbench measured | verdict |", "|---|---|---|---|---|"]
     for i, res in enumerate(results, start=1):
         measured = "; ".join(c.describe() for c in res.checks)
         verdict = f"**{VERDICT_MARK[res.verdict]}** — {res.why}"
@@ -88,11 +144,14 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
     notes = [(i, r.claim.note) for i, r in enumerate(results, start=1) if r.claim.note]
     if notes:
         lines += ["Notes:", ""] + [f"{i}. {' '.join(note.split())}" for i, note in notes] + [""]
-    if figures:
-        lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
-    lines += ["## Details per claim", "",
-              "Every record each check selected (mean ± sample std over seeds; runs paired by seed; budgets are the "
-              "checkpoints of each seed's largest-budget curve).", ""]
+    return lines
+
+
+def claim_details(results: list[ClaimResult]) -> list[str]:
+    """Markdown: per claim and check, every record it selected, with its value and status."""
+    lines = ["## Details per claim", "",
+             "Every record each check selected (mean ± sample std over seeds; runs paired by seed; budgets are the "
+             "checkpoints of each seed's largest-budget curve).", ""]
     for i, res in enumerate(results, start=1):
         lines += [f"### {i}. {res.claim.text} ({res.claim.id}) — {res.verdict}", ""]
         for c in res.checks:
@@ -107,9 +166,7 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
                     lines.append(f"| {_cell(r.label)} | {v.fmt()} (n={v.n}) | {status_of(chk, v)} | "
                                  f"{_cell(context)} |")
                 lines.append("")
-    if problems:
-        lines += ["## Skipped runs", ""] + [f"- `{s}`: {why}" for s, why in problems] + [""]
-    return "\n".join(lines)
+    return lines
 
 
 def _run_seconds(rep) -> float:

@@ -1,11 +1,12 @@
 """`stealbench reproduce lee2018 --quick`: one report row per claim with numbers and a verdict; reruns resume."""
 
+import json
 import os
 import re
 
 import pytest
 
-from stealbench.claims import Value
+from stealbench.claims import FIELDS, METRICS, Value
 from stealbench.cli import main
 from stealbench.leaderboard import Run
 from stealbench.records import run_records
@@ -37,6 +38,9 @@ def test_quick_reproduction_reports_every_claim_and_resumes(tmp_path, one_thread
         assert any(f"{mark}**" in verdict for mark in VERDICTS), f"claim {number} has no verdict: {verdict}"
         assert " — " in verdict and len(verdict.split(" — ", 1)[1]) > 10  # and says why
     assert (out / "utility_sweep.png").exists() and list(out.glob("curves_*.png"))
+    sweep = json.loads((out / "utility_sweep.json").read_text())
+    for row in sweep:  # what the utility sweep measures is the vocabulary claims are checked against
+        assert set(row) - {"seed", "beta", "gamma"} <= set(METRICS["utility"]), set(row) - set(METRICS["utility"])
     results = sorted(out.glob("runs/*/results.json"))
     assert len(results) == 12
 
@@ -79,6 +83,8 @@ def test_records_pair_by_seed_at_every_checkpoint():
     drop = soft[100].metrics["acc_drop"]
     assert drop.n == 2 and drop.mean == pytest.approx((0.2 + 0.0) / 2)  # paired: seed 0 0.5-0.3, seed 1 0.4-0.4
     assert soft[400].metrics["acc_drop_relative"].mean == pytest.approx((0.1 / 0.7 + 0.25 / 0.8) / 2)
+    # error-rate amplification, paired: seed 0 (1 - 0.6) / (1 - 0.7), seed 1 (1 - 0.55) / (1 - 0.8)
+    assert soft[400].metrics["error_multiplier"].mean == pytest.approx((0.4 / 0.3 + 0.45 / 0.2) / 2)
     # multiplier at 200: seed 0 reaches 0.6 at 400 (2x), seed 1 never reaches 0.6 within 400 (> 2x)
     mult = soft[200].metrics["query_multiplier"]
     assert mult.bound == ">=" and mult.mean == pytest.approx(2.0)
@@ -87,11 +93,15 @@ def test_records_pair_by_seed_at_every_checkpoint():
     # the hard-label attacker under the same defense beats the soft one by 0.1 (seed 0) and 0.25 (seed 1) at 400
     assert soft[400].metrics["hard_advantage"].mean == pytest.approx((0.1 + 0.25) / 2)
     assert isinstance(soft[400].metrics["surrogate_acc"], Value)
+    # the vocabulary claims are checked against (a metric outside it is refused when a claims file is read)
+    for r in records:
+        assert set(r.metrics) <= set(METRICS["runs"]), set(r.metrics) - set(METRICS["runs"])
+        assert set(FIELDS["runs"]) <= set(r.fields) <= set(FIELDS["runs"]) | {"beta", "gamma"}
 
 
 def test_unknown_paper_and_bad_claims_stop_with_one_message(tmp_path, capsys):
     assert main(["reproduce", "lee2019"]) == 2
-    assert "no reproduction 'lee2019'; known: lee2018" in capsys.readouterr().err
+    assert "no reproduction 'lee2019'. Did you mean 'lee2018'? Known: lee2018" in capsys.readouterr().err
     path = tmp_path / "mine.yaml"
     path.write_text("data: [digits]\ndefenses: [none]\nattacks: [random]\nbudgets: [100]\n"
                     "claims: [{id: a, checks: [{metric: acc_drop, compare: '>>', threshold: 1}]}]\n")
