@@ -204,3 +204,40 @@ def test_registered_through_the_entry_point():
     (info,) = [p for p in catalog.plugins if p.name == "mad"]
     assert info.distribution == "stealbench-mad"
     assert info.registered["defenses"] == ["mad", "mad-argmax"]
+    assert info.registered["reproductions"] == ["orekondy2020"]
+
+
+def test_the_paper_reproduction_ships_with_the_plugin_and_is_well_formed():
+    """The YAML files are package data: this passes only if `pip install` put them beside the module."""
+    from pathlib import Path
+
+    from stealbench.plugins import get_catalog
+    from stealbench.testing import check_reproduction
+
+    path = Path(get_catalog().reproductions.get("orekondy2020"))
+    assert path.is_file() and path.with_name("orekondy2020_quick.yaml").is_file()
+    check_reproduction("orekondy2020")  # both files: parse, registered names, selection fields
+
+
+def test_the_quick_reproduction_reports_every_claim(tmp_path, monkeypatch):
+    """`stealbench reproduce orekondy2020 --quick`: 16 small digits runs, a verdict per claim, none without data."""
+    import re
+
+    from stealbench.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("STEALBENCH_CACHE_DIR", str(tmp_path / "cache"))  # not the user's victim cache
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster and leaves the other core alone
+    out = tmp_path / "orekondy2020"
+    try:
+        assert main(["reproduce", "orekondy2020", "--quick", "--output_dir", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = (out / "REPORT.md").read_text()
+    rows = [line for line in report.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert len(rows) == 4
+    for row in rows:
+        assert re.search(r"\d\.\d\d", row) and "no measured setting" not in row, row
+        assert any(f"{v}**" in row for v in ("reproduced", "partly", "not reproduced")), row
+    assert len(list(out.glob("runs/*/results.json"))) == 16
