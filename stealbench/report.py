@@ -115,10 +115,11 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
     run_seconds = _run_seconds(rep)
     lines += [f"Command: `{command}` (reproduction file `{rep.source}`, {len(rep.grid.runs)} runs, "
               f"{len(complete)} complete).", ""]
-    timing = f"Wall time: this invocation {seconds:.0f} s"
     if grid_report is not None:
-        timing += (f" ({len(grid_report.completed)} runs run now, {len(grid_report.skipped)} already complete, "
-                   f"{len(grid_report.failed)} failed)")
+        timing = (f"Wall time: this invocation {seconds:.0f} s ({len(grid_report.completed)} runs run now, "
+                  f"{len(grid_report.skipped)} already complete, {len(grid_report.failed)} failed)")
+    else:
+        timing = "Report rebuilt from finished runs (`--report_only`: no run in this invocation)"
     timing += f"; the runs' own wall times sum to {run_seconds:.0f} s."
     lines += [timing, ""]
     if paper.get("scale"):

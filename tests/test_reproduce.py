@@ -53,7 +53,14 @@ def test_quick_reproduction_reports_every_claim_and_resumes(tmp_path, one_thread
     assert "11 already complete, 1 to run" in capsys.readouterr().out.replace("\n", " ")
     assert redo.exists()
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert "1 runs run now, 11 already complete" in (out / "REPORT.md").read_text()
+    resumed = (out / "REPORT.md").read_text()
+    assert "1 runs run now, 11 already complete" in resumed
+
+    # --report_only runs nothing, says so, and gives the same table from the same runs
+    assert main([*args, "--report_only"]) == 0
+    rebuilt = (out / "REPORT.md").read_text()
+    assert "no run in this invocation" in rebuilt and "this invocation" not in rebuilt.replace("in this invocation", "")
+    assert claim_rows(rebuilt) == claim_rows(resumed)
 
 
 def _run(defense, seed, curve, label_mode="soft", gamma=0.2):
