@@ -257,11 +257,17 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
 
 
 def load_grid(path: str | Path, output_dir: str | None = None) -> Grid:
-    from .claims_spec import pop_claims_spec, read_yaml_mapping
+    from .claims_spec import read_yaml_mapping
 
     path = Path(path)
-    spec = read_yaml_mapping(path, "grid file")
-    claims = pop_claims_spec(spec, path)  # a grid file may carry a paper's claims next to its runs
+    return grid_from_spec(read_yaml_mapping(path, "grid file"), path, output_dir)
+
+
+def grid_from_spec(spec: dict[str, Any], path: Path, output_dir: str | None = None) -> Grid:
+    """A parsed grid file -> Grid; its claims sections (a paper's claims may sit next to its runs) are taken out."""
+    from .claims_spec import pop_claims_spec
+
+    claims = pop_claims_spec(spec, path)
     name = str(spec.get("name") or path.stem)
     out = output_dir or spec.get("output_dir") or f"runs/{name}"
     return Grid(name=name, output_dir=str(out), runs=expand(spec, name=name, output_dir=str(out)), source=path,

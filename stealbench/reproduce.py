@@ -52,11 +52,11 @@ class Reproduction:
 
 def load(path: Path, output_dir: str | None, default_output: str) -> Reproduction:
     from .claims_spec import read_yaml_mapping
-    from .grid import load_grid
+    from .grid import grid_from_spec
 
     spec = read_yaml_mapping(path, "reproduction file")
     out = Path(output_dir or spec.get("output_dir") or default_output)
-    grid = load_grid(path, str(out / "runs"))
+    grid = grid_from_spec(spec, path, str(out / "runs"))
     if grid.claims is None or not grid.claims.claims:
         raise ConfigError(f"reproduction file {str(path)!r} has no `claims:` section; "
                           "for runs alone use `stealbench grid`")

@@ -592,7 +592,7 @@ def check_reproduction(target: str) -> None:
 
     Static: parses the file and its quick version, checks the names it uses; runs nothing."""
     from .claims import FIELDS
-    from .claims_spec import reproduction_file
+    from .claims_spec import is_yaml_path, reproduction_file
     from .errors import ConfigError
     from .grid import check_keys, load_grid
     from .plugins import get_catalog
@@ -602,7 +602,7 @@ def check_reproduction(target: str) -> None:
         paths = [reproduction_file(target)]
     except ConfigError as exc:
         raise ConformanceError(who, [("reproduction-file", str(exc))]) from exc
-    if not target.endswith((".yaml", ".yml")):
+    if not is_yaml_path(target):
         quick = paths[0].with_name(f"{paths[0].stem}_quick{paths[0].suffix}")
         paths += [quick] if quick.is_file() else []
         who += f" (registered by plugin {get_catalog().reproductions.source(target)})"
