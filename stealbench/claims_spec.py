@@ -112,6 +112,8 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
         spec = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"{what} {str(path)!r} does not exist") from exc
+    except OSError as exc:  # a folder, no permission, ...
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {yaml_message(exc)}") from exc
     if not isinstance(spec, dict):

@@ -156,7 +156,6 @@ def grid_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from .grid import check_keys, dry_run_lines, load_grid, run_grid
 
-    _check_yaml_file(args.file)
     grid = load_grid(args.file, args.output_dir)
     check_folder("output_dir", grid.output_dir)
     if args.sweep_file:
@@ -189,20 +188,6 @@ def grid_command(argv: list[str]) -> int:
         print(f"this grid carries {len(grid.claims.claims)} claims; check them against its runs with:\n"
               f"  stealbench leaderboard {grid.output_dir} --claims {args.file}")
     return 0 if report.ok else 1
-
-
-def _check_yaml_file(path: str) -> None:
-    """A grid file that does not parse fails in one line (PyYAML's message spans a screen)."""
-    import yaml
-
-    from .arguments import yaml_message
-
-    try:
-        yaml.safe_load(open(path))
-    except OSError:
-        return  # load_grid says what is wrong with the path
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"grid file {path!r} is not valid YAML ({yaml_message(exc)})") from None
 
 
 def check_run_options(runs: list) -> None:

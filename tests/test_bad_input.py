@@ -183,6 +183,7 @@ def write_grid(tmp_path: Path, spec: dict | None = None, text: str | None = None
 GRID_CASES = [
     ("missing-file", ["no_such_grid.yaml"], ["no_such_grid.yaml"]),
     ("not-yaml", ["{text}"], ["not valid YAML"]),
+    ("file-is-a-folder", ["{folder}"], ["cannot be read", "directory"]),
     ("limit-negative", ["{grid}", "--limit", "-1"], ["--limit", ">= 1", "-1"]),
     ("limit-zero", ["{grid}", "--limit", "0"], ["--limit", ">= 1"]),
     ("limit-not-a-number", ["{grid}", "--limit", "abc"], ["--limit", "integer", "'abc'"]),
