@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "grid":
             return grid_command(rest)
         if command == "leaderboard":
-            from .leaderboard import leaderboard_command
+            from .analysis.leaderboard import leaderboard_command
 
             return leaderboard_command(rest)
         if command == "reproduce":

@@ -76,7 +76,7 @@ class Grid:
     runs: list[GridRun]
     source: Path | None = None
     description: str = ""
-    claims: Any = None  # stealbench.claims_spec.ClaimsSpec when the file carries `claims:` (checked by leaderboard)
+    claims: Any = None  # stealbench.analysis.claims_spec.ClaimsSpec when the file carries `claims:` (checked by leaderboard)
 
     def by_name(self, name: str) -> GridRun:
         for run in self.runs:
@@ -257,7 +257,7 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
 
 
 def load_grid(path: str | Path, output_dir: str | None = None) -> Grid:
-    from .claims_spec import read_yaml_mapping
+    from .analysis.claims_spec import read_yaml_mapping
 
     path = Path(path)
     return grid_from_spec(read_yaml_mapping(path, "grid file"), path, output_dir)
@@ -265,7 +265,7 @@ def load_grid(path: str | Path, output_dir: str | None = None) -> Grid:
 
 def grid_from_spec(spec: dict[str, Any], path: Path, output_dir: str | None = None) -> Grid:
     """A parsed grid file -> Grid; its claims sections (a paper's claims may sit next to its runs) are taken out."""
-    from .claims_spec import pop_claims_spec
+    from .analysis.claims_spec import pop_claims_spec
 
     claims = pop_claims_spec(spec, path)
     name = str(spec.get("name") or path.stem)

@@ -1,7 +1,7 @@
 """`stealbench reproduce PAPER`: a paper's experiments as one resumable grid, its claims checked, REPORT.md written.
 
 A reproduction is a grid file (stealbench.grid) with `paper:`, `utility:` and `claims:` sections
-(stealbench.claims_spec), registered under a name by a plugin (`register_reproductions`; the built-in lee2018
+(stealbench.analysis.claims_spec), registered under a name by a plugin (`register_reproductions`; the built-in lee2018
 lives in stealbench/reproductions/) or given as a path. `--quick` runs `<stem>_quick.yaml` beside it.
 
 The runs go to <output_dir>/runs through the grid runner, so a rerun skips finished runs; the report is rebuilt
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import ArgumentParser
-from .claims import Claim
-from .claims_spec import ClaimsSpec, SweepSpec, is_yaml_path, reproduction_file
+from .analysis.claims import Claim
+from .analysis.claims_spec import ClaimsSpec, SweepSpec, is_yaml_path, reproduction_file
 from .errors import ConfigError
 
 
@@ -51,7 +51,7 @@ class Reproduction:
 
 
 def load(path: Path, output_dir: str | None, default_output: str) -> Reproduction:
-    from .claims_spec import read_yaml_mapping
+    from .analysis.claims_spec import read_yaml_mapping
     from .grid import grid_from_spec
 
     spec = read_yaml_mapping(path, "reproduction file")
@@ -96,7 +96,7 @@ def reproduce_command(argv: list[str]) -> int:
             print("interrupted; run the same command again to resume")
             return 130
         status = 0 if report.ok else 1
-    from .report import write_report
+    from .analysis.report import write_report
 
     path_md = write_report(rep, invocation_seconds=time.perf_counter() - started, grid_report=report,
                            command=_command(args))

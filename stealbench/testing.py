@@ -591,8 +591,8 @@ def check_reproduction(target: str) -> None:
     """Check a registered reproduction (or a reproduction YAML file) against :data:`REPRODUCTION_RULES`.
 
     Static: parses the file and its quick version, checks the names it uses; runs nothing."""
-    from .claims import FIELDS
-    from .claims_spec import is_yaml_path, reproduction_file
+    from .analysis.claims import FIELDS
+    from .analysis.claims_spec import is_yaml_path, reproduction_file
     from .errors import ConfigError
     from .grid import check_keys, load_grid
     from .plugins import get_catalog

@@ -2,7 +2,8 @@
 
 import pytest
 
-from stealbench.claims import Record, Value, evaluate, parse_claims
+from stealbench.analysis.claims import Record, Value, parse_claims
+from stealbench.analysis.verdicts import evaluate
 from stealbench.errors import ConfigError
 
 

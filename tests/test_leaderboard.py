@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 
 from stealbench.cli import main
-from stealbench.leaderboard import (
-    MalformedRun,
-    build,
-    find_run_folders,
-    queries_to_reach,
-    query_multiplier,
-    run_from_wandb,
-    validate_results,
-    value_at,
-)
+from stealbench.analysis.curves import queries_to_reach, query_multiplier, value_at
+from stealbench.analysis.leaderboard import build
+from stealbench.analysis.runs import MalformedRun, find_run_folders, run_from_wandb, validate_results
 
 
 def write_run(root: Path, *, defense: str = "none", attack: str = "jbda", seed: int = 0, budget: int = 400,

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from stealbench.claims import FIELDS, METRICS, Value
+from stealbench.analysis.claims import FIELDS, METRICS, Value
 from stealbench.cli import main
-from stealbench.leaderboard import Run
-from stealbench.records import run_records
+from stealbench.analysis.runs import Run
+from stealbench.analysis.records import run_records
 
 VERDICTS = ("reproduced", "partly", "not reproduced")
 

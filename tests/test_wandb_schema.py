@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stealbench.leaderboard import IDENTITY_KEYS
+from stealbench.analysis.runs import IDENTITY_KEYS
 from stealbench.results import CURVE_KEYS, METRIC_KEYS
 
 

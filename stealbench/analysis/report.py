@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 from pathlib import Path
-from typing import Any
 
-from .claims import ClaimResult, Record, evaluate, goal_text, status_of
+from ..results import RESULTS_FILE
+from .claims import ClaimResult, Record
 from .claims_spec import SweepSpec
-from .leaderboard import load_folders, plot_curves, plot_utility, write_csv, write_markdown
+from .plots import plot_curves, plot_kl, plot_utility
 from .records import run_records, utility_records
-from .results import RESULTS_FILE
+from .rows import build_rows
+from .runs import load_folders
+from .tables import write_csv, write_markdown
+from .verdicts import evaluate, goal_text, status_of
 
 VERDICT_MARK = {"reproduced": "✅ reproduced", "partly": "🟡 partly", "not reproduced": "❌ not reproduced",
                 "not checked": "⚪ not checked"}
@@ -28,7 +30,6 @@ def claim_records(runs: list, utility: SweepSpec | None) -> tuple[list[Record], 
 
     The utility sweep reloads each seed's victim from its run folder, so it needs folder runs (not W&B ones).
     """
-    from .leaderboard import build_rows
     from .utility_sweep import sweep_victim, victims_of
 
     records, problems = run_records(runs) if runs else ([], [])
@@ -180,44 +181,4 @@ def _run_seconds(rep) -> float:
     return total
 
 
-def plot_kl(rows: list[dict[str, Any]], rep, path: Path) -> Path:
-    """Both KL directions (nats per query, benign evaluation set) against gamma, a line per beta, seed means;
-    the paper's figure as a horizontal line when the reproduction file names it (paper.kl_nats)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    params = list(rep.utility.params)
-    x_key = "gamma" if "gamma" in params else params[-1]
-    line_key = next((p for p in params if p != x_key), None)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = (("kl_nats", "KL(y‖y') nats/query"), ("kl_nats_rev", "KL(y'‖y) nats/query"),
-              ("acc_change", "defended − clean accuracy"))
-    for ax, (metric, title) in zip(axes, panels):
-        groups: dict[Any, dict[Any, list[float]]] = {}
-        for row in rows:
-            groups.setdefault(row.get(line_key), {}).setdefault(row[x_key], []).append(row[metric])
-        for line, points in sorted(groups.items(), key=lambda kv: str(kv[0])):
-            xs = sorted(points)
-            ax.plot(xs, [statistics.fmean(points[x]) for x in xs], marker="o",
-                    label=f"{line_key}={line}" if line_key else None)
-        target = (rep.paper.get("kl_nats") if metric.startswith("kl") else None)
-        if isinstance(target, (int, float)):
-            ax.axhline(target, color="grey", linestyle=":", label=f"paper: {target} nats")
-        ax.set_xscale("log")
-        ticks = sorted({row[x_key] for row in rows})
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # the swept values, not 2×10⁻¹ style log ticks
-        ax.minorticks_off()
-        ax.set_xlabel(x_key)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{rep.utility.defense} on the evaluation set: cost to benign users (mean over victims)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["build_records", "plot_kl", "render", "write_report"]
+__all__ = ["build_records", "check_claims", "claim_records", "render", "write_report"]

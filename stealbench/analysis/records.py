@@ -1,9 +1,9 @@
-"""Measured records for claims (stealbench.claims): paired grid runs read at every checkpoint, and utility sweeps.
+"""Measured records for claims (stealbench.analysis.claims): paired grid runs read at every checkpoint, and utility sweeps.
 
-Runs: the leaderboard's rows give the labels, grouping and pairing (stealbench.leaderboard); each seed's
+Runs: the leaderboard's rows give the labels, grouping and pairing (stealbench.analysis.rows); each seed's
 largest-budget run gives the curve. Every checkpoint q of the undefended curve becomes a record at budget q:
 surrogate accuracy, the paired accuracy drop (undefended minus defended, same seed, at q) and the query
-multiplier at q (the leaderboard's `query_multiplier`, reading both curves alike). This is what runs at budget q
+multiplier at q (`curves.query_multiplier`, reading both curves alike). This is what runs at budget q
 would measure, because the built-in attacks train from scratch at every checkpoint on a prefix of the same
 queries (JBDA with reinit_each_round, natural samples with retrain_from_scratch), each training call drawing the
 same seed whatever the budget; a warm-started attack would need one run per budget instead.
@@ -17,9 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..results import RESULTS_FILE
 from .claims import Record, Value
-from .leaderboard import BASELINE, Multiplier, Run, build_rows, query_multiplier, value_at
-from .results import RESULTS_FILE
+from .curves import Multiplier, query_multiplier, value_at
+from .rows import build_rows
+from .runs import BASELINE, Run
 
 _RUN_METRICS = {"victim_acc": "victim/acc", "victim_acc_defended": "victim/acc_defended",
                 "top1_changed": "defense/top1_changed", "kl_nats": "defense/kl_nats",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .claims import Claim, parse_claims
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SECTIONS = ("paper", "utility", "claims")
 
@@ -85,7 +85,7 @@ def reproduction_file(name: str, quick: bool = False) -> Path:
         if not path.is_file():
             raise ConfigError(f"reproduction file {name!r} does not exist")
         return path
-    from .plugins import get_catalog
+    from ..plugins import get_catalog
 
     registry = get_catalog().reproductions
     if name not in registry:
@@ -106,7 +106,7 @@ def reproduction_file(name: str, quick: bool = False) -> Path:
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     import yaml
 
-    from .arguments import yaml_message
+    from ..arguments import yaml_message
 
     try:
         spec = yaml.safe_load(path.read_text())
@@ -126,7 +126,7 @@ def load_claims_spec(name: str) -> ClaimsSpec:
     path = reproduction_file(name)
     found = pop_claims_spec(read_yaml_mapping(path, "claims file"), path)
     if found is None or not found.claims:
-        raise ConfigError(f"{str(path)!r} has no `claims:` section to check (see stealbench/claims.py for the form)")
+        raise ConfigError(f"{str(path)!r} has no `claims:` section to check (see stealbench/analysis/claims.py for the form)")
     return found
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from .claims_spec import SweepSpec
-from .errors import ConfigError
-from .metrics import DefenseStats
-from .results import RESULTS_FILE
+from ..errors import ConfigError
+from ..metrics import DefenseStats
+from ..results import RESULTS_FILE
 
 
 def victims_of(run_folders: list[Path]) -> list[tuple[int, dict]]:
@@ -42,8 +42,8 @@ def victims_of(run_folders: list[Path]) -> list[tuple[int, dict]]:
 
 def _load_victim(payload: dict, catalog):
     """(victim net, data set) of a finished run, from its recorded config and the victim cache."""
-    from .models.factory import build_net
-    from .victim import load_state
+    from ..models.factory import build_net
+    from ..victim import load_state
 
     identity, config = payload["identity"], payload.get("config") or {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
@@ -62,7 +62,7 @@ def _load_victim(payload: dict, catalog):
 def sweep_victim(payload: dict, spec: SweepSpec, catalog=None) -> list[dict[str, Any]]:
     """Per setting of `spec`: victim and defended accuracy, top-1 changes (all inputs, and inputs whose top
     probability exceeds 1/2), both KL directions and L1, on the run's evaluation split."""
-    from .plugins import get_catalog
+    from ..plugins import get_catalog
 
     catalog = catalog or get_catalog()
     net, data = _load_victim(payload, catalog)
