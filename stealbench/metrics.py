@@ -30,10 +30,11 @@ def safe_log(probs: Tensor) -> Tensor:
 
 
 def kl_from_logs(p: Tensor, log_p: Tensor, log_q: Tensor) -> Tensor:
-    """Row-wise KL(p || q) = sum p (log p - log q) in nats, float64; terms with p = 0 are 0."""
+    """Row-wise KL(p || q) = sum p (log p - log q) in nats, float64; terms with p = 0 are 0. Clamped at 0: KL is
+    never negative, and an identical answer (no defense) must read 0, not rounding noise like -1.7e-9."""
     p = p.double()
     terms = p * (log_p.double() - log_q.double())
-    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(-1)
+    return torch.where(p > 0, terms, torch.zeros_like(terms)).sum(-1).clamp_min(0.0)
 
 
 def kl_nats(p: Tensor, q: Tensor) -> Tensor:

@@ -632,12 +632,12 @@ def check_reproduction(target: str) -> None:
                 failures.append(("reproduction-keys", f"{path.name}: utility defense {sweep.defense!r}: "
                                                       f"{type(exc).__name__}: {exc}"))
         for claim in grid.claims.claims:
-            for i, chk in enumerate(claim.checks):
-                unknown = sorted(set(chk.select) - fields[chk.source])
+            for i, part in enumerate(claim.parts):
+                unknown = sorted((set(part.primary) | set(part.secondary or {})) - fields[part.source])
                 if unknown:
-                    failures.append(("reproduction-select", f"{path.name}: claim {claim.id!r} check {i} selects on "
-                                     f"{unknown}, which {chk.source} records lack (they have "
-                                     f"{', '.join(sorted(fields[chk.source]))})"))
+                    failures.append(("reproduction-select", f"{path.name}: claim {claim.id!r} part {i} selects on "
+                                     f"{unknown}, which {part.source} records lack (they have "
+                                     f"{', '.join(sorted(fields[part.source]))})"))
     if failures:
         raise ConformanceError(who, _dedupe(failures))
 

@@ -1,9 +1,17 @@
-"""Declarative claims: parsing errors, comparisons, bounds, verdicts (no runs needed)."""
+"""Claims decided at one primary setting by inference over seeds: parsing, intervals, Holm, TOST, bounds, verdicts.
 
+Every computed figure is checked against scipy.stats directly or a value worked out by hand (no runs needed)."""
+
+import math
+
+import numpy as np
 import pytest
+from scipy import stats as st
 
+from stealbench.analysis import stats
 from stealbench.analysis.claims import Record, Value, parse_claims
-from stealbench.analysis.verdicts import evaluate
+from stealbench.analysis.curves import Multiplier
+from stealbench.analysis.verdicts import combine, evaluate
 from stealbench.errors import ConfigError
 
 
@@ -12,94 +20,175 @@ def rec(gamma, budget, **metrics):
                            "budget": budget}, metrics, f"g{gamma}@{budget}")
 
 
-def claim(*checks, combine="all"):
-    return parse_claims([{"id": "c", "text": "t", "paper": "p", "checks": list(checks), "combine": combine}])
+def claim(*parts):
+    return parse_claims([{"id": "c", "text": "t", "paper": "p", "parts": list(parts)}])
+
+
+def part(**kw):
+    return {"metric": "acc_drop", "primary": {"gamma": 0.2}, **kw}
 
 
 def verdict(claims, records):
     return evaluate(claims, records)[0]
 
 
-def test_parse_errors_name_the_claim_and_key():
-    with pytest.raises(ConfigError, match="compare 'bigger'"):
-        claim({"metric": "acc_drop", "compare": "bigger", "threshold": 0.2})
-    with pytest.raises(ConfigError, match="unknown keys \\['treshold'\\]"):
-        claim({"metric": "acc_drop", "compare": ">=", "treshold": 0.2})
-    with pytest.raises(ConfigError, match="needs `target:`"):
-        claim({"metric": "acc_drop", "compare": "near", "threshold": 0.3})
-    with pytest.raises(ConfigError, match="threshold must be a finite number"):
-        claim({"metric": "acc_drop", "compare": ">="})
-    with pytest.raises(ConfigError, match="appears twice"):
-        parse_claims([{"id": "a", "checks": [{"metric": "acc_drop", "compare": ">=", "threshold": 1}]}] * 2)
+# ------------------------------------------------------------------------------------------- statistics vs scipy
+
+def test_t_interval_matches_scipy_and_a_hand_computation():
+    x = [0.21, 0.25, 0.19, 0.30, 0.24]
+    iv = stats.t_interval(x)
+    lo, hi = st.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=st.sem(x))
+    assert (iv.lo, iv.hi) == (pytest.approx(lo), pytest.approx(hi))
+    # by hand: mean 0.238, squared deviations sum to 0.00708, sd = sqrt(0.00708 / 4) = 0.0420714, t(0.975, 4) = 2.776445
+    half = 2.776445 * 0.0420714 / math.sqrt(5)
+    assert iv.lo == pytest.approx(0.238 - half, abs=1e-5) and iv.hi == pytest.approx(0.238 + half, abs=1e-5)
+    assert stats.t_interval([0.5]).lo == -math.inf  # one seed: no interval
 
 
-def test_any_takes_the_best_all_the_worst():
-    records = [rec(0.1, 100, acc_drop=Value(0.05)), rec(0.5, 100, acc_drop=Value(0.30))]
-    best = verdict(claim({"metric": "acc_drop", "compare": ">=", "threshold": 0.2}), records)
-    assert best.verdict == "reproduced" and best.checks[0].deciding.fields["gamma"] == 0.5
-    worst = verdict(claim({"metric": "acc_drop", "compare": ">=", "threshold": 0.2, "over": "all"}), records)
-    assert worst.verdict == "partly" and worst.checks[0].deciding.fields["gamma"] == 0.1  # 1 of 2 meets it
-    none = verdict(claim({"metric": "acc_drop", "compare": ">=", "threshold": 0.5, "partly": 0.25}), records)
-    assert none.verdict == "partly" and none.checks[0].status == "partly"
-    assert verdict(claim({"metric": "acc_drop", "compare": ">=", "threshold": 0.5}), records).verdict == \
-        "not reproduced"
+def test_one_sided_p_and_tost_match_scipy():
+    x = [0.21, 0.25, 0.19, 0.30, 0.24]
+    assert stats.p_greater(x, 0.2) == pytest.approx(st.ttest_1samp(x, 0.2, alternative="greater").pvalue)
+    assert stats.p_less(x, 0.2) == pytest.approx(st.ttest_1samp(x, 0.2, alternative="less").pvalue)
+    # TOST: the larger of the two one-sided p-values at the margin's ends
+    d = [0.004, -0.003, 0.001, 0.002, -0.001]
+    lower = st.ttest_1samp(d, -0.01, alternative="greater").pvalue
+    upper = st.ttest_1samp(d, 0.01, alternative="less").pvalue
+    assert stats.tost_p(d, 0.0, 0.01) == pytest.approx(max(lower, upper))
 
 
-def test_select_by_value_list_and_comparison():
-    records = [rec(0.1, 100, surrogate_acc=Value(1.0)), rec(0.5, 400, surrogate_acc=Value(9.0))]
-    check = {"metric": "surrogate_acc", "compare": ">=", "threshold": 5}
-    res = verdict(claim({**check, "select": {"budget": {"<=": 200}}}), records)
-    assert res.verdict == "not reproduced" and res.checks[0].selected == 1
-    res = verdict(claim({**check, "select": {"gamma": [0.2, 0.5]}}), records)
-    assert res.verdict == "reproduced"
+def test_holm_adjustment_by_hand():
+    # sorted p 0.01, 0.02, 0.04 -> 3*0.01 = 0.03, max(0.03, 2*0.02) = 0.04, max(0.04, 1*0.04) = 0.04
+    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1 and monotone
 
 
-def test_a_check_that_selects_nothing_is_not_checked_and_says_which_field_matched_nothing():
-    records = [rec(0.1, 100, surrogate_acc=Value(1.0)), rec(0.5, 400, surrogate_acc=Value(9.0))]
-    check = {"metric": "surrogate_acc", "compare": ">=", "threshold": 5}
-    res = verdict(claim({**check, "select": {"attack": "random"}}), records)
-    # no data is no verdict either way: a partial grid must not read as a failed reproduction
-    assert res.verdict == "not checked" and res.checks[0].status == "no data"
-    assert "no runs record with attack random; values measured: jbda" in res.checks[0].describe()
-    res = verdict(claim({**check, "select": {"gama": 0.1}}), records)
-    assert "no runs record has a field 'gama'; fields: attack, budget, defense, gamma" in res.checks[0].describe()
-    res = verdict(claim({**check, "select": {"gamma": 0.2}}), [])
-    assert "no runs records measured yet" in res.checks[0].describe()
-    # one check with data decides: a fail beside a no-data check is still "not reproduced"
-    both = claim({**check, "select": {"budget": 100}}, {**check, "select": {"attack": "random"}})
-    assert verdict(both, records).verdict == "not reproduced"
+def test_multipliers_are_geometric_means_with_log_intervals():
+    v = Value([2.0, 8.0], [2.0, 8.0], "×")
+    assert v.mean == pytest.approx(4.0)  # not the arithmetic 5
+    logs = [math.log(2), math.log(8)]
+    lo, hi = st.t.interval(0.95, 1, loc=np.mean(logs), scale=st.sem(logs))
+    assert (v.interval().lo, v.interval().hi) == (pytest.approx(math.exp(lo)), pytest.approx(math.exp(hi)))
 
 
-def test_a_misspelt_metric_is_refused_when_the_claims_are_read():
+def test_mixed_bounds_give_no_bound_and_brackets_are_reported_as_brackets():
+    assert Multiplier([(0, 2.0, math.inf), (1, 0.0, 0.5)]).summary() == (None, None, "none")
+    assert Value([2.0, 0.0], [math.inf, 0.5], "×").bound == "none"
+    assert Value([2.0, 0.0], [math.inf, 0.5], "×").interval().lo == 0.0
+    m = Multiplier([(0, 2.0, 4.0), (1, 2.0, 4.0)])
+    assert m.summary() == (pytest.approx(2.0), pytest.approx(4.0), "[]") and m.fmt() == "[2.00, 4.00]×"
+    assert Multiplier([(0, 4.0, 4.0), (1, 16.0, math.inf)]).summary()[2] == ">="
+    assert "crossing between checkpoints" in Value([2.0, 2.0], [4.0, 4.0], "×").fmt()
+
+
+# ------------------------------------------------------------------------------------------------------ parsing
+
+def test_parse_errors_are_one_line_and_name_the_claim_and_key():
+    with pytest.raises(ConfigError, match="unknown keys \\['atleast'\\]"):
+        claim(part(atleast=0.2))
+    with pytest.raises(ConfigError, match="needs `primary:`"):
+        claim({"metric": "acc_drop", "at_least": 0.2})
+    with pytest.raises(ConfigError, match="margin must be > 0"):
+        claim(part(equivalent={"to": 0.0, "margin": 0}))
+    with pytest.raises(ConfigError, match="exactly one of at_least, at_most, equivalent"):
+        claim(part(at_least=0.1, at_most=0.3))
+    with pytest.raises(ConfigError, match="`over:` is no longer supported"):
+        claim(part(at_least=0.2, over="any"))
+    with pytest.raises(ConfigError, match="`checks:` is the old form"):
+        parse_claims([{"id": "a", "checks": []}])
     with pytest.raises(ConfigError, match="runs records have no metric 'acc_dorp'. Did you mean 'acc_drop'"):
-        claim({"metric": "acc_dorp", "compare": ">=", "threshold": 0.2})
-    with pytest.raises(ConfigError, match="utility records have no metric 'acc_drop'"):
-        claim({"source": "utility", "metric": "acc_drop", "compare": ">=", "threshold": 0.2})
+        claim({**part(at_least=0.2), "metric": "acc_dorp"})
+    with pytest.raises(ConfigError, match="appears twice"):
+        parse_claims([{"id": "a", "parts": [part(at_least=1)]}] * 2)
 
 
-def test_lower_bound_below_threshold_is_inconclusive_not_failed():
-    records = [rec(0.2, 100, query_multiplier=Value(8.0, None, 3, ">", "×"))]
-    res = verdict(claim({"metric": "query_multiplier", "compare": ">=", "threshold": 64}), records)
-    assert res.checks[0].status == "inconclusive" and res.verdict == "partly"
-    assert "> 8.00×" in res.why
-    records = [rec(0.2, 100, query_multiplier=Value(80.0, None, 3, ">", "×"))]
-    assert verdict(claim({"metric": "query_multiplier", "compare": ">=", "threshold": 64}), records).verdict == \
-        "reproduced"
+# ----------------------------------------------------------------------------------------------------- verdicts
+
+def test_only_the_primary_setting_decides():
+    """One of several settings passes, the primary fails: not reproduced (the old `over: any` said reproduced)."""
+    records = [rec(0.1, 100, acc_drop=Value([0.05, 0.06, 0.04])), rec(0.2, 100, acc_drop=Value([0.05, 0.04, 0.06])),
+               rec(0.5, 100, acc_drop=Value([0.40, 0.41, 0.39]))]
+    res = verdict(claim(part(at_least=0.2, secondary={"defense": "deceptive"})), records)
+    assert res.verdict == "not reproduced"
+    assert [b.record.get("gamma") for b in res.parts[0].secondary] == [0.1, 0.5]
+    assert res.parts[0].secondary[1].verdict == "reproduced"  # reported, never deciding
 
 
-def test_within_noise_uses_the_paired_standard_error():
-    quiet = [rec(0.2, 100, acc_drop=Value(0.03, 0.01, 3))]  # 2 s.e. = 0.0115: 0.03 is a real change
-    noisy = [rec(0.2, 100, acc_drop=Value(0.03, 0.05, 3))]  # 2 s.e. = 0.058: within noise
-    check = {"metric": "acc_drop", "compare": "within_noise", "threshold": 0.01}
-    assert verdict(claim(check), quiet).verdict == "not reproduced"
-    assert verdict(claim(check), noisy).verdict == "reproduced"
+def test_a_primary_naming_several_settings_is_refused():
+    records = [rec(0.1, 100, acc_drop=Value([0.3, 0.3])), rec(0.2, 100, acc_drop=Value([0.3, 0.3]))]
+    with pytest.raises(ConfigError, match="selects 2 settings"):
+        evaluate(claim({**part(at_least=0.2), "primary": {"defense": "deceptive"}}), records)
 
 
-def test_near_and_combine_any():
-    records = [Record("utility", {"beta": 1, "gamma": g}, {"kl_nats": Value(k), "kl_nats_rev": Value(30.0)}, f"g{g}")
-               for g, k in ((0.1, 1.2), (0.5, 3.1))]
-    checks = ({"source": "utility", "metric": "kl_nats", "compare": "near", "target": 3.27, "threshold": 0.33},
-              {"source": "utility", "metric": "kl_nats_rev", "compare": "near", "target": 3.27, "threshold": 0.33})
-    res = verdict(claim(*checks), records)
-    assert res.verdict == "partly" and res.checks[0].deciding.fields["gamma"] == 0.5
-    assert verdict(claim(*checks, combine="any"), records).verdict == "reproduced"
+def test_interval_inside_outside_straddling():
+    holds = [rec(0.2, 100, acc_drop=Value([0.30, 0.32, 0.31, 0.29, 0.33]))]
+    assert verdict(claim(part(at_least=0.2)), holds).verdict == "reproduced"
+    fails = [rec(0.2, 100, acc_drop=Value([0.10, 0.12, 0.11, 0.09, 0.13]))]
+    assert verdict(claim(part(at_least=0.2)), fails).verdict == "not reproduced"
+    straddles = [rec(0.2, 100, acc_drop=Value([0.10, 0.30, 0.15, 0.35, 0.20]))]
+    assert verdict(claim(part(at_least=0.2)), straddles).verdict == "inconclusive"
+
+
+def test_every_budget_uses_holm_and_fails_on_one_budget():
+    # each budget alone: p = 0.02 < 0.025, but Holm over two budgets needs the smaller below 0.0125
+    x = [0.25, 0.27, 0.23, 0.30, 0.21]
+    p = st.ttest_1samp(x, 0.2, alternative="greater").pvalue
+    assert 0.0125 < p < 0.025
+    records = [rec(0.2, 100, acc_drop=Value(x)), rec(0.2, 200, acc_drop=Value(x))]
+    res = verdict(claim(part(at_least=0.2)), records)
+    assert [b.p_holds for b in res.parts[0].budgets] == pytest.approx([2 * p, 2 * p])
+    assert res.verdict == "inconclusive"
+    assert verdict(claim(part(at_least=0.2)), records[:1]).verdict == "reproduced"
+    records.append(rec(0.2, 400, acc_drop=Value([0.0, 0.01, 0.02, 0.01, 0.0])))
+    assert verdict(claim(part(at_least=0.2)), records).verdict == "not reproduced"
+
+
+def test_a_noisier_equivalence_does_not_pass_more_easily():
+    x = [0.004, -0.003, 0.001, 0.002, -0.001]
+    spread = [0.0006 + 10 * (v - 0.0006) for v in x]  # same mean, ten times the standard deviation
+    tight, noisy = [rec(0.2, 100, acc_drop=Value(x))], [rec(0.2, 100, acc_drop=Value(spread))]
+    assert stats.mean(x) == pytest.approx(stats.mean(spread)) == pytest.approx(0.0006)
+    eq = part(equivalent={"to": 0.0, "margin": 0.01})
+    assert verdict(claim(eq), tight).verdict == "reproduced"
+    # the margin stays 0.01 (the old within_noise widened it to 2 s.e.): the noisier data cannot pass
+    assert verdict(claim(eq), noisy).verdict == "inconclusive"
+
+
+def test_a_lower_bound_at_the_ceiling_is_not_testable():
+    # 6,400 / 100 = 64: every seed "> 64x" cannot tell 64 from infinity
+    mult = Value([64.0, 64.0, 64.0], [math.inf] * 3, "×", ceiling=64.0)
+    records = [rec(0.2, 100, query_multiplier=mult)]
+    res = verdict(claim({**part(at_least=64), "metric": "query_multiplier"}), records)
+    assert res.verdict == "not testable" and "ceiling" in res.why
+    # below the ceiling the same lower bounds do show the claim
+    assert verdict(claim({**part(at_least=16), "metric": "query_multiplier"}), records).verdict == "reproduced"
+    # the error multiplier cannot exceed 1 / (1 - a0): 85x against a0 = 0.85 (ceiling 6.7x) is not testable
+    err = Value([3.0, 3.5], [3.0, 3.5], "×", ceiling=1 / 0.15)
+    res = verdict(claim({**part(at_least=85), "metric": "error_multiplier"}), [rec(0.2, 100, error_multiplier=err)])
+    assert res.verdict == "not testable"
+
+
+def test_up_to_is_the_largest_budget_with_its_interval():
+    records = [rec(0.2, 100, query_multiplier=Value([2.0, 2.0, 2.2], [4.0, 4.0, 4.4], "×", 64.0)),
+               rec(0.2, 200, query_multiplier=Value([8.0, 9.0, 8.5], [16.0, 18.0, 17.0], "×", 32.0))]
+    up_to = {**part(at_least=6), "metric": "query_multiplier", "budgets": "max"}
+    res = verdict(claim(up_to), records)
+    assert res.verdict == "reproduced" and res.parts[0].deciding.record.get("budget") == 200
+    # a bracket that straddles the claimed value is inconclusive
+    assert verdict(claim({**up_to, "at_least": 12}), records).verdict == "inconclusive"
+
+
+def test_parts_combine_into_partly_only_when_some_hold_and_some_fail():
+    assert combine(["reproduced", "not reproduced"]) == "partly"
+    assert combine(["reproduced", "inconclusive"]) == "inconclusive"
+    assert combine(["not reproduced", "inconclusive"]) == "not reproduced"
+    assert combine(["not testable", "not testable"]) == "not testable"
+    records = [rec(0.2, 100, acc_drop=Value([0.30, 0.32, 0.31]), surrogate_acc=Value([0.5, 0.52, 0.51]))]
+    res = verdict(claim(part(at_least=0.2), {**part(at_least=0.6), "metric": "surrogate_acc"}), records)
+    assert res.verdict == "partly"
+
+
+def test_a_part_that_selects_nothing_is_not_checked_and_says_which_field_matched_nothing():
+    records = [rec(0.2, 100, acc_drop=Value([0.3, 0.3]))]
+    res = verdict(claim({**part(at_least=0.2), "primary": {"attack": "random"}}), records)
+    assert res.verdict == "not checked"
+    assert "no runs record with attack random; values measured: jbda" in res.why

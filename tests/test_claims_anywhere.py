@@ -25,12 +25,13 @@ data: [digits]
 defenses: [none, {name: deceptive, label: rs, beta: 1.0, gamma: 0.2}]
 attacks: [{name: jbda, rounds: 2, epochs_per_round: 1}]
 budgets: [200]
+fixed: {date: 2026-12-03, commit: 58109f7}
 claims:
   - id: drop
     text: The defense lowers the stolen model's accuracy by 0.1
     paper: "0.1"
-    checks:
-      - {select: {attack: jbda, defense: deceptive, SELECT}, metric: acc_drop, compare: ">=", threshold: 0.1}
+    parts:
+      - {primary: {attack: jbda, defense: deceptive, SELECT}, metric: acc_drop, at_least: 0.1}
 """
 
 PLUGIN = '''
@@ -93,7 +94,7 @@ def test_the_static_check_names_a_misspelt_selection_field(toy_plugin):
         check_reproduction("toy2024")
     assert err.value.rules == ["reproduction-select"] * 2  # the file and its quick version
     message = str(err.value)
-    assert "toy2024.yaml: claim 'drop' check 0 selects on ['gama'], which runs records lack" in message
+    assert "toy2024.yaml: claim 'drop' part 0 selects on ['gama'], which runs records lack" in message
     assert "toy2024_quick.yaml" in message and "gamma" in message
 
 
@@ -112,7 +113,9 @@ def test_a_grid_file_with_claims_runs_as_a_grid_and_points_at_the_check(tmp_path
 
 def _toy_runs(root: Path) -> None:
     curves = {("none", 0): [(100, 0.6), (200, 0.8)], ("none", 1): [(100, 0.5), (200, 0.7)],
-              ("deceptive", 0): [(100, 0.4), (200, 0.6)], ("deceptive", 1): [(100, 0.45), (200, 0.62)]}
+              ("none", 2): [(100, 0.55), (200, 0.75)],
+              ("deceptive", 0): [(100, 0.4), (200, 0.6)], ("deceptive", 1): [(100, 0.31), (200, 0.49)],
+              ("deceptive", 2): [(100, 0.34), (200, 0.56)]}
     for (defense, seed), curve in curves.items():
         write_run(root, defense=defense, seed=seed, budget=200, curve=curve,
                   defense_args={"beta": 1.0, "gamma": 0.2} if defense != "none" else None)
@@ -128,9 +131,11 @@ def test_the_leaderboard_checks_the_claims_of_a_grid_file(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "claims: Toy paper" in printed and "reproduced" in printed
     claims_md = (out / "claims.md").read_text()
-    # paired by seed at 200: (0.8 - 0.6 + 0.7 - 0.62) / 2 = 0.14 >= 0.1; at 100: (0.2 + 0.05) / 2 = 0.125
+    # paired by seed: drops 0.2, 0.19, 0.21 at 100 and 0.2, 0.21, 0.19 at 200; mean 0.2, sd 0.01: the 95% t
+    # intervals lie above 0.1 at both budgets (Holm over the two), so the primary setting reproduces
     assert "| 1 | The defense lowers the stolen model's accuracy by 0.1 | 0.1 |" in claims_md
-    assert "✅ reproduced" in claims_md and "0.140" in claims_md and "2/2 settings meet >= 0.1" in claims_md
+    assert "✅ reproduced" in claims_md and "0.200 ± 0.010" in claims_md and "reproduced 2/2" in claims_md
+    assert "Claims fixed on 2026-12-03 at commit 58109f7" in claims_md
 
     # a selection nothing matches is "not checked", and the report says which field found nothing
     path.write_text(GRID.replace("SELECT", "gamma: 0.5"))

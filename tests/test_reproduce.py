@@ -1,6 +1,7 @@
 """`stealbench reproduce lee2018 --quick`: one report row per claim with numbers and a verdict; reruns resume."""
 
 import json
+import math
 import os
 import re
 
@@ -11,7 +12,7 @@ from stealbench.cli import main
 from stealbench.analysis.runs import Run
 from stealbench.analysis.records import run_records
 
-VERDICTS = ("reproduced", "partly", "not reproduced")
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not testable")
 
 
 def claim_rows(report: str) -> list[list[str]]:
@@ -90,11 +91,14 @@ def test_records_pair_by_seed_at_every_checkpoint():
     drop = soft[100].metrics["acc_drop"]
     assert drop.n == 2 and drop.mean == pytest.approx((0.2 + 0.0) / 2)  # paired: seed 0 0.5-0.3, seed 1 0.4-0.4
     assert soft[400].metrics["acc_drop_relative"].mean == pytest.approx((0.1 / 0.7 + 0.25 / 0.8) / 2)
-    # error-rate amplification, paired: seed 0 (1 - 0.6) / (1 - 0.7), seed 1 (1 - 0.55) / (1 - 0.8)
-    assert soft[400].metrics["error_multiplier"].mean == pytest.approx((0.4 / 0.3 + 0.45 / 0.2) / 2)
-    # multiplier at 200: seed 0 reaches 0.6 at 400 (2x), seed 1 never reaches 0.6 within 400 (> 2x)
+    # error-rate amplification, paired: seed 0 (1 - 0.6) / (1 - 0.7), seed 1 (1 - 0.55) / (1 - 0.8); a
+    # multiplier, so the geometric mean; its ceiling 1 / (1 - a0) is the larger of 1 / 0.3 and 1 / 0.2
+    err = soft[400].metrics["error_multiplier"]
+    assert err.mean == pytest.approx(math.sqrt(0.4 / 0.3 * 0.45 / 0.2)) and err.ceiling == pytest.approx(5.0)
+    # multiplier at 200: seed 0 reaches 0.6 between 200 and 400 ([1, 2]x), seed 1 never within 400 (> 2x)
     mult = soft[200].metrics["query_multiplier"]
-    assert mult.bound == ">=" and mult.mean == pytest.approx(2.0)
+    assert mult.values == [1.0, 2.0] and mult.highs == [2.0, math.inf]
+    assert mult.bound == ">=" and mult.mean == pytest.approx(math.sqrt(2.0)) and mult.ceiling == 2.0
     # at the last checkpoint there is no budget left to measure a multiplier with
     assert "query_multiplier" not in soft[400].metrics
     # the hard-label attacker under the same defense beats the soft one by 0.1 (seed 0) and 0.25 (seed 1) at 400
@@ -111,13 +115,19 @@ def test_unknown_paper_and_bad_claims_stop_with_one_message(tmp_path, capsys):
     assert "no reproduction 'lee2019'. Did you mean 'lee2018'? Known: lee2018" in capsys.readouterr().err
     path = tmp_path / "mine.yaml"
     path.write_text("data: [digits]\ndefenses: [none]\nattacks: [random]\nbudgets: [100]\n"
-                    "claims: [{id: a, checks: [{metric: acc_drop, compare: '>>', threshold: 1}]}]\n")
+                    "fixed: {date: 2026-12-03, commit: 58109f7}\n"
+                    "claims: [{id: a, parts: [{metric: acc_drop, primary: {defense: none}, at_least: 1, "
+                    "compare: '>>'}]}]\n")
     assert main(["reproduce", str(path), "--dry_run"]) == 2
-    assert "claim 'a' check 0: compare '>>' is not one of" in capsys.readouterr().err
+    assert "claim 'a' part 0: `compare:` is no longer supported" in capsys.readouterr().err
+    path.write_text(path.read_text().replace(", compare: '>>'", "").replace("fixed: {date: 2026-12-03, commit: "
+                                                                            "58109f7}\n", ""))
+    assert main(["reproduce", str(path), "--dry_run"]) == 2
+    assert "needs `fixed: {date: YYYY-MM-DD, commit: HASH}`" in capsys.readouterr().err
 
 
 def test_dry_run_lists_the_full_grid(capsys):
     assert main(["reproduce", "lee2018", "--dry_run", "--output_dir", "somewhere"]) == 0
     out = capsys.readouterr().out
-    assert "# 30 runs; output somewhere" in out
+    assert "# 50 runs; output somewhere" in out
     assert "--output_dir somewhere/runs --name mnist_rs-b1-g0.2_jbda_hard_b6400_s2" in out

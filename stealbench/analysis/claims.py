@@ -1,33 +1,28 @@
-"""Claims of a paper, declared in YAML, checked against measured records.
+"""Claims of a paper, declared in YAML before the runs, and the measured values they are judged on.
 
-A grid file (any grid; a reproduction is one registered under a name, e.g. stealbench/reproductions/) carries a
-``claims:`` list next to its runs. Each claim is one row of the report: what the paper says, what was measured, a
-verdict. A claim holds one or more *checks*; a check selects
-records, reads one metric of each and compares it with a threshold::
+A grid file (a reproduction is one registered under a name, e.g. stealbench/reproductions/) carries a ``claims:``
+list next to its runs, and ``fixed:`` saying when the claims were fixed (before any run they are judged on)::
 
+    fixed: {date: 2026-12-03, commit: 58109f7}
     claims:
       - id: stolen-accuracy-drops
         text: The stolen model's accuracy drops by at least 20%       # the paper's words
         paper: ">= 20% lower"                                         # the paper's figure, as shown in the report
-        checks:
-          - source: runs                  # runs (paired grid runs, per checkpoint) or utility (victim sweep)
-            select: {attack: jbda, label_mode: soft, defense_key: deceptive, gamma: [0.1, 0.2, 0.5]}
+        parts:                                                        # one or more; "partly" needs two or more
+          - label: JBDA relative drop
+            source: runs                  # runs (paired grid runs, per checkpoint) or utility (victim sweep)
+            primary: {attack: jbda, label_mode: soft, defense: deceptive, beta: 1.0, gamma: 0.2}  # alone decides
+            secondary: {attack: jbda, label_mode: soft, defense: deceptive}   # optional: reported, never decides
             metric: acc_drop_relative     # a key of Record.metrics
-            compare: ">="                 # >=, <=, abs<=, near (|value - target| <= threshold), within_noise
-            threshold: 0.2
-            partly: 0.1                   # optional: the looser threshold that still earns "partly"
-            over: any                     # any (the best record decides) or all (the worst decides)
+            at_least: 0.2                 # exactly one of at_least: X, at_most: X, equivalent: {to: X, margin: m}
+            budgets: every                # runs: every (holds at every budget), max ("up to"), or pin `budget:`
 
-``claims: other.yaml`` (a path relative to the file) takes another file's claims, e.g. a quick version sharing
-the full one's. A claim may set ``combine: any`` (one passing check reproduces it, e.g. either KL direction when the paper does
-not say which). `select` values are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}).
-A check passes, passes partly, fails, or is inconclusive (a lower bound below the threshold: the query
-multiplier's "> x"); the claim is *reproduced* when every check passes, *not reproduced* when every check fails,
-*not checked* when no check found data (a partial grid), *partly* otherwise.
+The primary selection must name one setting: its records may differ only in budget. `select`-style values in
+primary/secondary are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}).
+``claims: other.yaml`` (a path relative to the file) takes another file's claims and `fixed:`.
 
-This module holds the claim model and its parsing; stealbench.analysis.verdicts compares numbers, and records
-are built elsewhere (stealbench.analysis.records), so plugins and other
-papers' reproductions reuse it with their own YAML.
+This module holds the model and its parsing; stealbench.analysis.verdicts judges, stealbench.analysis.records
+builds the records.
 """
 
 from __future__ import annotations
@@ -38,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from . import stats
 
-COMPARES = (">=", "<=", "abs<=", "near", "within_noise")
 #: what each source measures (stealbench.analysis.records builds them; tests/test_claims.py keeps the lists true)
 METRICS = {
     "runs": ("surrogate_acc", "baseline_acc", "acc_drop", "acc_drop_relative", "error_multiplier",
@@ -55,27 +50,81 @@ FIELDS = {
     "utility": ("data", "defense", "seeds"),
 }
 SOURCES = tuple(METRICS)
-CHECK_KEYS = {"source", "select", "metric", "compare", "threshold", "target", "partly", "over", "label"}
-CLAIM_KEYS = {"id", "text", "paper", "checks", "note", "combine"}
-VERDICTS = ("reproduced", "partly", "not reproduced", "not checked")
+#: multipliers: geometric means over seeds, per-seed brackets, a design ceiling
+RATIO_METRICS = ("query_multiplier", "error_multiplier")
+TESTS = ("at_least", "at_most", "equivalent")
+QUANTIFIERS = ("every", "max")
+PART_KEYS = {"label", "source", "primary", "secondary", "metric", "budgets", *TESTS}
+CLAIM_KEYS = {"id", "text", "paper", "parts", "note"}
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not testable", "not checked")
 
 
 @dataclass
 class Value:
-    """A measured value: mean over seeds, its sample std, how many seeds, and whether it is a bound."""
+    """A measured figure, one value per seed. Multipliers carry a bracket per seed: the value lies in
+    [values[i], highs[i]] (equal when exact; highs ∞ when only a lower bound is known, values 0 when only an upper
+    bound is); `ceiling` is the largest value the design can measure (a multiplier's last checkpoint ÷ budget, the
+    error multiplier's 1/(1 − undefended accuracy))."""
 
-    mean: float
-    std: float | None = None
-    n: int = 1
-    bound: str = "="  # "=", ">" / ">=" (lower bound), "<=" (upper bound)
-    unit: str = ""  # "×" for multipliers
+    values: list[float]
+    highs: list[float] | None = None
+    unit: str = ""
+    ceiling: float | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def ratio(self) -> bool:
+        return self.highs is not None
+
+    @property
+    def mean(self) -> float:
+        """The estimate: seed mean, or for multipliers the geometric mean of the known ends."""
+        if not self.ratio:
+            return stats.mean(self.values)
+        if self.bound in ("=", ">", ">=", "[]"):
+            return stats.geometric_mean(self.values)
+        if self.bound == "<=":
+            return stats.geometric_mean(self.highs)
+        return math.nan
+
+    @property
+    def std(self) -> float | None:
+        return None if self.ratio else stats.sd(self.values)
+
+    @property
+    def bound(self) -> str:
+        """'=' exact, '[]' bracketed, '>' only lower bounds, '>=' exact or lower bounds, '<=' upper bounds,
+        'none' lower and upper bounds mixed (no bound on the mean at all)."""
+        if not self.ratio:
+            return "="
+        low = all(v > 0 for v in self.values)
+        high = all(math.isfinite(h) for h in self.highs)
+        if low and high:
+            return "=" if self.values == self.highs else "[]"
+        if low:
+            return ">" if all(math.isinf(h) for h in self.highs) else ">="
+        return "<=" if high else "none"
+
+    def interval(self) -> stats.Interval:
+        if self.ratio:
+            return stats.log_t_interval(self.values, self.highs)
+        return stats.t_interval(self.values)
 
     def fmt(self, digits: int | None = None) -> str:
         digits = (2 if self.unit else 3) if digits is None else digits
-        prefix = {"=": "", ">": "> ", ">=": "≥ ", "<=": "≤ "}.get(self.bound, self.bound + " ")
+        b = self.bound
+        if b == "none":
+            return "no bound (per-seed lower and upper bounds mixed)"
+        if b == "[]":
+            lo, hi = stats.geometric_mean(self.values), stats.geometric_mean(self.highs)
+            return f"in [{lo:.{digits}f}, {hi:.{digits}f}]{self.unit} (crossing between checkpoints)"
         mean = self.mean if abs(self.mean) >= 0.5 * 10 ** -digits else 0.0  # no "-0.000" from rounding noise
+        prefix = {"=": "", ">": "> ", ">=": "≥ ", "<=": "≤ "}[b]
         text = f"{prefix}{mean:.{digits}f}{self.unit}"
-        if self.std is not None and self.bound == "=":
+        if self.std is not None:
             text += f" ± {self.std:.{digits}f}"
         return text
 
@@ -96,16 +145,21 @@ class Record:
 
 
 @dataclass
-class Check:
+class Part:
     source: str
-    select: dict[str, Any]
+    primary: dict[str, Any]
     metric: str
-    compare: str
-    threshold: float
-    partly: float | None = None
-    over: str = "any"
-    target: float | None = None
+    test: str  # at_least, at_most, equivalent
+    value: float  # the claimed value (equivalent: the centre)
+    margin: float | None = None  # equivalent only: fixed in the file, never widened by noise
+    budgets: str = "every"
+    secondary: dict[str, Any] | None = None
     label: str = ""
+
+    def goal(self) -> str:
+        if self.test == "equivalent":
+            return f"within ±{self.margin:g} of {self.value:g} (TOST)"
+        return f"{'≥' if self.test == 'at_least' else '≤'} {self.value:g}"
 
 
 @dataclass
@@ -113,30 +167,31 @@ class Claim:
     id: str
     text: str
     paper: str
-    checks: list[Check]
+    parts: list[Part]
     note: str = ""
-    combine: str = "all"  # all: every check must pass; any: one passing check reproduces the claim
 
 
 @dataclass
-class CheckResult:
-    check: Check
-    status: str  # pass, partly, fail, inconclusive, no data
-    deciding: Record | None
-    value: Value | None
-    passed: int = 0
-    selected: int = 0
-    records: list[Record] = field(default_factory=list)
-    reason: str = ""  # with no data: which part of the selection matched nothing
+class BudgetResult:
+    """One record of the primary setting judged: estimate, 95% interval, p (raw and Holm-adjusted), verdict."""
 
-    def describe(self) -> str:
-        c = self.check
-        if self.deciding is None or self.value is None:
-            return f"{c.label or c.metric}: no measured setting matches {c.select}" + (
-                f" ({self.reason})" if self.reason else "")
-        what = c.label or c.metric
-        context = f"; {self.deciding.context}" if self.deciding.context else ""
-        return f"{what} {self.value.fmt()} ({self.deciding.label}{context})"
+    record: Record
+    value: Value
+    interval: stats.Interval
+    p_holds: float = 1.0  # small: the claim holds at this record
+    p_fails: float = 1.0  # small: the claim fails at this record
+    verdict: str = "inconclusive"
+    why: str = ""
+
+
+@dataclass
+class PartResult:
+    part: Part
+    verdict: str
+    why: str
+    budgets: list[BudgetResult] = field(default_factory=list)
+    deciding: BudgetResult | None = None
+    secondary: list[BudgetResult] = field(default_factory=list)
 
 
 @dataclass
@@ -144,7 +199,7 @@ class ClaimResult:
     claim: Claim
     verdict: str
     why: str
-    checks: list[CheckResult]
+    parts: list[PartResult]
 
 
 # ----------------------------------------------------------------------------------------------------- parsing
@@ -154,12 +209,15 @@ def parse_claims(raw: Any) -> list[Claim]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ConfigError("`claims:` must be a list of claims (each with id, text and checks)")
+        raise ConfigError("`claims:` must be a list of claims (each with id, text and parts)")
     claims, ids = [], set()
     for i, item in enumerate(raw):
         where = f"claims[{i}]"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where} must be a mapping with id, text and checks")
+            raise ConfigError(f"{where} must be a mapping with id, text and parts")
+        if "checks" in item:
+            raise ConfigError(f"{where}: `checks:` is the old form; write `parts:` with one `primary:` setting each "
+                              "(see stealbench/analysis/claims.py)")
         unknown = sorted(set(item) - CLAIM_KEYS)
         if unknown:
             raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(CLAIM_KEYS))}")
@@ -169,15 +227,12 @@ def parse_claims(raw: Any) -> list[Claim]:
         if cid in ids:
             raise ConfigError(f"claim id {cid!r} appears twice")
         ids.add(cid)
-        checks = item.get("checks")
-        if not isinstance(checks, list) or not checks:
-            raise ConfigError(f"claim {cid!r} needs a non-empty `checks:` list")
-        combine = item.get("combine", "all")
-        if combine not in ("all", "any"):
-            raise ConfigError(f"claim {cid!r}: combine {combine!r} must be all or any")
+        parts = item.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise ConfigError(f"claim {cid!r} needs a non-empty `parts:` list")
         claims.append(Claim(cid, str(item.get("text", "")), str(item.get("paper", "")),
-                            [_parse_check(c, f"claim {cid!r} check {j}") for j, c in enumerate(checks)],
-                            str(item.get("note", "")), combine))
+                            [_parse_part(p, f"claim {cid!r} part {j}") for j, p in enumerate(parts)],
+                            str(item.get("note", ""))))
     return claims
 
 
@@ -187,38 +242,61 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-def _parse_check(raw: Any, where: str) -> Check:
+def _selection(raw: Any, where: str, key: str) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{where}: `{key}:` must be a non-empty mapping of field -> value (the setting)")
+    return dict(raw)
+
+
+def _parse_part(raw: Any, where: str) -> Part:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping (source, select, metric, compare, threshold)")
-    unknown = sorted(set(raw) - CHECK_KEYS)
+        raise ConfigError(f"{where} must be a mapping (source, primary, metric and one of {', '.join(TESTS)})")
+    for old in ("select", "compare", "threshold", "over", "partly", "combine", "target"):
+        if old in raw:
+            raise ConfigError(f"{where}: `{old}:` is no longer supported (a best-of-settings or noise-widened rule); "
+                              f"name one `primary:` setting and one of {', '.join(TESTS)}")
+    unknown = sorted(set(raw) - PART_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(CHECK_KEYS))}")
+        raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {', '.join(sorted(PART_KEYS))}")
     source = raw.get("source", "runs")
     if source not in SOURCES:
         raise ConfigError(f"{where}: source {source!r} is not one of {', '.join(SOURCES)}")
-    compare = raw.get("compare")
-    if compare not in COMPARES:
-        raise ConfigError(f"{where}: compare {compare!r} is not one of {', '.join(COMPARES)}")
     if not isinstance(raw.get("metric"), str):
         raise ConfigError(f"{where} needs `metric:` (a metric name)")
-    if raw["metric"] not in METRICS[source]:  # a misspelt metric would select nothing and read "no data"
+    if raw["metric"] not in METRICS[source]:  # a misspelt metric would select nothing and read "not checked"
         close = difflib.get_close_matches(raw["metric"], METRICS[source], n=2)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"{where}: {source} records have no metric {raw['metric']!r}.{hint} "
                           f"Known: {', '.join(METRICS[source])}")
-    select = raw.get("select") or {}
-    if not isinstance(select, dict):
-        raise ConfigError(f"{where}: `select:` must be a mapping of field -> value, list or comparison")
-    over = raw.get("over", "any")
-    if over not in ("any", "all"):
-        raise ConfigError(f"{where}: over {over!r} must be any or all")
-    target = raw.get("target")
-    if compare == "near" and target is None:
-        raise ConfigError(f"{where}: compare near needs `target:` (and `threshold:` as the tolerance)")
-    return Check(source, select, raw["metric"], compare, _number(raw.get("threshold"), f"{where} threshold"),
-                 None if raw.get("partly") is None else _number(raw["partly"], f"{where} partly"), over,
-                 None if target is None else _number(target, f"{where} target"), str(raw.get("label", "")))
+    if "primary" not in raw:
+        raise ConfigError(f"{where} needs `primary:`, the one setting that decides the claim (the paper's)")
+    primary = _selection(raw["primary"], where, "primary")
+    secondary = None if raw.get("secondary") is None else _selection(raw["secondary"], where, "secondary")
+    tests = [t for t in TESTS if t in raw]
+    if len(tests) != 1:
+        raise ConfigError(f"{where} needs exactly one of {', '.join(TESTS)}, got {tests or 'none'}")
+    test = tests[0]
+    margin = None
+    if test == "equivalent":
+        eq = raw["equivalent"]
+        if not isinstance(eq, dict) or set(eq) != {"to", "margin"}:
+            raise ConfigError(f"{where}: `equivalent:` must be {{to: VALUE, margin: M}} (the margin is fixed here, "
+                              "before the runs)")
+        value = _number(eq["to"], f"{where} equivalent.to")
+        margin = _number(eq["margin"], f"{where} equivalent.margin")
+        if margin <= 0:
+            raise ConfigError(f"{where}: equivalent.margin must be > 0, got {margin:g}")
+    else:
+        value = _number(raw[test], f"{where} {test}")
+    if test == "equivalent" and raw["metric"] in RATIO_METRICS:
+        raise ConfigError(f"{where}: {raw['metric']} is a multiplier; claim at_least or at_most, not equivalent")
+    budgets = raw.get("budgets", "every")
+    if budgets not in QUANTIFIERS:
+        raise ConfigError(f"{where}: budgets {budgets!r} must be every (holds at every budget) or max (\"up to\")")
+    if source == "utility" and "budgets" in raw:
+        raise ConfigError(f"{where}: utility records have no budgets; drop `budgets:`")
+    return Part(source, primary, raw["metric"], test, value, margin, budgets, secondary, str(raw.get("label", "")))
 
 
-__all__ = ["CHECK_KEYS", "CLAIM_KEYS", "COMPARES", "FIELDS", "METRICS", "SOURCES", "VERDICTS", "Check", "CheckResult",
-           "Claim", "ClaimResult", "Record", "Value", "parse_claims"]
+__all__ = ["CLAIM_KEYS", "FIELDS", "METRICS", "PART_KEYS", "QUANTIFIERS", "SOURCES", "TESTS", "VERDICTS",
+           "BudgetResult", "Claim", "ClaimResult", "Part", "PartResult", "Record", "Value", "parse_claims"]

@@ -17,7 +17,7 @@ from typing import Any
 from .claims import Claim, parse_claims
 from ..errors import ConfigError
 
-SECTIONS = ("paper", "utility", "claims")
+SECTIONS = ("paper", "utility", "claims", "fixed")
 
 
 @dataclass
@@ -38,6 +38,15 @@ class ClaimsSpec:
     utility: SweepSpec | None
     claims: list[Claim]
     source: Path | None = None
+    fixed: dict[str, str] | None = None  # when the claims were fixed: {date, commit}, before the runs
+
+
+def parse_fixed(raw: Any, where: str = "`fixed:`") -> dict[str, str]:
+    """`fixed: {date: 2026-12-03, commit: 58109f7}`: when the claims were fixed, printed in the report."""
+    if not isinstance(raw, dict) or set(raw) != {"date", "commit"}:
+        raise ConfigError(f"{where} must be {{date: YYYY-MM-DD, commit: HASH}}: when the claims were fixed, before "
+                          "the runs")
+    return {"date": str(raw["date"]), "commit": str(raw["commit"])}
 
 
 def parse_sweep(raw: Any) -> SweepSpec | None:
@@ -63,13 +72,20 @@ def pop_claims_spec(spec: dict[str, Any], source: Path | None = None) -> ClaimsS
     paper = raw.get("paper") or {}
     if not isinstance(paper, dict):
         raise ConfigError("`paper:` must be a mapping (title, authors, reference)")
-    claims = raw.get("claims")
+    claims, fixed = raw.get("claims"), raw.get("fixed")
     if isinstance(claims, str):  # `claims: other.yaml`: that file's claims (a quick version shares the full one's)
         other = Path(claims) if source is None else source.parent / claims
-        claims = read_yaml_mapping(other, f"claims file (`claims: {claims}`)").get("claims")
+        shared = read_yaml_mapping(other, f"claims file (`claims: {claims}`)")
+        claims = shared.get("claims")
         if not isinstance(claims, list):
             raise ConfigError(f"`claims: {raw['claims']}` names a file without a `claims:` list ({other})")
-    return ClaimsSpec(paper, parse_sweep(raw.get("utility")), parse_claims(claims), source)
+        fixed = shared.get("fixed") if fixed is None else fixed
+    parsed = parse_claims(claims)
+    if parsed and fixed is None:
+        raise ConfigError("a file with `claims:` needs `fixed: {date: YYYY-MM-DD, commit: HASH}` (when the claims "
+                          "were fixed, before the runs they are judged on)")
+    return ClaimsSpec(paper, parse_sweep(raw.get("utility")), parsed, source,
+                      None if fixed is None else parse_fixed(fixed))
 
 
 # ------------------------------------------------------------------------------------------------ finding files

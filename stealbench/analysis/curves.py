@@ -1,12 +1,14 @@
 """Reading accuracy-vs-queries curves: the value at a budget, the queries to reach an accuracy, query multipliers.
 
-Query multiplier: A = the accuracy the undefended attack reached with B queries (its curve at B, from the seed's
-largest-budget undefended run). Queries needed to reach A are read off each curve the same way, the first checkpoint
-crossing of A, interpolated linearly in log(queries); multiplier = queries needed against the defense / queries
-needed without it (= B when the undefended curve rises monotonically; reading both curves alike makes a defense that
-changes nothing score exactly 1x on noisy curves). When the defended curve never reaches A the needed queries exceed
-its last checkpoint Q: reported as "> Q/B" (a lower bound); when its first checkpoint q0 already reaches A, as
-"<= q0/B".
+Query multiplier at budget B: A = the accuracy the undefended attack reached with B queries (its curve at B, from
+the seed's largest-budget undefended run). The undefended reference is the first checkpoint of its curve reaching A
+(B when the curve rises monotonically; earlier on a curve that dips, so that a defense that changes nothing is at
+most 1×). The defended curve first reaches A at a checkpoint q1 after one q0 that did not: the queries it needs lie
+in (q0, q1], and the multiplier is reported as that bracket [q0/ref, q1/ref], never interpolated in between
+(checkpoints 2× to 5× apart would give a precision the runs do not have). Never reached within its last checkpoint
+Q: "> Q/ref" (a lower bound: Q/ref is the design's ceiling at this budget); reached at its first checkpoint q1:
+"≤ q1/ref". Over seeds: the geometric mean of each end (stealbench.analysis.stats); a mix of lower and upper bounds
+gives no bound.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .describe import Stat
+from . import stats
 
 def distinct_query_points(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The curve sorted by queries with one point per query count: the last checkpoint recorded at that count.
 
     A surrogate can be evaluated more than once at the same query count (trained further without new queries);
     the attacker's model at q queries is then the last one. Never the best one: that would select on the test set.
-    One point per count also keeps the log-space interpolation free of zero-width segments (log(q/q) = 0).
     """
     by_queries: dict[float, dict[str, Any]] = {}
     for p in curve:  # in recorded order, so a later checkpoint replaces an earlier one at the same count
@@ -30,20 +31,15 @@ def distinct_query_points(curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_queries[q] for q in sorted(by_queries)]
 
 
-def queries_to_reach(curve: list[dict[str, Any]], target: float) -> tuple[float, str]:
-    """(queries, bound) to reach `target` surrogate accuracy on a curve: bound '=' (interpolated crossing),
-    '>' (never reached: queries is the last checkpoint) or '<=' (the first checkpoint already reaches it)."""
-    points = distinct_query_points(curve)
-    prev = None
-    for p in points:
+def queries_to_reach(curve: list[dict[str, Any]], target: float) -> tuple[float, float]:
+    """(low, high): the queries needed to reach `target` surrogate accuracy lie in (low, high] on this curve's
+    checkpoints. (0, q1] when the first checkpoint q1 already reaches it, (Q, ∞) when the last one Q does not."""
+    previous = 0.0
+    for p in distinct_query_points(curve):
         if p["surrogate/acc"] >= target:
-            if prev is None:
-                return float(p["queries"]), "<="
-            q0, a0, q1, a1 = prev["queries"], prev["surrogate/acc"], p["queries"], p["surrogate/acc"]
-            t = (target - a0) / (a1 - a0) if a1 != a0 else 1.0
-            return math.exp(math.log(q0) + t * (math.log(q1) - math.log(q0))), "="
-        prev = p
-    return float(points[-1]["queries"]), ">"
+            return previous, float(p["queries"])
+        previous = float(p["queries"])
+    return previous, math.inf
 
 
 def value_at(curve: list[dict[str, Any]], queries: float) -> float | None:
@@ -59,63 +55,53 @@ def value_at(curve: list[dict[str, Any]], queries: float) -> float | None:
 
 
 def query_multiplier(undefended: list[dict[str, Any]], defended: list[dict[str, Any]], budget: int,
-                     fallback_target: float) -> tuple[float, str]:
-    """(multiplier, bound). Target A: the undefended curve's accuracy at `budget` (else `fallback_target`, the
-    budget run's final accuracy). Both curves are read the same way, first crossing of A in log(queries), so that a
-    defense identical to no defense scores exactly 1x even when the curves are not monotone."""
+                     fallback_target: float) -> tuple[float, float]:
+    """(low, high) bracket of the multiplier at `budget` (module docstring). Target A: the undefended curve's
+    accuracy at `budget` (else `fallback_target`, the budget run's final accuracy)."""
     target = value_at(undefended, budget)
     target = fallback_target if target is None else target
-    q_def, b_def = queries_to_reach(defended, target)
-    q_und, b_und = queries_to_reach(undefended, target - 1e-12)
-    if b_und == ">":  # cannot happen when the target comes from this curve; be safe
-        q_und, b_und = float(budget), "="
-    if b_und == "<=" and q_und >= budget:  # the budget is the first checkpoint: exact
-        b_und = "="
-    if b_def == ">":
-        bound = ">"
-    elif b_und == "=":
-        bound = b_def
-    elif b_def == "=":
-        bound = ">="
-    else:
-        bound = "mixed"
-    return q_def / q_und, bound
+    low, high = queries_to_reach(defended, target)
+    reference = queries_to_reach(undefended, target - 1e-12)[1]
+    reference = float(budget) if math.isinf(reference) else reference  # cannot happen: A comes from this curve
+    return low / reference, high / reference
 
 
 @dataclass
 class Multiplier:
-    per_seed: list[tuple[int, float, str]]  # (seed, multiplier, bound)
+    per_seed: list[tuple[int, float, float]]  # (seed, low, high): the seed's multiplier lies in [low, high]
 
     def summary(self) -> tuple[float | None, float | None, str]:
-        """(mean, std, bound) with bound '=', '>=', '>', '<=' or 'mixed'."""
+        """(low, high, bound): geometric means over seeds of each end; bound '=' (exact), '[]' (bracketed), '>'
+        (only lower bounds), '>=' (exact or lower bounds), '<=' (upper bounds) or 'none' (lower and upper mixed).
+        An open end is None."""
         if not self.per_seed:
             return None, None, ""
-        values = [m for _, m, _ in self.per_seed]
-        bounds = {b for _, _, b in self.per_seed}
-        stat = Stat(values)
-        if bounds == {"="}:
-            return stat.mean, stat.std, "="
-        if bounds <= {"=", ">", ">="}:
-            return stat.mean, None, ">" if bounds == {">"} else ">="
-        if bounds <= {"=", "<="}:
-            return stat.mean, None, "<="
-        return stat.mean, None, "mixed"
+        lows, highs = [lo for _, lo, _ in self.per_seed], [hi for _, _, hi in self.per_seed]
+        low = stats.geometric_mean(lows) if all(v > 0 for v in lows) else None
+        high = stats.geometric_mean(highs) if all(math.isfinite(v) for v in highs) else None
+        if low is not None and high is not None:
+            return low, high, "=" if lows == highs else "[]"
+        if low is not None:
+            return low, None, ">" if all(math.isinf(v) for v in highs) else ">="
+        return None, high, "<=" if high is not None else "none"
 
     def fmt(self) -> str:
-        mean, std, bound = self.summary()
-        if mean is None:
-            return "n/a"
-        reached = sum(1 for _, _, b in self.per_seed if b != ">")
+        low, high, bound = self.summary()
+        reached = sum(1 for _, _, hi in self.per_seed if math.isfinite(hi))
         n = len(self.per_seed)
+        if bound == "":
+            return "n/a"
         if bound == "=":
-            return f"{mean:.2f}×" + (f" ± {std:.2f}" if std is not None else "")
+            return f"{low:.2f}×"
+        if bound == "[]":
+            return f"[{low:.2f}, {high:.2f}]×"
         if bound == ">":
-            return f"> {mean:.2f}× (not reached)"
+            return f"> {low:.2f}× (not reached)"
         if bound == ">=":
-            return f"≥ {mean:.2f}× ({reached}/{n} reached)"
+            return f"≥ {low:.2f}× ({reached}/{n} reached)"
         if bound == "<=":
-            return f"≤ {mean:.2f}×"
-        return "mixed bounds (see CSV)"
+            return f"≤ {high:.2f}×"
+        return "no bound (seeds mix lower and upper bounds)"
 
 
 __all__ = ["Multiplier", "distinct_query_points", "queries_to_reach", "query_multiplier", "value_at"]

@@ -12,14 +12,13 @@ same seed whatever the budget; a warm-started attack would need one run per budg
 from __future__ import annotations
 
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..results import RESULTS_FILE
 from .claims import Record, Value
-from .curves import Multiplier, query_multiplier, value_at
+from .curves import query_multiplier, value_at
 from .rows import build_rows
 from .runs import BASELINE, Run
 
@@ -28,9 +27,8 @@ _RUN_METRICS = {"victim_acc": "victim/acc", "victim_acc_defended": "victim/acc_d
                 "kl_nats_rev": "defense/kl_nats_rev"}
 
 
-def value(values: list[float], bound: str = "=", unit: str = "") -> Value:
-    return Value(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values),
-                 bound, unit)
+def value(values: list[float], unit: str = "") -> Value:
+    return Value(list(values), unit=unit)
 
 
 def defense_params(run: Run) -> dict[str, Any]:
@@ -106,7 +104,7 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
 
 
 def _paired(base: dict[int, Run], defended: dict[int, Run], q: float) -> dict[str, Value]:
-    base_acc, drops, rel, errors, mults = [], [], [], [], []
+    base_acc, drops, rel, errors, error_ceilings, lows, highs, ceilings = [], [], [], [], [], [], [], []
     for seed, run in sorted(defended.items()):
         ref = base.get(seed)
         if ref is None:
@@ -117,18 +115,21 @@ def _paired(base: dict[int, Run], defended: dict[int, Run], q: float) -> dict[st
         base_acc.append(a0)
         drops.append(a0 - a1)
         rel.append((a0 - a1) / a0 if a0 > 0 else 0.0)
-        errors.append((1 - a1) / max(1 - a0, 1e-3))  # error-rate amplification (Orekondy et al. 2020); 0.1% floor
-        mults.append((seed, *query_multiplier(ref.curve, run.curve, int(q), a0)))
+        # error-rate amplification (Orekondy et al. 2020), 0.1% floor; at most 1 / (1 - a0): all answers wrong
+        errors.append((1 - a1) / max(1 - a0, 1e-3))
+        error_ceilings.append(1 / max(1 - a0, 1e-3))
+        low, high = query_multiplier(ref.curve, run.curve, int(q), a0)
+        lows.append(low)
+        highs.append(high)
+        ceilings.append(run.curve[-1]["queries"] / q)
     if not drops:
         return {}
     out = {"baseline_acc": value(base_acc), "acc_drop": value(drops), "acc_drop_relative": value(rel),
-           "error_multiplier": value(errors, unit="×")}
+           "error_multiplier": Value(errors, list(errors), "×", max(error_ceilings))}
     # At a curve's last checkpoint there are no further queries to spend: a defended attacker short of the target
     # gives only "> 1×", which says nothing, so the multiplier is read where the curves extend beyond q.
     if all(q < run.curve[-1]["queries"] for run in defended.values()):
-        mean, std, bound = Multiplier(mults).summary()
-        bound = ">=" if bound == "mixed" else bound
-        out["query_multiplier"] = Value(mean, std if bound == "=" else None, len(mults), bound, "×")
+        out["query_multiplier"] = Value(lows, highs, "×", max(ceilings))
     return out
 
 

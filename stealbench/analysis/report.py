@@ -7,17 +7,25 @@ import os
 from pathlib import Path
 
 from ..results import RESULTS_FILE
-from .claims import ClaimResult, Record
+from . import stats
+from .claims import BudgetResult, ClaimResult, PartResult, Record
 from .claims_spec import SweepSpec
 from .plots import plot_curves, plot_kl, plot_utility
 from .records import run_records, utility_records
 from .rows import build_rows
 from .runs import load_folders
 from .tables import write_csv, write_markdown
-from .verdicts import evaluate, goal_text, status_of
+from .verdicts import evaluate
 
 VERDICT_MARK = {"reproduced": "✅ reproduced", "partly": "🟡 partly", "not reproduced": "❌ not reproduced",
-                "not checked": "⚪ not checked"}
+                "inconclusive": "❔ inconclusive", "not testable": "⛔ not testable", "not checked": "⚪ not checked"}
+RULE = ("Each claim is decided by its one primary setting, fixed in the file before the runs; other settings are "
+        "secondary (details) and never decide. Per budget: the estimate with its 95% interval over seeds "
+        f"({stats.METHOD}), runs paired by seed; multipliers as geometric means, a crossing between two checkpoints "
+        "as the bracket it lies in. One-sided tests, Holm-adjusted over the budgets a part spans; equivalence by "
+        "TOST with the margin fixed in the file. Reproduced: the interval lies inside what the claim asserts; not "
+        "reproduced: outside; inconclusive: it straddles; not testable: the design cannot reach the claimed value "
+        "(a multiplier's ceiling); partly: some parts reproduced and some not.")
 
 
 def _cell(text: str) -> str:
@@ -83,7 +91,8 @@ def check_claims(runs: list, spec, out_dir: Path, sources: list[str]) -> list[Cl
     results = evaluate(spec.claims, records)
     title = spec.paper.get("title") or (spec.source.stem if spec.source else "claims")
     lines = [f"# Claims: {title}", "", f"Claims file `{spec.source}`, checked against {len(runs)} runs in "
-             f"{', '.join(sources)}.", ""] + claims_table(results) + claim_details(results)
+             f"{', '.join(sources)}.", "", fixed_line(spec.fixed), "", RULE, ""] + claims_table(results) \
+        + claim_details(results)
     if problems:
         lines += ["## Skipped", ""] + [f"- `{s}`: {why}" for s, why in problems] + [""]
     (out_dir / "claims.md").write_text("\n".join(lines))
@@ -98,11 +107,12 @@ def print_claims(results: list[ClaimResult], title: str) -> None:
 
     console = Console(highlight=False, width=None if os.isatty(1) else 200)
     table = Table(title=f"claims: {title}", title_justify="left", show_lines=True)
-    for col in ("#", "claim", "measured", "verdict"):
+    for col in ("#", "claim", "primary setting", "estimate [95% interval] (n)", "verdict"):
         table.add_column(col)
     for i, res in enumerate(results, start=1):
-        measured = "\n".join(c.describe() for c in res.checks)
-        table.add_row(str(i), Text(res.claim.text), Text(measured), Text(f"{res.verdict}: {res.why}"))
+        settings = "\n".join(_primary_text(p) for p in res.parts)
+        measured = "\n".join(_estimate_text(p) for p in res.parts)
+        table.add_row(str(i), Text(res.claim.text), Text(settings), Text(measured), Text(f"{res.verdict}: {res.why}"))
     console.print(table)
 
 
@@ -122,7 +132,7 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
     else:
         timing = "Report rebuilt from finished runs (`--report_only`: no run in this invocation)"
     timing += f"; the runs' own wall times sum to {run_seconds:.0f} s."
-    lines += [timing, ""]
+    lines += [timing, "", fixed_line(rep.spec.fixed), "", RULE, ""]
     if paper.get("scale"):
         lines += ["Scale: " + " ".join(str(paper["scale"]).split()), ""]
     lines += claims_table(results)
@@ -134,14 +144,53 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
     return "\n".join(lines)
 
 
+def fixed_line(fixed: dict[str, str] | None) -> str:
+    if not fixed:
+        return "Claims: when they were fixed is not recorded (no `fixed:` in the file)."
+    return f"Claims fixed on {fixed['date']} at commit {fixed['commit']}, before the runs they are judged on."
+
+
+def _primary_text(p: PartResult) -> str:
+    sel = ", ".join(f"{k}={v}" for k, v in p.part.primary.items())
+    return (f"{p.part.label}: " if p.part.label else "") + sel
+
+
+def _interval_text(b: BudgetResult) -> str:
+    v = b.value
+    digits = 2 if v.unit else 3
+    return f"{v.fmt()} {b.interval.fmt(digits, v.unit)} (n={v.n})"
+
+
+def _estimate_text(p: PartResult) -> str:
+    if p.deciding is None:
+        return f"no data ({p.why})"
+    b = p.deciding
+    where = f" @ {b.record.get('budget')}" if b.record.get("budget") is not None else ""
+    return f"{p.part.metric}{where}: {_interval_text(b)}"
+
+
+def _test_text(p: PartResult) -> str:
+    part = p.part
+    if part.test == "equivalent":
+        test = f"TOST, margin ±{part.margin:g} around {part.value:g}"
+    else:
+        test = f"one-sided t, {'≥' if part.test == 'at_least' else '≤'} {part.value:g}"
+    if len(p.budgets) > 1:
+        test += f", {'every' if part.budgets == 'every' else 'max over'} {len(p.budgets)} budgets, Holm"
+    return test
+
+
 def claims_table(results: list[ClaimResult]) -> list[str]:
-    """Markdown: one row per claim (the paper / measured / verdict), then the claims' notes."""
-    lines = ["| # | claim | the paper | stealbench measured | verdict |", "|---|---|---|---|---|"]
+    """Markdown: one row per claim part (primary setting, estimate with its 95% interval and n, test, verdict)."""
+    lines = ["| # | claim | the paper | primary setting | stealbench measured [95% interval] (n seeds) | test | "
+             "verdict |", "|---|---|---|---|---|---|---|"]
     for i, res in enumerate(results, start=1):
-        measured = "; ".join(c.describe() for c in res.checks)
+        settings = "<br>".join(_cell(_primary_text(p)) for p in res.parts)
+        measured = "<br>".join(_cell(_estimate_text(p)) for p in res.parts)
+        tests = "<br>".join(_cell(_test_text(p)) for p in res.parts)
         verdict = f"**{VERDICT_MARK[res.verdict]}** — {res.why}"
-        lines.append(f"| {i} | {_cell(res.claim.text)} | {_cell(res.claim.paper)} | {_cell(measured)} | "
-                     f"{_cell(verdict)} |")
+        lines.append(f"| {i} | {_cell(res.claim.text)} | {_cell(res.claim.paper)} | {settings} | {measured} | "
+                     f"{tests} | {_cell(verdict)} |")
     lines.append("")
     notes = [(i, r.claim.note) for i, r in enumerate(results, start=1) if r.claim.note]
     if notes:
@@ -149,25 +198,33 @@ def claims_table(results: list[ClaimResult]) -> list[str]:
     return lines
 
 
+def _budget_rows(results: list[BudgetResult]) -> list[str]:
+    lines = ["| setting | estimate [95% interval] (n) | p holds | p fails | verdict | context |",
+             "|---|---|---|---|---|---|"]
+    for b in results:
+        context = "; ".join(t for t in (b.record.context, b.record.details, b.why) if t)
+        lines.append(f"| {_cell(b.record.label)} | {_cell(_interval_text(b))} | {b.p_holds:.3g} | {b.p_fails:.3g} | "
+                     f"{b.verdict} | {_cell(context)} |")
+    return lines + [""]
+
+
 def claim_details(results: list[ClaimResult]) -> list[str]:
-    """Markdown: per claim and check, every record it selected, with its value and status."""
+    """Markdown: per claim part, the primary setting's records (which decide) and the secondary ones (which do
+    not), each with its interval, p-values and verdict."""
     lines = ["## Details per claim", "",
-             "Every record each check selected (mean ± sample std over seeds; runs paired by seed; budgets are the "
-             "checkpoints of each seed's largest-budget curve).", ""]
+             "Per part: every record of the primary setting (one per budget; p-values Holm-adjusted over them), "
+             "then the secondary settings (unadjusted, reported only). Runs paired by seed; budgets are the "
+             "checkpoints of each seed's largest-budget curve.", ""]
     for i, res in enumerate(results, start=1):
         lines += [f"### {i}. {res.claim.text} ({res.claim.id}) — {res.verdict}", ""]
-        for c in res.checks:
-            chk = c.check
-            lines += [f"Check `{chk.metric}` {goal_text(chk)} over {chk.over} of {c.selected} records from "
-                      f"{chk.source} selected by `{json.dumps(chk.select)}`: **{c.status}**", ""]
-            if c.records:
-                lines += ["| setting | value | status | context |", "|---|---|---|---|"]
-                for r in c.records:
-                    v = r.metrics[chk.metric]
-                    context = "; ".join(t for t in (r.context, r.details) if t)
-                    lines.append(f"| {_cell(r.label)} | {v.fmt()} (n={v.n}) | {status_of(chk, v)} | "
-                                 f"{_cell(context)} |")
-                lines.append("")
+        for p in res.parts:
+            part = p.part
+            lines += [f"Part {part.label or part.metric}: `{part.metric}` {part.goal()} at primary "
+                      f"`{part.primary}` from {part.source} records: **{p.verdict}** ({p.why})", ""]
+            if p.budgets:
+                lines += ["Primary (decides):", ""] + _budget_rows(p.budgets)
+            if p.secondary:
+                lines += [f"Secondary `{part.secondary}` (never decides):", ""] + _budget_rows(p.secondary)
     return lines
 
 

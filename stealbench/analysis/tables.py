@@ -49,7 +49,7 @@ def write_csv(rows: list[Row], path: Path) -> None:
     header = ["data", "attack", "label_mode", "setting", "budget", "rank", "defense", "n_seeds", "seeds"]
     for _, name in CSV_METRICS:
         header += [f"{name}_mean", f"{name}_std"]
-    header += ["acc_drop_mean", "acc_drop_std", "acc_drop_pairs", "query_multiplier_mean", "query_multiplier_std",
+    header += ["acc_drop_mean", "acc_drop_std", "acc_drop_pairs", "query_multiplier_low", "query_multiplier_high",
                "query_multiplier_bound", "query_multiplier_per_seed", "note", "sources"]
 
     def num(x: float | None) -> str:
@@ -64,10 +64,11 @@ def write_csv(rows: list[Row], path: Path) -> None:
             for key, _ in CSV_METRICS:
                 s = row.metric(key)
                 line += [num(s.mean), num(s.std)]
-            mean, std, bound = row.multiplier.summary() if not row.baseline else (1.0, None, "=")
-            per_seed = " ".join(f"s{s}:{b if b != '=' else ''}{m:.4g}" for s, m, b in row.multiplier.per_seed)
+            low, high, bound = row.multiplier.summary() if not row.baseline else (1.0, 1.0, "=")
+            per_seed = " ".join(f"s{s}:{lo:.4g}" if lo == hi else f"s{s}:[{lo:.4g},{hi:.4g}]"
+                                for s, lo, hi in row.multiplier.per_seed)
             line += [num(0.0 if row.baseline else row.acc_drop.mean), num(row.acc_drop.std),
-                     len(row.runs) if row.baseline else row.acc_drop.n, num(mean), num(std), bound, per_seed,
+                     len(row.runs) if row.baseline else row.acc_drop.n, num(low), num(high), bound, per_seed,
                      row.note, " ".join(r.source for r in row.runs)]
             writer.writerow(line)
 
@@ -108,8 +109,9 @@ def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path,
              "defense). Acc drop: undefended minus defended attacker accuracy at equal budget, paired by seed. "
              "Query multiplier: queries the attacker needs against the defense to reach the accuracy the "
              "undefended attack reached at this budget, over the queries it needed without the defense (first "
-             "crossing on each seed's largest-budget curve, interpolated in log(queries)); \"> X\" means the "
-             "defended curve never got there (X = its last checkpoint / budget). Utility Δacc: "
+             "crossing on each seed's largest-budget curve; \"[lo, hi]\": the crossing lies between two checkpoints, "
+             "not interpolated; geometric mean over seeds); \"> X\" means the defended curve never got there (X = "
+             "its last checkpoint / budget, the design's ceiling). Utility Δacc: "
              "defended minus clean victim accuracy for benign users; KL in nats per query.\n",
              to_markdown(rows)]
     if plots:
