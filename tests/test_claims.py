@@ -177,6 +177,13 @@ def test_up_to_is_the_largest_budget_with_its_interval():
     assert verdict(claim({**up_to, "at_least": 12}), records).verdict == "inconclusive"
 
 
+def test_no_spread_is_judged_by_the_point_itself_bounds_included():
+    zero = [rec(0.2, 100, top1_changed=Value([0.0, 0.0, 0.0]))]
+    assert verdict(claim({**part(at_most=0.0), "metric": "top1_changed"}), zero).verdict == "reproduced"
+    some = [rec(0.2, 100, top1_changed=Value([0.01, 0.01, 0.01]))]
+    assert verdict(claim({**part(at_most=0.0), "metric": "top1_changed"}), some).verdict == "not reproduced"
+
+
 def test_parts_combine_into_partly_only_when_some_hold_and_some_fail():
     assert combine(["reproduced", "not reproduced"]) == "partly"
     assert combine(["reproduced", "inconclusive"]) == "inconclusive"

@@ -32,7 +32,8 @@ def test_quick_reproduction_reports_every_claim_and_resumes(tmp_path, one_thread
     report = (out / "REPORT.md").read_text()
     rows = claim_rows(report)
     assert [r[0] for r in rows] == ["1", "2", "3", "4", "5", "6"]  # one row per claim of the file, in order
-    for number, claim, paper, measured, verdict in rows:
+    for number, claim, paper, setting, measured, test, verdict in rows:
+        assert setting and test
         assert claim and paper
         assert re.search(r"\d\.\d\d", measured), f"claim {number} has no measured number: {measured}"
         assert "no measured setting" not in measured, f"claim {number} found no data: {measured}"

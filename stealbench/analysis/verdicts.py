@@ -55,6 +55,10 @@ def _p_values(part: Part, v: Value) -> tuple[float, float]:
         above = stats.p_greater([math.log(a) for a in v.values], logx) if lows_known else 1.0
         below = stats.p_less([math.log(h) for h in v.highs], logx) if highs_known else 1.0
         return (above, below) if part.test == "at_least" else (below, above)
+    if len(set(v.values)) == 1:  # no spread: the interval is the point itself, inside or outside (bounds included)
+        point = v.values[0]
+        holds = {"at_least": point >= x, "at_most": point <= x}.get(part.test, abs(point - x) < (part.margin or 0))
+        return (0.0, 1.0) if holds else (1.0, 0.0)
     if part.test == "at_least":
         return stats.p_greater(v.values, x), stats.p_less(v.values, x)
     if part.test == "at_most":
