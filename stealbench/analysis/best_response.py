@@ -84,8 +84,10 @@ class BestResponse:
 
 
 def _strongest(rows: list[Row]) -> Row:
-    """Highest mean surrogate accuracy; ties go to the more seeds, then the name (deterministic)."""
-    return min(rows, key=lambda r: (-r.metric("surrogate/acc").mean, -len(r.runs), r.attack, r.label_mode))
+    """Highest mean surrogate accuracy; ties go to the more seeds, then to the non-adaptive attacker (an equal
+    adaptive one adds nothing), then the name (deterministic)."""
+    return min(rows, key=lambda r: (-r.metric("surrogate/acc").mean, -len(r.runs), r.label_mode != NON_ADAPTIVE,
+                                    r.attack, r.label_mode))
 
 
 def cell_key(row: Row) -> tuple:

@@ -145,8 +145,8 @@ def equal_cost(points: list[Point], levels: dict[str, tuple[float, ...]]) -> lis
                                            references.get(cell)))
                 group.sort(key=lambda e: (e.chosen is None, e.chosen.best.acc.mean if e.chosen else 0.0,
                                           e.defense_key))
-                for i, entry in enumerate(group, start=1):
-                    entry.rank = i
+                for i, entry in enumerate((e for e in group if e.chosen is not None), start=1):
+                    entry.rank = i  # a defense with no setting within the level is listed, unranked (0)
                 out += group
     return out
 
@@ -178,7 +178,7 @@ EQUAL_COST_COLUMNS = ["data", "attack", "setting", "budget", "cost", "level", "r
 
 def equal_cost_values(e: EqualCost) -> list[str]:
     data, attack, setting, budget = e.cell
-    head = [data, attack, setting or "-", str(budget), e.cost, f"≤ {e.level:g}", str(e.rank), e.defense_key]
+    head = [data, attack, setting or "-", str(budget), e.cost, f"≤ {e.level:g}", str(e.rank or "—"), e.defense_key]
     if e.chosen is None:
         return head + ["no setting within this cost", "", "", "", "", "", f"0/{e.settings}"]
     b = e.chosen.best
