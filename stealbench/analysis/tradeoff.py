@@ -36,7 +36,7 @@ COSTS: dict[str, tuple[str, Any]] = {
                         lambda run: run.metrics["victim/acc"] - run.metrics["victim/acc_defended"]),
     "tv": ("total variation of released probabilities (defense/l1 / 2)", lambda run: run.metrics["defense/l1"] / 2),
 }
-DEFAULT_LEVELS = {"benign_acc_drop": (0.0, 0.01, 0.02, 0.05), "tv": (0.05, 0.1, 0.2, 0.5)}
+DEFAULT_LEVELS = {"benign_acc_drop": (0.0, 0.01, 0.02, 0.05, 0.1), "tv": (0.1, 0.25, 0.5, 0.75, 1.0)}
 #: costs within this of a level count as within it (float noise of metrics written with 6+ digits)
 _TOLERANCE = 1e-9
 
@@ -176,9 +176,15 @@ EQUAL_COST_COLUMNS = ["data", "attack", "setting", "budget", "cost", "level", "r
                       "settings within"]
 
 
-def equal_cost_values(e: EqualCost) -> list[str]:
+def equal_cost_columns(entries: list[EqualCost]) -> list[str]:
+    """The columns shown (the setting only when runs differ in one)."""
+    return [c for c in EQUAL_COST_COLUMNS if c != "setting" or any(e.cell[2] for e in entries)]
+
+
+def equal_cost_values(e: EqualCost, with_setting: bool = True) -> list[str]:
     data, attack, setting, budget = e.cell
-    head = [data, attack, setting or "-", str(budget), e.cost, f"≤ {e.level:g}", str(e.rank or "—"), e.defense_key]
+    head = [data, attack] + ([setting or "-"] if with_setting else []) + [
+        str(budget), e.cost, f"≤ {e.level:g}", str(e.rank or "—"), e.defense_key]
     if e.chosen is None:
         return head + ["no setting within this cost", "", "", "", "", "", f"0/{e.settings}"]
     b = e.chosen.best
@@ -191,8 +197,10 @@ def equal_cost_markdown(entries: list[EqualCost]) -> str:
             "to the defender is at most the level (lowest best-response accuracy), ranked. Costs on the benign "
             "evaluation set, seed means: " + "; ".join(f"`{k}` = {v[0]}" for k, v in COSTS.items())
             + ". Only settings that were run are chosen (no interpolation between them).\n\n")
-    lines = ["| " + " | ".join(EQUAL_COST_COLUMNS) + " |", "|" + "|".join("---" for _ in EQUAL_COST_COLUMNS) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in equal_cost_values(e)) + " |" for e in entries]
+    cols = equal_cost_columns(entries)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in equal_cost_values(e, "setting" in cols)) + " |"
+              for e in entries]
     return text + "\n".join(lines) + "\n"
 
 
@@ -213,5 +221,5 @@ def wandb_tradeoff_tables(points: list[Point], entries: list[EqualCost], knobs: 
 
 
 __all__ = ["COSTS", "DEFAULT_LEVELS", "EQUAL_COST_COLUMNS", "POINT_COLUMNS", "EqualCost", "Point", "TradeoffError",
-           "check_swept", "equal_cost", "tradeoff_tables", "wandb_tradeoff_tables", "equal_cost_markdown", "equal_cost_values", "knobs_of", "point_values",
-           "points_of"]
+           "check_swept", "equal_cost", "equal_cost_columns", "equal_cost_markdown", "equal_cost_values", "knobs_of",
+           "point_values", "points_of", "tradeoff_tables", "wandb_tradeoff_tables"]

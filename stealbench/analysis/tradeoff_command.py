@@ -18,7 +18,7 @@ from ..errors import ConfigError, StealbenchError
 from .best_response import of_rows
 from .leaderboard import build
 from .tradeoff import (COSTS, DEFAULT_LEVELS, EQUAL_COST_COLUMNS, POINT_COLUMNS, TradeoffError, check_swept,
-                       equal_cost, equal_cost_markdown, equal_cost_values, point_values, points_of,
+                       equal_cost, equal_cost_columns, equal_cost_markdown, equal_cost_values, point_values, points_of,
                        wandb_tradeoff_tables)
 
 
@@ -121,14 +121,16 @@ def _print_equal_cost(entries, title: str) -> None:
 
     console = Console(highlight=False, width=None if os.isatty(1) else 320)
     table = Table(title=title, title_justify="left")
-    for col in EQUAL_COST_COLUMNS:
+    cols = equal_cost_columns(entries)
+    for col in cols:
         table.add_column(col, justify="right" if col in ("budget", "rank") else "left")
     previous = None
     for e in entries:
         if previous is not None and (e.cell, e.cost, e.level) != previous:
             table.add_section()
         previous = (e.cell, e.cost, e.level)
-        table.add_row(*map(Text, equal_cost_values(e)), style="bold" if e.rank == 1 and e.chosen else None)
+        table.add_row(*map(Text, equal_cost_values(e, "setting" in cols)),
+                      style="bold" if e.rank == 1 and e.chosen else None)
     console.print(table)
 
 
