@@ -196,7 +196,7 @@ def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path,
              to_markdown(rows)]
     if bests and several_variants(bests):
         parts[2:2] = [
-            "## Defenses ranked by their worst case\n",
+            "\n## Defenses ranked by their worst case\n",
             "Best response: per data / attack / budget / defense, the attacker variant (label mode with its "
             "options, attack parameters) with the highest mean attacker accuracy over its seeds; its per-seed "
             "values are reported (choosing per seed would pick each seed's luckiest variant). Acc drop and query "
