@@ -18,6 +18,7 @@ COMMANDS = {
     "list": "list registered defenses, attacks, architectures or datasets",
     "grid": "run a grid of experiments from a YAML file (resumes; --sweep: as a W&B sweep)",
     "leaderboard": "rank and compare finished runs (run folders or W&B): table, Markdown, CSV, plots",
+    "tradeoff": "security against cost over a swept defense knob (plot, tables); defenses at equal cost",
     "reproduce": "run a paper's experiments, check its claims, write REPORT.md (e.g. reproduce lee2018 --quick)",
 }
 
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             from .analysis.leaderboard import leaderboard_command
 
             return leaderboard_command(rest)
+        if command == "tradeoff":
+            from .analysis.tradeoff_command import tradeoff_command
+
+            return tradeoff_command(rest)
         if command == "reproduce":
             from .reproduce import reproduce_command
 

@@ -17,6 +17,12 @@ Derived per row, against the undefended (`none`) runs of the same data, attack, 
   reaches A the needed queries exceed its last checkpoint Q: reported as "> Q/B" (a lower bound); when its first
   checkpoint q0 already reaches A, as "<= q0/B". Over seeds: "m ± s" when every seed crossed, "≥ m" when some
   only give lower bounds (mean of crossings and bounds, itself a lower bound), "> m" when none crossed.
+- best response (stealbench.analysis.best_response): per (data, attack family, setting, budget, defense), the
+  attacker variant (label mode and its options, attack parameters) with the highest mean accuracy, and the drop
+  and multiplier against the undefended best response; defenses ranked by it (their worst case). In the CSV as
+  `best_response_*` columns on every row of the cell; the non-adaptive `soft` rows stay as they are.
+- equal cost (stealbench.analysis.tradeoff): when a defense's knob is swept, each defense's best setting within
+  given costs to benign users (`stealbench tradeoff` draws the plot behind it).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from pathlib import Path
 
 from ..arguments import ArgumentParser, check_folder
 from ..errors import StealbenchError
+from .best_response import best_responses, of_rows
 from .plots import plot_curves, plot_utility
 from .rows import Row, build_rows
 from .runs import load_folders, load_wandb
 from .tables import print_table, write_csv, write_markdown
+from .tradeoff import equal_cost_markdown, tradeoff_tables, wandb_tradeoff_tables
 
 def build(paths: list[str] | None = None, wandb_path: str | None = None, tags: list[str] | None = None,
           ) -> tuple[list[Row], list[tuple[str, str]]]:
@@ -38,6 +46,7 @@ def build(paths: list[str] | None = None, wandb_path: str | None = None, tags: l
     else:
         runs, problems = load_folders(paths or [])
     rows, dupes = build_rows(runs) if runs else ([], [])
+    best_responses(rows)  # sets row.best: the cell's best response over attacker variants
     return rows, problems + dupes
 
 
@@ -78,10 +87,13 @@ def leaderboard_command(argv: list[str]) -> int:
         print_table([], problems, "stealbench leaderboard")
         raise StealbenchError(f"no complete runs found in {', '.join(sources)}")
     out.mkdir(parents=True, exist_ok=True)
+    bests = of_rows(rows)
+    tradeoff = tradeoff_tables(bests)  # the equal-cost comparison, when some defense's knob is swept
     plots = [] if args.no_plots else plot_curves(rows, out) + plot_utility(rows, out)
-    write_markdown(rows, problems, out / "leaderboard.md", sources, plots)
+    write_markdown(rows, problems, out / "leaderboard.md", sources, plots, bests,
+                   equal_cost_markdown(tradeoff[1]) if tradeoff else "")
     write_csv(rows, out / "leaderboard.csv")
-    print_table(rows, problems, f"stealbench leaderboard ({sum(len(r.runs) for r in rows)} runs)")
+    print_table(rows, problems, f"stealbench leaderboard ({sum(len(r.runs) for r in rows)} runs)", bests)
     print(f"wrote {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}"
           + (f" and {len(plots)} plots ({', '.join(p.name for p in plots)})" if plots else ""))
     if claims is not None:
@@ -90,9 +102,12 @@ def leaderboard_command(argv: list[str]) -> int:
         check_claims([run for row in rows for run in row.runs], claims, out, sources)
         print(f"wrote {out / 'claims.md'}")
     if args.log_wandb is not None:
-        from .wandb_log import log_to_wandb
+        from .wandb_log import leaderboard_tables, log_to_wandb
 
-        print(f"W&B: {log_to_wandb(rows, args.log_wandb or args.wandb, plots)}")
+        tables = leaderboard_tables(rows, bests)
+        if tradeoff:
+            tables.update(wandb_tradeoff_tables(*tradeoff))
+        print(f"W&B: {log_to_wandb(tables, args.log_wandb or args.wandb, plots)}")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from .curves import Multiplier, query_multiplier
 from .describe import Stat
@@ -26,6 +27,17 @@ class Row:
     multiplier: Multiplier = field(default_factory=lambda: Multiplier([]))
     baseline: bool = False
     note: str = ""
+    #: the best response of this row's cell over every attacker variant (stealbench.analysis.best_response)
+    best: Any = None
+
+    @property
+    def attack_family(self) -> str:
+        """The attack's registry key: its variants (parameters, label modes) are one attacker's choices."""
+        return self.runs[0].identity["attack"]
+
+    @property
+    def defense_key(self) -> str:
+        return self.runs[0].identity["defense"]
 
     def metric(self, key: str) -> Stat:
         return Stat([r.metrics[key] for r in self.runs])
@@ -40,7 +52,18 @@ class Row:
 
 
 def group_key(run: Run) -> tuple:
-    return (run.identity["data"], run.attack_label, run.identity["label_mode"], run.setting)
+    return (run.identity["data"], run.attack_label, run.label_mode_label, run.setting)
+
+
+def largest_budget_runs(rows: list[Row]) -> dict[tuple, dict[int, Run]]:
+    """The seed's most complete curve per (data, attack, label mode, setting, defense): its largest-budget run."""
+    longest: dict[tuple, dict[int, Run]] = defaultdict(dict)
+    for row in rows:
+        for run in row.runs:
+            slot = longest[(*group_key(run), row.defense)]
+            if run.seed not in slot or run.budget > slot[run.seed].budget:
+                slot[run.seed] = run
+    return longest
 
 
 def build_rows(runs: list[Run]) -> tuple[list[Row], list[tuple[str, str]]]:
@@ -58,13 +81,7 @@ def build_rows(runs: list[Run]) -> tuple[list[Row], list[tuple[str, str]]]:
     rows = [Row(k[0], k[1], k[2], k[3], k[4], k[5], sorted(v.values(), key=lambda r: r.seed))
             for k, v in cells.items()]
 
-    # the seed's most complete curve per (group, defense): its largest-budget run
-    longest: dict[tuple, dict[int, Run]] = defaultdict(dict)
-    for row in rows:
-        for run in row.runs:
-            slot = longest[(*group_key(run), row.defense)]
-            if run.seed not in slot or run.budget > slot[run.seed].budget:
-                slot[run.seed] = run
+    longest = largest_budget_runs(rows)
     baselines = {(r.data, r.attack, r.label_mode, r.setting, r.budget): r for r in rows
                  if r.runs[0].identity["defense"] == BASELINE and r.defense == BASELINE}
     for row in rows:
@@ -107,4 +124,4 @@ def build_rows(runs: list[Run]) -> tuple[list[Row], list[tuple[str, str]]]:
     return rows, problems
 
 
-__all__ = ["Row", "build_rows", "group_key"]
+__all__ = ["Row", "build_rows", "group_key", "largest_budget_runs"]

@@ -33,6 +33,7 @@ class Run:
     config: dict[str, Any]
     defense_label: str = ""
     attack_label: str = ""
+    label_mode_label: str = ""
     setting: str = ""
 
     @property

@@ -1,4 +1,5 @@
-"""The leaderboard as text: terminal table (rich), Markdown and CSV."""
+"""The leaderboard as text: terminal tables (rich), Markdown and CSV. Two tables: defenses ranked by their worst
+case (the best response over attacker variants, stealbench.analysis.best_response), and every variant's row."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import os
 from pathlib import Path
 
+from .best_response import BestResponse
 from .rows import Row
 
 def table_columns(rows: list[Row]) -> list[str]:
@@ -30,13 +32,49 @@ def table_cells(row: Row, with_setting: bool) -> list[str]:
     return cells
 
 
+def best_columns(bests: list[BestResponse]) -> list[str]:
+    cols = ["data", "attack", "budget", "rank", "defense", "seeds", "best response acc", "best response",
+            "fidelity", "acc drop vs none", "query multiplier", "soft acc", "soft acc drop", "variants (mean acc)"]
+    if any(b.setting for b in bests):
+        cols.insert(2, "setting")
+    return cols
+
+
+def best_cells(best: BestResponse, with_setting: bool) -> list[str]:
+    soft = best.non_adaptive
+    cells = [best.data, best.attack, str(best.budget), str(best.rank), best.defense, str(best.acc.n),
+             best.acc.fmt(), best.winner_label, best.fidelity.fmt(),
+             "—" if best.baseline else (best.acc_drop.fmt(signed=True) if best.acc_drop.n else best.note or "n/a"),
+             "— (baseline)" if best.baseline else best.multiplier.fmt(),
+             soft.metric("surrogate/acc").fmt() if soft else "not run",
+             "—" if best.baseline or soft is None else (soft.acc_drop.fmt(signed=True) if soft.acc_drop.n else
+                                                         soft.note or "n/a"),
+             best.variant_means()]
+    if with_setting:
+        cells.insert(2, best.setting or "-")
+    return cells
+
+
+def several_variants(bests: list[BestResponse]) -> bool:
+    """Whether any cell ran more than one attacker variant (else the best response is the one variant's row)."""
+    return any(len(b.variants) > 1 for b in bests)
+
+
+def _markdown_table(cols: list[str], lines_of_cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for cells in lines_of_cells:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(rows: list[Row]) -> str:
     cols = table_columns(rows)
-    with_setting = "setting" in cols
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in table_cells(row, with_setting)) + " |")
-    return "\n".join(lines) + "\n"
+    return _markdown_table(cols, [table_cells(row, "setting" in cols) for row in rows])
+
+
+def best_to_markdown(bests: list[BestResponse]) -> str:
+    cols = best_columns(bests)
+    return _markdown_table(cols, [best_cells(b, "setting" in cols) for b in bests])
 
 
 CSV_METRICS = (("surrogate/acc", "attacker_acc"), ("surrogate/fidelity", "fidelity"), ("victim/acc", "victim_acc"),
@@ -50,7 +88,8 @@ def write_csv(rows: list[Row], path: Path) -> None:
     for _, name in CSV_METRICS:
         header += [f"{name}_mean", f"{name}_std"]
     header += ["acc_drop_mean", "acc_drop_std", "acc_drop_pairs", "query_multiplier_low", "query_multiplier_high",
-               "query_multiplier_bound", "query_multiplier_per_seed", "note", "sources"]
+               "query_multiplier_bound", "query_multiplier_per_seed", "note"]
+    header += list(BEST_CSV_COLUMNS) + ["sources"]
 
     def num(x: float | None) -> str:
         return "" if x is None else f"{x:.6g}"
@@ -69,17 +108,61 @@ def write_csv(rows: list[Row], path: Path) -> None:
                                 for s, lo, hi in row.multiplier.per_seed)
             line += [num(0.0 if row.baseline else row.acc_drop.mean), num(row.acc_drop.std),
                      len(row.runs) if row.baseline else row.acc_drop.n, num(low), num(high), bound, per_seed,
-                     row.note, " ".join(r.source for r in row.runs)]
+                     row.note]
+            line += [_csv_text(v) for v in best_values(row.best)] + [" ".join(r.source for r in row.runs)]
             writer.writerow(line)
 
 
-def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str) -> None:
+#: the best response of a row's cell, on every row of that cell (so a `soft` row has it beside its own numbers)
+BEST_CSV_COLUMNS = ("best_response_acc", "best_response_acc_std", "best_response_mode", "best_response_attack",
+                    "best_response_fidelity", "best_response_n_seeds", "best_response_seeds",
+                    "best_response_acc_drop", "best_response_acc_drop_std", "best_response_acc_drop_pairs",
+                    "best_response_query_multiplier_low", "best_response_query_multiplier_high",
+                    "best_response_query_multiplier_bound", "best_response_rank", "best_response_variants",
+                    "best_response_note")
+
+
+def best_values(best: BestResponse | None) -> list:
+    """The BEST_CSV_COLUMNS values, numbers as numbers (None when missing, or when the rows were built without
+    best responses)."""
+    if best is None:
+        return [None] * len(BEST_CSV_COLUMNS)
+    # the bracket [low, high] (geometric means over seeds), as the leaderboard's own multiplier columns
+    low, high, bound = best.multiplier.summary() if not best.baseline else (1.0, 1.0, "=")
+    return [best.acc.mean, best.acc.std, best.mode, best.attack_variant, best.fidelity.mean, best.acc.n,
+            " ".join(map(str, best.winner.seeds)), 0.0 if best.baseline else best.acc_drop.mean, best.acc_drop.std,
+            best.acc.n if best.baseline else best.acc_drop.n, low, high, bound, best.rank, best.variant_means(),
+            best.note]
+
+
+def _csv_text(value) -> str:
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str,
+                bests: list[BestResponse] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     # cells and folder names are plain Text: a `[/...]` in a path or label is not rich markup (and cannot crash)
     console = Console(highlight=False, width=None if os.isatty(1) else 320)
+    if bests and several_variants(bests):
+        cols = best_columns(bests)
+        table = Table(title=f"{title}: defenses ranked by their worst case (the attacker's best response)",
+                      title_justify="left")
+        for col in cols:
+            table.add_column(col, justify="right" if col in ("budget", "rank", "seeds") else "left")
+        previous = None
+        for best in bests:
+            cell = (best.data, best.attack, best.setting, best.budget)
+            if previous is not None and cell != previous:
+                table.add_section()
+            previous = cell
+            table.add_row(*map(Text, best_cells(best, "setting" in cols)),
+                          style="bold" if best.rank == 1 and len(bests) > 1 else None)
+        console.print(table)
+        title = f"{title}: every attacker variant"
     cols = table_columns(rows)
     with_setting = "setting" in cols
     table = Table(title=title, title_justify="left")
@@ -101,7 +184,7 @@ def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str) ->
 
 
 def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path, sources: list[str],
-                   plots: list[Path]) -> None:
+                   plots: list[Path], bests: list[BestResponse] | None = None, extra: str = "") -> None:
     n_runs = sum(len(r.runs) for r in rows)
     parts = [f"# stealbench leaderboard\n",
              f"{n_runs} runs from {', '.join(sources)}; {len(rows)} rows (seeds aggregated: mean ± sample std).",
@@ -114,6 +197,17 @@ def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path,
              "its last checkpoint / budget, the design's ceiling). Utility Δacc: "
              "defended minus clean victim accuracy for benign users; KL in nats per query.\n",
              to_markdown(rows)]
+    if bests and several_variants(bests):
+        parts[2:2] = [
+            "\n## Defenses ranked by their worst case\n",
+            "Best response: per data / attack / budget / defense, the attacker variant (label mode with its "
+            "options, attack parameters) with the highest mean attacker accuracy over its seeds; its per-seed "
+            "values are reported (choosing per seed would pick each seed's luckiest variant). Acc drop and query "
+            "multiplier: against the undefended attacker's best response, chosen the same way, paired by seed. "
+            "Soft: the non-adaptive attacker, beside it. Ranked by best-response accuracy (lower = stronger "
+            "defense).\n", best_to_markdown(bests), "\n## Every attacker variant\n"]
+    if extra:
+        parts.append("\n" + extra)
     if plots:
         parts.append("\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n")
     if problems:
@@ -123,4 +217,5 @@ def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path,
     path.write_text("\n".join(parts))
 
 
-__all__ = ["print_table", "table_cells", "table_columns", "to_markdown", "write_csv", "write_markdown"]
+__all__ = ["BEST_CSV_COLUMNS", "best_cells", "best_columns", "best_values", "best_to_markdown", "print_table",
+           "several_variants", "table_cells", "table_columns", "to_markdown", "write_csv", "write_markdown"]
