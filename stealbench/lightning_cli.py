@@ -255,7 +255,7 @@ def validate_config(cfg: Any) -> None:
     for option in COMPONENTS:  # every component option named *seed is a seed, e.g. --data.split_seed
         init_args = (cfg.get(option) or {}).get("init_args") or {}
         for key, value in init_args.items():
-            if key == "seed" or key.endswith("_seed"):
+            if (key == "seed" or key.endswith("_seed")) and value is not None:  # null: the run's --seed
                 check_seed(f"{option}.{key}", value)
     if cfg.name is not None:
         check_name(cfg.name)  # the same rule the run folder enforces (rundir.py), checked before any work

@@ -100,6 +100,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
         raise ConfigError(f"budget must be a positive number of queries, got {exp.budget}")
     distributed.check_trainer_options(exp.trainer)  # fsdp, several nodes: refused before anything trains
 
+    data.follow_run_seed(exp.seed)  # before the splits are drawn: a null --data.split_seed is the run's seed
     splits = data.splits()
     if exp.pool_data is not None:  # the attacker's pool from another data set (never the evaluation images)
         pool_x, pool_y = load_pool(exp.pool_data, data, splits.eval_x)

@@ -48,6 +48,7 @@ def _load_victim(payload: dict, catalog):
     identity, config = payload["identity"], payload.get("config") or {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
     data = catalog.datasets.get(identity["data"])(**(data_cfg.get("init_args") or {}))
+    data.follow_run_seed(int(identity["seed"]))  # the run's own split (a null split_seed followed its seed)
     path = (payload.get("victim") or {}).get("path")
     if not path or not Path(path).exists():
         raise ConfigError(f"the victim of {identity} is not on disk ({path}); rerun the grid (it is retrained and "

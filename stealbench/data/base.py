@@ -61,7 +61,7 @@ class ImageDataset:
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
 
-    def __init__(self, pool_fraction: float = 0.5, victim_train_size: int | None = None, split_seed: int = 0,
+    def __init__(self, pool_fraction: float = 0.5, victim_train_size: int | None = None, split_seed: int | None = None,
                  holdout_fraction: float = 0.1) -> None:
         if not 0.0 < pool_fraction < 1.0:
             raise ConfigError(f"data.pool_fraction must be in (0, 1), got {pool_fraction}")
@@ -92,10 +92,19 @@ class ImageDataset:
             self._parts = loaded
         return self._parts
 
+    def follow_run_seed(self, seed: int) -> None:
+        """A split seed left null follows the run's --seed: every seed of a grid gets its own split (and with it
+        its own victim), while runs that share a seed share the split, so their differences stay paired."""
+        if self.split_seed is None:
+            if self._splits is not None:
+                raise RuntimeError("follow_run_seed after the splits were drawn")
+            self.split_seed = seed
+
     def splits(self) -> Splits:
         if self._splits is None:
             train_x, train_y, test_x, test_y = self.parts()
-            g = torch.Generator().manual_seed(self.split_seed)
+            # standalone use (tests, bench scripts) without a run: split seed 0
+            g = torch.Generator().manual_seed(0 if self.split_seed is None else self.split_seed)
             holdout, train = stratified_split(train_y, self.holdout_fraction, g)
             holdout_x, holdout_y = train_x[holdout], train_y[holdout]
             train_x, train_y = train_x[train], train_y[train]
@@ -145,12 +154,13 @@ class StoredDataset(ImageDataset):
         download: fetch the files into root first (needs internet)
         pool_fraction: share of the test part that becomes the attacker pool (the rest: evaluation set)
         victim_train_size: train the victim on this many training images (null: all, minus the holdout)
-        split_seed: seed of the stratified splits
+        split_seed: seed of the stratified splits (null: the run's --seed, so each seed has its own split)
         holdout_fraction: share of the training part kept as the defender's holdout (never trained on)
     """
 
     def __init__(self, root: str = "data", download: bool = False, pool_fraction: float = 0.5,
-                 victim_train_size: int | None = None, split_seed: int = 0, holdout_fraction: float = 0.1) -> None:
+                 victim_train_size: int | None = None, split_seed: int | None = None,
+                 holdout_fraction: float = 0.1) -> None:
         super().__init__(pool_fraction=pool_fraction, victim_train_size=victim_train_size, split_seed=split_seed,
                          holdout_fraction=holdout_fraction)
         self.root = root

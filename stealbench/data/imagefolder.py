@@ -87,7 +87,7 @@ class ImageFolder(ImageDataset):
     registry_key = "imagefolder"
 
     def __init__(self, root: str, image_size: int | None = None, channels: int = 3, augment: str = "crop-flip",
-                 pool_fraction: float = 0.5, victim_train_size: int | None = None, split_seed: int = 0,
+                 pool_fraction: float = 0.5, victim_train_size: int | None = None, split_seed: int | None = None,
                  holdout_fraction: float = 0.1) -> None:
         if channels not in (1, 3):
             raise ConfigError(f"--data.channels must be 1 (grey) or 3 (RGB), got {channels}")
