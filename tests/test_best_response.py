@@ -117,14 +117,15 @@ def test_query_multiplier_is_read_against_the_undefended_best_response(tmp_path)
     # undefended: hard is the stronger mode here (0.9 at 400 queries, soft 0.8)
     fake_run(tmp_path, mode="soft", curve=[(100, 0.5), (400, 0.8)])
     fake_run(tmp_path, mode="hard", curve=[(100, 0.6), (400, 0.9)])
-    # defended, best response soft: reaches 0.9 (the undefended best at 400) only at 1,600 queries -> 4x
+    # defended, best response soft: reaches 0.9 (the undefended best at 400) only at 1,600 queries, after missing it
+    # at 400: the crossing lies in (400, 1600], a multiplier bracket [1, 4] (never interpolated)
     fake_run(tmp_path, defense="deceptive", mode="soft", budget=400, curve=[(100, 0.4), (400, 0.7)])
     fake_run(tmp_path, defense="deceptive", mode="soft", budget=1600, curve=[(100, 0.4), (400, 0.7), (1600, 0.9)])
     fake_run(tmp_path, defense="deceptive", mode="hard", budget=400, curve=[(100, 0.3), (400, 0.6)])
     rows, _ = build([tmp_path])
     best = _best(rows, "deceptive")
     assert best.mode == "soft" and best.acc_drop.values == pytest.approx([0.2])
-    assert best.multiplier.summary()[0] == pytest.approx(4.0) and best.multiplier.summary()[2] == "="
+    assert best.multiplier.summary() == (pytest.approx(1.0), pytest.approx(4.0), "[]")
 
 
 def test_log_wandb_gets_the_best_response_columns_and_table(tmp_path, monkeypatch):
