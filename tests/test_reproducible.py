@@ -57,20 +57,31 @@ def test_the_record_names_every_setting_that_changes_float_results():
     json.dumps(record)  # plain JSON, as results.json and the W&B config need
 
 
-def test_the_attacker_trains_with_the_defenders_thread_count(tmp_path):
+def test_the_attacker_trains_with_the_defenders_thread_count_and_deterministic_mode(tmp_path, monkeypatch):
     """The attacker's process is forked from a server whose thread pools were sized when it started; a count set
-    in the main process since (3 here: neither 1 nor the 2 cores' default) must reach the attacker too."""
+    in the main process since (3 here: neither 1 nor the 2 cores' default) must reach the attacker too. And
+    `--trainer.deterministic true` is what both sides ran under."""
     from stealbench.cli import main
 
-    before = torch.get_num_threads()
+    # Lightning turns deterministic mode on for the whole process and sets this variable: undone after the test
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "unset by the test")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     torch.set_num_threads(3)
     try:
         assert main(["fit", "--attack", "random", "--attack.num_checkpoints", "1", "--victim.epochs", "1",
                      "--attack.epochs", "1", "--budget", "50", "--progress_bar", "false", "--output_dir",
-                     str(tmp_path), "--name", "t"]) == 0
+                     str(tmp_path), "--name", "t", "--trainer.deterministic", "true"]) == 0
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
+        torch.backends.cudnn.benchmark = before[2]
     record = json.loads((tmp_path / "t" / "results.json").read_text())["reproducibility"]
+    assert record["trainer"]["deterministic"] is True
+    for side in ("defender", "attacker"):
+        assert record[side]["deterministic_algorithms"] is True, side
+        assert record[side]["cudnn_benchmark"] is False, side
+        assert record[side]["env"]["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8", side
     assert record["defender"]["torch_threads"] == 3
     assert record["attacker"]["torch_threads"] == 3
     assert record["attacker"]["torch_interop_threads"] == record["defender"]["torch_interop_threads"]
