@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import lightning
+import numpy
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
@@ -39,6 +41,7 @@ from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
 from .pools import check_outliers_disjoint, load_pool
+from .reproducibility import process_record, run_record
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .rundir import open_run_dir, record_failure
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
@@ -288,6 +291,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()},
               **{k: float(v) for k, v in label_report.items() if isinstance(v, (int, float))}}
     elapsed = time.perf_counter() - started
+    attacker_env = report.get("environment") if isinstance(report.get("environment"), dict) else None
+    reproducibility = run_record(exp.trainer, resolve_device(exp.trainer), process_record(), attacker_env)
     results = {
         "schema": SCHEMA_VERSION,
         "status": "complete",
@@ -302,8 +307,9 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
                    "check_acc": defended.victim.check_acc, "near_chance": defended.victim.near_chance},
         "recipes": {role: s.resolved_recipe().as_dict() for role, s in settings.items()},
         "config": exp.config,
-        "versions": {"stealbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                     "plugins": catalog.versions()},
+        "reproducibility": reproducibility,
+        "versions": {"stealbench": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+                     "numpy": numpy.__version__, "python": platform.python_version(), "plugins": catalog.versions()},
         "wall_seconds": round(elapsed, 2),
         "command": " ".join(sys.argv),
     }
@@ -312,6 +318,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])
     write_json_atomic(run_dir / RESULTS_FILE, results)
     console.metrics_table({**metrics, **extras}, title=f"results ({elapsed:.1f}s)")
+    tracker.add_config({"reproducibility": reproducibility})  # known only now: the attacker's side has ended
     console.info(tracker.finish({**metrics, **extras}, files=[run_dir / RESULTS_FILE]))
     console.info(f"results: {run_dir / RESULTS_FILE}")
     return results

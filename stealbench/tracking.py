@@ -98,6 +98,11 @@ class Tracker:
         if self.run is not None:
             self.run.log(point)
 
+    def add_config(self, values: dict[str, Any]) -> None:
+        """Add keys to the run's config that are known only at the end (the attacker's reproducibility record)."""
+        if self.run is not None:
+            self.run.config.update(values, allow_val_change=True)
+
     def finish(self, summary: dict[str, Any], files: list[Path] = ()) -> str:
         """Write the summary and close the run; returns a line saying where it went."""
         if self.run is None:

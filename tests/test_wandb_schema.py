@@ -38,6 +38,9 @@ def test_offline_run_reads_back_with_identity_config_metric_summary_and_curve(tm
         assert config[key] == results["identity"][key], key
     assert config["plugins"] == results["versions"]["plugins"] and config["plugins"]
     assert config["config"]["attack"]["init_args"]["num_checkpoints"] == 2  # the resolved config rides along
+    # threads, processor, deterministic modes of both processes: added at the end, when the attacker's are known
+    assert config["reproducibility"] == results["reproducibility"]
+    assert config["reproducibility"]["attacker"]["torch_threads"] >= 1
     for key in METRIC_KEYS:
         assert summary[key] == pytest.approx(results["metrics"][key], abs=1e-9), key
 

@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+from ..reproducibility import thread_counts
+
 _PRELOAD = ["stealbench.attacker.process"]
 
 
@@ -41,6 +43,8 @@ def start_attacker(spec: Any):
     # the child starts from the server's environment: hand it this process's (tests and grids change it)
     spec.env = dict(os.environ)
     spec.sys_path = list(sys.path)
+    # and its torch thread counts: the server's pools were sized when it started, not by set_num_threads since
+    spec.threads = thread_counts()
     from .process import attacker_main
 
     # not daemonic: its training phases may start DDP workers (daemonic processes cannot have children); it still

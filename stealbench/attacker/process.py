@@ -21,6 +21,7 @@ import lightning  # noqa: F401
 
 from ..attacks.base import Attack, AttackContext
 from ..config import SurrogateConfig
+from ..reproducibility import apply_thread_counts, process_record
 from ..seeding import RoleCounter, role_generator, role_seed, seeded_globals
 from ..transport import PipeChannel, error_payload
 from .remote import RelayLogger, RemoteOracle
@@ -44,6 +45,7 @@ class AttackerSpec:
     device: str
     env: dict[str, str] = field(default_factory=dict)
     sys_path: list[str] = field(default_factory=list)
+    threads: tuple[int, int] | None = None  # the defender's (intra-op, inter-op) torch threads, mirrored here
 
 
 class SurrogateFactory:
@@ -113,6 +115,7 @@ def attacker_main(conn, spec: AttackerSpec) -> None:
     os.environ.clear()
     os.environ.update(spec.env)
     sys.path[:] = spec.sys_path
+    apply_thread_counts(spec.threads)
     from ..training import quiet_lightning
 
     quiet_lightning()
@@ -121,7 +124,8 @@ def attacker_main(conn, spec: AttackerSpec) -> None:
         ctx = build_context(spec, channel)
         with seeded_globals(role_seed(spec.seed, "attack")):
             spec.attack.run(ctx)
-        channel.send_final("done", {"label_mode": spec.label_mode.report()})
+        # the settings this side trained with, taken after training (Lightning sets deterministic modes per Trainer)
+        channel.send_final("done", {"label_mode": spec.label_mode.report(), "environment": process_record()})
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the main process, which decides
         try:
             channel.send_final("failed", error_payload(exc, traceback.format_exc()))
