@@ -51,6 +51,19 @@ def _searched_entries(rows: Tensor, floor: Tensor, m: int) -> Tensor:
     return key.argsort(-1)[:, :m]
 
 
+def _signed_sums(br: _Branches, z: Tensor, rows: Tensor, order: Tensor, table: Tensor) -> Tensor:
+    """(n, C): sum - 1 of every branch assignment of `table` at normaliser z (n,); NaN where a preimage is missing."""
+    pre = br.preimages(z[:, None] * rows)  # (n, K, 3)
+    pre = torch.where(rows[..., None] <= 0, torch.full_like(pre, _EPS), pre)
+    top = pre.gather(1, order[..., None].expand(-1, -1, 3))  # (n, m, 3): the searched entries
+    others = torch.ones_like(rows, dtype=torch.bool).scatter(1, order, False)
+    rest = torch.where(others, pre[..., 0], torch.zeros_like(rows)).sum(-1)  # the others, on the low branch
+    n, m, _ = top.shape
+    chosen = top[:, None, :, :].expand(n, len(table), m, 3).gather(-1, table[None, :, :, None].expand(
+        n, -1, -1, 1)).squeeze(-1)  # (n, C, m)
+    return chosen.sum(-1) + rest[:, None] - 1
+
+
 def _best_sums(br: _Branches, z: Tensor, rows: Tensor, order: Tensor, table: Tensor) -> Tensor:
     """Per row, the |sum - 1| of the best branch assignment at normaliser z (n,) (capped; NaN -> cap)."""
     values = z[:, None] * rows  # (n, K)
@@ -114,7 +127,46 @@ def _pick(free: Tensor, max_rows: int) -> Tensor:
     return torch.cat([take_i, take_o])
 
 
-def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 96, min_floor_rows: int = 8) -> Estimate | None:
+_WINDOW = 2e-3  # rows whose roots lie within this much of each other in log gamma agree
+
+
+def _root_cluster(log_gs: np.ndarray, log_c: float, rows: Tensor, floor: Tensor, order: Tensor,
+                  table: Tensor) -> tuple[int, float]:
+    """Along the ridge at c: every (row, branch assignment)'s roots in log gamma (sign changes of sum - 1 between
+    scan points, placed by linear interpolation); returns the most rows whose roots agree within _WINDOW and
+    where. The truth is a root of every exactly answered row; wrong assignments' roots scatter."""
+    signed = []
+    for lg in log_gs:
+        gamma = math.exp(lg)
+        beta = beta_from_ridge(math.exp(log_c), gamma)
+        if not 0 < beta < 100:
+            signed.append(torch.full((len(rows), len(table)), float("nan"), dtype=torch.float64))
+            continue
+        br = _Branches(beta, gamma, points=4001)
+        signed.append(_signed_sums(br, br.f_eps / floor, rows, order, table))
+    s = torch.stack(signed)  # (G, n, C)
+    a, b = s[:-1], s[1:]
+    crossing = (a * b <= 0) & torch.isfinite(a) & torch.isfinite(b) & (a != b)
+    g_idx, row, _ = torch.nonzero(crossing, as_tuple=True)
+    if len(row) == 0:
+        return 0, float(log_gs[len(log_gs) // 2])
+    grid = torch.as_tensor(log_gs, dtype=torch.float64)
+    wa, wb = a[crossing], b[crossing]
+    roots = grid[g_idx] + (grid[g_idx + 1] - grid[g_idx]) * (wa / (wa - wb))
+    # distinct rows per window (two offsets of the bins, so a cluster on a bin edge is not split)
+    best_count, best_at = 0, float(roots[0])
+    for offset in (0.0, 0.5):
+        bins = torch.floor(roots / _WINDOW + offset).long()
+        pairs = torch.unique(torch.stack([bins, row]), dim=1)
+        values, counts = torch.unique(pairs[0], return_counts=True)
+        i = int(counts.argmax())
+        if int(counts[i]) > best_count:
+            in_bin = bins == values[i]
+            best_count, best_at = int(counts[i]), float(roots[in_bin].median())
+    return best_count, best_at
+
+
+def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_rows: int = 8) -> Estimate | None:
     """(beta, gamma) of a reverse sigmoid from its answers alone, or None when fewer than `min_floor_rows`
     answers show the clip floor (nothing then identifies the parameters)."""
     rows, free = floor_rows(released)
@@ -139,24 +191,22 @@ def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 96, min_floor_
         r = _best_sums(br, br.f_eps / floor, rows, order, table)
         return (r / (r + _TOL)).mean().item()  # a soft count of the rows the parameters do not explain
 
-    log_gs = np.linspace(math.log(1e-3), math.log(10.0), 600)
+    log_gs = np.linspace(math.log(1e-3), math.log(10.0), 400)
     c_known = _ridge_from_saturated(rows, free)
-    if c_known is not None:
-        log_c = math.log(c_known)
-    else:  # no saturated rows: a coarse search for the ridge first
-        log_c = min((score((lc, lg)), lc) for lc in np.linspace(math.log(1e-4), math.log(0.45), 24)
-                    for lg in log_gs[::10])[1]
-    along = np.array([score((log_c, lg)) for lg in log_gs])
-    best_score, best = math.inf, None
-    for i in np.argsort(along)[:3]:  # Brent between the neighbours of the best points along the ridge
-        lo, hi = log_gs[max(i - 1, 0)], log_gs[min(i + 1, len(log_gs) - 1)]
-        result = minimize_scalar(lambda lg: score((log_c, lg)), bounds=(lo, hi), method="bounded",
-                                 options={"xatol": 1e-7})
-        if result.fun < best_score:
-            best_score, best = float(result.fun), np.array([log_c, result.x])
-    # a final polish in both coordinates (the saturated rows' c is exact only if their ties are the floor)
+    log_cs = [math.log(c_known)] if c_known is not None else list(np.linspace(math.log(1e-4), math.log(0.45), 16))
+    best_count, best = -1, None
+    for log_c in log_cs:
+        count, log_g = _root_cluster(log_gs, log_c, rows, floor, order, table)
+        if count > best_count:
+            best_count, best = count, np.array([log_c, log_g])
+    # polish: Brent along the ridge in the cluster's window, then both coordinates (Nelder-Mead)
+    lo, hi = best[1] - 2 * _WINDOW, best[1] + 2 * _WINDOW
+    result = minimize_scalar(lambda lg: score((best[0], lg)), bounds=(lo, hi), method="bounded",
+                             options={"xatol": 1e-9})
+    best_score, best = float(result.fun), np.array([best[0], result.x])
     result = minimize(score, best, method="Nelder-Mead", options={
-        "xatol": 1e-7, "fatol": 1e-9, "maxiter": 200, "initial_simplex": best + np.array([[0, 0], [1e-3, 0], [0, 1e-2]])})
+        "xatol": 1e-9, "fatol": 1e-12, "maxiter": 200,
+        "initial_simplex": best + np.array([[0, 0], [1e-5, 0], [0, 1e-5]])})
     if result.fun < best_score:
         best_score, best = float(result.fun), result.x
     gamma = math.exp(best[1])

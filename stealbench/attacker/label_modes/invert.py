@@ -16,6 +16,8 @@ from .reverse_sigmoid import invert_reverse_sigmoid
 
 #: answers kept for the estimate (re-estimated whenever the sample has doubled, up to this many)
 MAX_ESTIMATE_ROWS = 2048
+#: an estimate that explains all but this share of its rows is kept (no more re-estimating)
+GOOD_MISFIT = 0.1
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Invert(LabelMode):
     def observe(self, released: Tensor) -> None:
         if self.known or len(released) == 0 or self._seen_rows >= MAX_ESTIMATE_ROWS:
             return
+        if self.estimate is not None and self.estimate.misfit < GOOD_MISFIT and self.estimate.rows >= 32:
+            return
         self._seen.append(released.detach().cpu())
         self._seen_rows += len(released)
         if self._estimated_at == 0 or self._seen_rows >= 2 * self._estimated_at:
@@ -85,8 +89,8 @@ class Invert(LabelMode):
             out["label_mode/beta"], out["label_mode/gamma"] = params
         if not self.known:
             out["label_mode/estimated_from"] = float(self.estimate.rows if self.estimate else 0)
-            if self.estimate is not None:
-                out["label_mode/estimate_residual"] = self.estimate.residual
+            if self.estimate is not None:  # the estimate's own error: the share of its rows it does not explain
+                out["label_mode/estimate_misfit"] = self.estimate.misfit
         return out
 
 
