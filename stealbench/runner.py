@@ -34,7 +34,7 @@ from .defender.referee import stop as stop_attacker
 from .defenses.base import Defense, DefenseSetup
 from .devices import check_accelerator
 from .errors import ConfigError, StealbenchError
-from .attacker.label_modes import LabelOptions, make_label_mode
+from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
@@ -75,7 +75,10 @@ class Experiment:
     def identity(self) -> dict[str, Any]:
         ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
                  "victim_arch": self.victim.arch, "surrogate_arch": self.surrogate.arch, "budget": self.budget,
-                 "seed": self.seed, "label_mode": self.label_mode}
+                 "seed": self.seed, "label_mode": mode_label(self.label_mode, self.label_options)}
+        if self.label_options:  # the mode's variant: its key and options, beside the label above
+            ident["label_mode_key"] = self.label_mode
+            ident["label_options"] = dict(self.label_options)
         if self.pool_data is not None:
             ident["pool_data"] = self.keys.get("pool_data", type(self.pool_data).__name__.lower())
         return ident

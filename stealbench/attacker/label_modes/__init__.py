@@ -6,7 +6,8 @@ estimate.py). The interface is in base.py; `stealbench list label_modes` shows e
 defenses it answers and its options.
 """
 
-from .base import ALL, LabelMode, LabelOptions, ModeOracle, NoOptions, make_label_mode
+from .base import ALL, LabelMode, LabelOptions, ModeOracle, NoOptions, make_label_mode, mode_label
 from .effect import effect_removed
 
-__all__ = ["ALL", "LabelMode", "LabelOptions", "ModeOracle", "NoOptions", "effect_removed", "make_label_mode"]
+__all__ = ["ALL", "LabelMode", "LabelOptions", "ModeOracle", "NoOptions", "effect_removed", "make_label_mode",
+           "mode_label"]

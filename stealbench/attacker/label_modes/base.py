@@ -17,6 +17,7 @@ kept (``label_mode/recovery_l1``): the attacker never sees the clean answers.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -181,6 +182,17 @@ def make_label_mode(name: str, num_classes: int, options: dict[str, Any] | None 
     return mode
 
 
+def mode_label(key: str, options: dict[str, Any] | None) -> str:
+    """How runs name a label mode: its key, then its given options (`average-k4-scale0.05`), sorted by name, so
+    variants of one mode are told apart in run names, identities and leaderboards."""
+    parts = [key]
+    for name, value in sorted((options or {}).items()):
+        text = {True: "true", False: "false", None: "null"}.get(value, value) if not isinstance(value, (int, float)) \
+            or isinstance(value, bool) else value
+        parts.append(name + re.sub(r"[^A-Za-z0-9.+-]+", "", str(text)))
+    return "-".join(parts)
+
+
 def check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"--label_options.{option} must be one of {', '.join(choices)}; got {value!r}")
@@ -200,4 +212,4 @@ def check_number(option: str, value: Any, *, minimum: float, integer: bool = Fal
 
 
 __all__ = ["ALL", "LabelMode", "LabelOptions", "ModeOracle", "NoOptions", "check_choice", "check_number",
-           "make_label_mode"]
+           "make_label_mode", "mode_label"]
