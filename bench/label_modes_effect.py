@@ -15,8 +15,9 @@ from torch import nn
 from stealbench.data.digits import Digits
 from stealbench.defenses.deceptive import reverse_sigmoid
 from stealbench.defenses.noise import LogitNoise
-from stealbench.label_modes import (LabelOptions, effect_removed, estimate_reverse_sigmoid,
-                                    invert_reverse_sigmoid, make_label_mode)
+from stealbench.attacker.label_modes import LabelOptions, effect_removed, make_label_mode
+from stealbench.attacker.label_modes.estimate import estimate_reverse_sigmoid
+from stealbench.attacker.label_modes.reverse_sigmoid import invert_reverse_sigmoid
 from stealbench.defender.oracle import Oracle
 
 
@@ -43,7 +44,11 @@ def main() -> None:
         e = effect_removed(clean, released, rec)
         print(f"| deceptive b={beta} g={gamma} | invert (known) | {e['l1_released']:.3f} | {e['l1_recovered']:.3f} "
               f"| {e['l1_removed']:.1%} | solved {solved.float().mean():.1%} |")
-        (b, g), rows = estimate_reverse_sigmoid(released[:256])
+        found = estimate_reverse_sigmoid(released[:256])
+        if found is None:
+            print(f"| deceptive b={beta} g={gamma} | invert (estimated) | | | | too few clip-floor answers |")
+            continue
+        (b, g), rows = (found.beta, found.gamma), found.rows
         rec, solved = invert_reverse_sigmoid(released, b, g)
         e = effect_removed(clean, released, rec)
         print(f"| deceptive b={beta} g={gamma} | invert (estimated) | {e['l1_released']:.3f} | {e['l1_recovered']:.3f} "

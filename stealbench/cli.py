@@ -15,7 +15,7 @@ from .signals import RunInterrupted, exit_code
 COMMANDS = {
     "fit": "run one stealing experiment (victim -> defense -> attack -> results)",
     "plugins": "show loaded plugins, their versions and what they registered",
-    "list": "list registered defenses, attacks, architectures or datasets",
+    "list": "list registered defenses, attacks, architectures, datasets, label modes or reproductions",
     "grid": "run a grid of experiments from a YAML file (resumes; --sweep: as a W&B sweep)",
     "leaderboard": "rank and compare finished runs (run folders or W&B): table, Markdown, CSV, plots",
     "tradeoff": "security against cost over a swept defense knob (plot, tables); defenses at equal cost",
@@ -123,10 +123,12 @@ def list_command(argv: list[str]) -> int:
     console = _console()
     for kind in [args.kind] if args.kind else kinds:
         table = Table(title=kind, title_justify="left")
-        for column in ("key", "description", "source"):
+        # a label mode also says which defenses it answers and which options it takes
+        extra = (lambda e: (e.obj.summary(),)) if kind == "label_modes" else (lambda e: ())
+        for column in ("key", "description", *(("answers / options",) if kind == "label_modes" else ()), "source"):
             table.add_column(column)
         for entry in catalog.registry(kind).entries(args.filter):
-            table.add_row(*map(Text, (entry.key, entry.description, entry.source)))
+            table.add_row(*map(Text, (entry.key, entry.description, *extra(entry), entry.source)))
         console.print(table)
         if kind == "architectures":
             console.print("  ...and any timm model name (e.g. resnet18), created without pretrained weights")

@@ -10,7 +10,7 @@ A grid file (see configs/experiments/) names the dimensions; every combination i
     data: [{name: mnist, root: ../shared/data}]
     defenses: [{name: none}, {name: deceptive, beta: 1.0, gamma: 0.1}]
     attacks: [{name: jbda, rounds: 9}, {name: random, budgets: [500, 2000]}]  # `budgets` overrides per attack
-    label_modes: [soft, hard]      # default [soft]
+    label_modes: [soft, hard, invert, {mode: average, k: 4}]   # default [soft]; options -> --label_options.*
     budgets: [400, 1600, 6400]
     seeds: [0, 1, 2]               # default [0]
     exclude: [{attack: random, label_mode: hard}]   # optional: skip combinations matching all given fields
@@ -19,6 +19,12 @@ An entry is a registry key or a mapping with `name`, an optional `label` and its
 (`--defense.beta 1.0`). Its label (used in run names) is the name followed by its parameters, except `root` and
 `download`, which say where data lives, not what is measured. Run names are deterministic,
 `<data>_<defense>_<attack>_<label mode>_b<budget>_s<seed>`, so a grid re-run skips the runs already complete.
+
+Label modes are any registered mode (`stealbench list label_modes`); a mapping names it with `mode:` and gives
+its options, and its label is the key followed by its options sorted by name (`average-k4`), as the run's
+identity spells it. A mode runs only in the cells whose defense it answers (its `answers` is "all" or names the
+defense's key) and against `none`, the undefended baseline it is compared with; other cells are skipped
+(`invert` runs against `deceptive` and `none`, not against `topk`).
 
 This module does not import Lightning; `run_grid` imports `stealbench.lightning_cli` only when it runs in-process.
 """
@@ -43,7 +49,6 @@ GRID_KEYS = ("name", "description", "output_dir", "common", "data", "defenses", 
              "seeds", "exclude")
 #: entry parameters that say where data lives, not what is measured: left out of labels
 NON_IDENTITY_PARAMS = frozenset({"root", "download"})
-LABEL_MODES = ("soft", "hard")
 _COMPONENTS = {"data": "datasets", "defenses": "defenses", "attacks": "attacks"}
 
 
@@ -168,6 +173,47 @@ def _entries(spec: dict, key: str, default: list | None = None) -> list[Entry]:
     return entries
 
 
+@dataclass(frozen=True)
+class ModeEntry:
+    """One value of the label-mode dimension: a registered mode, its options and its label."""
+
+    name: str
+    params: dict[str, Any]
+    label: str
+    answers: Callable[[str], bool]  # defense key -> whether the mode is built against it
+
+
+def _label_modes(raw: Any) -> list[ModeEntry]:
+    """`label_modes:` -> entries; unknown modes and options are refused now, before any run starts."""
+    from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
+    from .errors import StealbenchError
+
+    raw = [raw] if isinstance(raw, (str, dict)) else raw
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"grid `label_modes:` must be a list of label modes (keys, or mappings like "
+                          f"{{mode: average, k: 4}}), got {raw!r}")
+    entries = []
+    for item in raw:
+        if isinstance(item, dict):
+            key = item.get("mode", item.get("name"))
+            params = {k: v for k, v in item.items() if k not in ("mode", "name", "label")}
+        else:
+            key, params = item, {}
+        if not isinstance(key, str):
+            raise ConfigError(f"grid `label_modes:` entry {item!r} needs `mode: KEY` (stealbench list label_modes)")
+        try:
+            mode = make_label_mode(key, 2, LabelOptions(params))  # checks the key and the options
+        except StealbenchError as exc:
+            raise ConfigError(f"grid `label_modes:` entry {item!r}: {exc}") from None
+        label = item.get("label") if isinstance(item, dict) and item.get("label") else mode_label(key, params)
+        entries.append(ModeEntry(key, params, str(label), type(mode).answers_defense))
+    labels = [e.label for e in entries]
+    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dupes:
+        raise ConfigError(f"grid `label_modes:` lists {dupes} twice")
+    return entries
+
+
 def _weight(attack: Entry, budget: int) -> float:
     """Rough relative cost: a fixed part (victim from cache, evaluation) plus a part growing with the budget."""
     return 1.0 + budget / 500.0
@@ -187,10 +233,7 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
     data = _entries(spec, "data", ["digits"])
     defenses = _entries(spec, "defenses")
     attacks = _entries(spec, "attacks")
-    label_modes = spec.get("label_modes", ["soft"])
-    label_modes = [label_modes] if isinstance(label_modes, str) else label_modes
-    if not isinstance(label_modes, list) or not label_modes or any(m not in LABEL_MODES for m in label_modes):
-        raise ConfigError(f"grid `label_modes:` must be a list of {', '.join(LABEL_MODES)}, got {label_modes!r}")
+    label_modes = _label_modes(spec.get("label_modes", ["soft"]))
     seeds = _int_list(spec.get("seeds", [0]), "grid `seeds:`")
     budgets = _int_list(spec["budgets"], "grid `budgets:`") if "budgets" in spec else None
     for attack in attacks:
@@ -230,9 +273,12 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
     for d in data:
         for seed in seeds:
             for attack in attacks:
-                for label_mode in label_modes:
+                for mode in label_modes:
+                    label_mode = mode.label
                     for budget in attack.budgets or budgets:
                         for defense in defenses:
+                            if defense.name != "none" and not mode.answers(defense.name):
+                                continue  # the mode is not built against this defense (see the module doc)
                             identity = {"data": d.label, "defense": defense.label, "attack": attack.label,
                                         "label_mode": label_mode, "budget": budget, "seed": seed}
                             if excluded({**identity, "data_key": d.name, "defense_key": defense.name,
@@ -245,7 +291,10 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
                             for option, entry in (("data", d), ("defense", defense), ("attack", attack)):
                                 for key, value in entry.params.items():
                                     args += [f"--{option}.{key}", format_value(value)]
-                            args += ["--label_mode", label_mode, "--budget", str(budget), "--seed", str(seed),
+                            args += ["--label_mode", mode.name]
+                            for key, value in mode.params.items():
+                                args += [f"--label_options.{key}", format_value(value)]
+                            args += ["--budget", str(budget), "--seed", str(seed),
                                      "--output_dir", str(output_dir), "--name", run_name]
                             if "wandb.tags" not in common:
                                 args += ["--wandb.tags", json.dumps([f"grid:{name}"])]

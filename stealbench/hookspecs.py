@@ -11,6 +11,9 @@ Each hook receives a ``register`` callback; call it once per component::
 - register_architectures: a factory ``(num_classes: int, in_chans: int, image_size: int) -> torch.nn.Module``
                           taking pixel-space images (normalisation is added by stealbench)
 - register_datasets:      a subclass of :class:`stealbench.data.ImageDataset`
+- register_label_modes:   a subclass of :class:`stealbench.attacker.label_modes.LabelMode` (how the attacker
+                          turns answers into targets; adaptive attacks on the answers); it declares `answers`
+                          (the defense keys it is built against, or "all") and `Options` (a dataclass)
 - register_reproductions: the path of a reproduction file (a grid YAML with `paper:`, `utility:` and `claims:`,
                           see stealbench.reproduce); `stealbench reproduce KEY` runs it, `--quick` runs
                           `<stem>_quick.yaml` beside it. Ship the files as package data of the plugin.
@@ -50,6 +53,11 @@ def register_datasets(register: Register) -> None:
 
 
 @hookspec
+def register_label_modes(register: Register) -> None:
+    """Register label modes / adaptive attacks on the answers: ``register("mykey", MyLabelMode)``."""
+
+
+@hookspec
 def register_reproductions(register: Register) -> None:
     """Register paper reproductions: ``register("mypaper2024", Path(__file__).parent / "mypaper2024.yaml")``."""
 
@@ -60,5 +68,6 @@ HOOK_KINDS: dict[str, str] = {
     "register_attacks": "attacks",
     "register_architectures": "architectures",
     "register_datasets": "datasets",
+    "register_label_modes": "label_modes",
     "register_reproductions": "reproductions",
 }

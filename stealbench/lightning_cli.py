@@ -23,12 +23,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .arguments import check_folder, help_hint, jsonargparse_message, yaml_message
+from .attacker.label_modes import LabelOptions, make_label_mode
 from .attacks.base import Attack
 from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
 from .data.base import ImageDataset
 from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
-from .label_modes import LABEL_MODES, LabelOptions
 from .plugins import get_catalog
 from .devices import check_accelerator
 from .rundir import check_name
@@ -198,9 +198,13 @@ class StealbenchCLI(LightningCLI):
         parser.add_class_arguments(WandbConfig, "wandb")
         parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries (>= 1)")
         # a Literal, not type=str plus choices: jsonargparse shows the latter's type as a lambda in --help
-        parser.add_argument("--label_mode", type=Literal[tuple(LABEL_MODES)], default="soft",
-                            help="; ".join(f"{k}: {v}" for k, v in LABEL_MODES.items()))
-        parser.add_class_arguments(LabelOptions, "label_options")
+        modes = get_catalog().label_modes
+        parser.add_argument("--label_mode", type=str, default="soft",
+                            help="a registered label mode (`stealbench list label_modes`): " + "; ".join(
+                                f"{e.key}: {e.description}" for e in modes.entries()))
+        parser.add_argument("--label_options", type=dict[str, Any], default={},
+                            help="options of the chosen label mode, e.g. --label_options.k 4; "
+                                 + "; ".join(f"{e.key}: {e.obj.summary()}" for e in modes.entries()))
         parser.add_argument("--output_dir", type=str, default="runs", help="parent folder of run folders")
         parser.add_argument("--name", type=str | None, default=None, help="run folder name (default: derived)")
         parser.add_argument("--progress_bar", type=bool | None, default=None,
@@ -243,7 +247,7 @@ class StealbenchCLI(LightningCLI):
             label_mode=cfg.label_mode, seed=cfg.seed, victim=init.victim, surrogate=init.surrogate,
             wandb=init.wandb, trainer=dict(cfg.trainer.clone().as_dict()), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
-            label_options=init.label_options, pool_data=init.get("pool_data"),
+            label_options=LabelOptions(cfg.label_options or {}), pool_data=init.get("pool_data"),
         )
 
 
@@ -251,7 +255,8 @@ def validate_config(cfg: Any) -> None:
     """Ranges of the options that no dataclass or component owns; checked before anything is built."""
     check_int("budget", cfg.budget, 1)
     check_seed("seed", cfg.seed)
-    check_int("label_options.samples", cfg.label_options.samples, 1)
+    # the mode and its options are checked now, before anything trains (make_label_mode raises ConfigError)
+    make_label_mode(cfg.label_mode, 2, LabelOptions(cfg.label_options or {}))
     for option in COMPONENTS:  # every component option named *seed is a seed, e.g. --data.split_seed
         init_args = (cfg.get(option) or {}).get("init_args") or {}
         for key, value in init_args.items():

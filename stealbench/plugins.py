@@ -39,6 +39,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.attacks.random",
     "stealbench.attacks.knockoff",
     "stealbench.attacks.activethief",
+    "stealbench.attacker.label_modes.plain",
+    "stealbench.attacker.label_modes.smooth",
+    "stealbench.attacker.label_modes.invert",
     "stealbench.models.builtin",
     "stealbench.models.resnet_cifar",
     "stealbench.data.digits",
@@ -76,6 +79,7 @@ class Catalog:
     attacks: Registry[Any]
     architectures: Registry[Any]
     datasets: Registry[Any]
+    label_modes: Registry[Any]
     reproductions: Registry[Any]
     plugins: list[PluginInfo]
 

@@ -36,7 +36,7 @@ from .defender.referee import stop as stop_attacker
 from .defenses.base import Defense, DefenseSetup
 from .devices import check_accelerator
 from .errors import ConfigError, StealbenchError
-from .label_modes import LabelOptions, make_label_mode
+from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
@@ -70,7 +70,7 @@ class Experiment:
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, as written to config.yaml
     config_yaml: str = ""
     progress_bar: bool = False
-    #: options of the defense-aware label modes (invert, smooth)
+    #: options of the label mode (`--label_options.k 4`), checked against the mode's own Options
     label_options: LabelOptions = field(default_factory=LabelOptions)
     #: attacker pool from another data set (None: the victim data set's own pool split); see pools.py
     pool_data: ImageDataset | None = None
@@ -78,7 +78,10 @@ class Experiment:
     def identity(self) -> dict[str, Any]:
         ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
                  "victim_arch": self.victim.arch, "surrogate_arch": self.surrogate.arch, "budget": self.budget,
-                 "seed": self.seed, "label_mode": self.label_mode}
+                 "seed": self.seed, "label_mode": mode_label(self.label_mode, self.label_options)}
+        if self.label_options:  # the mode's variant: its key and options, beside the label above
+            ident["label_mode_key"] = self.label_mode
+            ident["label_options"] = dict(self.label_options)
         if self.pool_data is not None:
             ident["pool_data"] = self.keys.get("pool_data", type(self.pool_data).__name__.lower())
         return ident
@@ -288,7 +291,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
                "surrogate/fidelity": final["surrogate/fidelity"], "queries": oracle.used}
     label_report = report.get("label_mode") if isinstance(report.get("label_mode"), dict) else {}
-    extras = {**oracle.stats(), **{f"defense/{k}": v for k, v in exp.defense.report().items()},
+    extras = {**oracle.stats(), **oracle.recovery(), **{f"defense/{k}": v for k, v in exp.defense.report().items()},
               **{k: float(v) for k, v in label_report.items() if isinstance(v, (int, float))}}
     elapsed = time.perf_counter() - started
     attacker_env = report.get("environment") if isinstance(report.get("environment"), dict) else None

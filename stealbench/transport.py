@@ -120,6 +120,24 @@ def _tensor(buffers: list[bytes], ref: dict[str, Any]) -> torch.Tensor:
         raise RemoteError(f"malformed tensor in a message between the two sides: {exc}") from exc
 
 
+# ------------------------------------------------------------------------------------------------ the audit
+#: the defender keeps the clean answers of about this many queries per run, in blocks of AUDIT_BLOCK consecutive
+#: queries (so that the repeats of one image, which a label mode asks together, fall in one block)
+AUDIT_ROWS = 4096
+AUDIT_BLOCK = 64
+
+
+def audit_stride(budget: int) -> int:
+    """Every `stride`-th block of queries is audited: all of them up to AUDIT_ROWS queries."""
+    return max(1, -(-int(budget) // AUDIT_ROWS))
+
+
+def audited_queries(index: torch.Tensor, budget: int) -> torch.Tensor:
+    """Bool mask: which query indices (0-based, in the oracle's counting order) the defender keeps clean answers
+    for, to score the attacker's recovered answers (``label_mode/recovery_l1``). Both sides apply this rule."""
+    return (index // AUDIT_BLOCK) % audit_stride(budget) == 0
+
+
 # ------------------------------------------------------------------------------------------------ the pipe
 class PipeChannel(Channel):
     """A :class:`Channel` over a multiprocessing connection (the attacker's process is the client)."""
@@ -162,4 +180,4 @@ def rebuild_error(payload: dict[str, Any]) -> Exception:
     return RemoteError(payload["message"], payload.get("details", ""))
 
 
-__all__ = ["Channel", "PipeChannel", "RemoteError", "decode", "encode", "error_payload", "rebuild_error"]
+__all__ = ["AUDIT_BLOCK", "AUDIT_ROWS", "Channel", "PipeChannel", "RemoteError", "audit_stride", "audited_queries", "decode", "encode", "error_payload", "rebuild_error"]

@@ -13,7 +13,7 @@ from conftest import FAST, REPO
 from stealbench.cli import main
 from stealbench.defenses.base import Defense
 from stealbench.results import METRIC_KEYS
-from stealbench.label_modes import make_label_mode
+from stealbench.attacker.label_modes import make_label_mode
 
 
 def fit(tmp_path, *args):

@@ -234,3 +234,43 @@ def test_sigterm_stops_the_grid_and_a_rerun_resumes(tmp_path):
     calls.clear()
     report = run_grid(grid, grid.runs[:5], runner=_fake_runner(calls), progress=False)
     assert len(calls) == 3 and len(report.skipped) == 2
+
+
+def test_label_modes_take_any_registered_mode_with_options_and_skip_defenses_they_do_not_answer():
+    spec = {**SPEC, "defenses": ["none", {"name": "deceptive", "beta": 1.0, "gamma": 0.2}, "topk"],
+            "attacks": [{"name": "jbda", "rounds": 2}], "budgets": [100], "seeds": [0],
+            "label_modes": ["soft", "invert", {"mode": "average", "k": 4}, {"mode": "average", "k": 2, "scale": 0.1}]}
+    runs = expand(spec, name="g", output_dir="out")
+    cells = {(r.identity["label_mode"], r.identity["defense"]) for r in runs}
+    # invert answers deceptive only (and runs against the undefended baseline); soft and average answer all
+    assert ("invert", "deceptive-beta1.0-gamma0.2") in cells and ("invert", "none") in cells
+    assert ("invert", "topk") not in cells and ("soft", "topk") in cells and ("average-k4", "topk") in cells
+    assert len(runs) == 3 + 2 + 3 + 3
+    variant = next(r for r in runs if r.identity["label_mode"] == "average-k2-scale0.1")
+    assert opt(variant.args, "--label_mode") == "average" and opt(variant.args, "--label_options.k") == "2"
+    assert opt(variant.args, "--label_options.scale") == "0.1" and "_average-k2-scale0.1_" in variant.name
+    with pytest.raises(ConfigError, match="label_options.k do not apply to label_mode 'smooth'"):
+        expand({**spec, "label_modes": [{"mode": "smooth", "k": 3}]}, name="g", output_dir="out")
+    with pytest.raises(ConfigError, match="unknown label_mode 'argmax'"):
+        expand({**spec, "label_modes": ["argmax"]}, name="g", output_dir="out")
+
+
+def test_a_grid_with_soft_hard_and_invert_runs_one_run_per_mode(tmp_path):
+    spec = {"common": {"victim": {"epochs": 2}, "progress_bar": False, "attack.epochs": 1,
+                       "attack.num_checkpoints": 1},
+            "data": ["digits"], "defenses": [{"name": "deceptive", "beta": 1.0, "gamma": 0.2}],
+            "attacks": ["random"], "label_modes": ["soft", "hard", "invert"], "budgets": [100],
+            "output_dir": str(tmp_path / "runs")}
+    path = tmp_path / "modes.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    grid = load_grid(path)
+    assert [r.identity["label_mode"] for r in grid.runs] == ["soft", "hard", "invert"]
+    assert run_grid(grid, progress=False).ok
+    for run in grid.runs:
+        results = json.loads((tmp_path / "runs" / run.name / "results.json").read_text())
+        assert results["status"] == "complete" and results["identity"]["label_mode"] == run.identity["label_mode"]
+        assert results["extra_metrics"]["label_mode/recovery_rows"] == 100  # every query audited
+    soft, _, invert = (json.loads((tmp_path / "runs" / r.name / "results.json").read_text())["extra_metrics"]
+                       for r in grid.runs)
+    assert "label_mode/estimated_from" in invert and "label_mode/solved" not in invert
+    assert soft["label_mode/recovery_l1"] > 0  # soft keeps the defense's perturbation

@@ -33,7 +33,7 @@ class AttackerSpec:
 
     attack: Attack
     attack_key: str
-    label_mode: Any  # a label_modes.LabelMode: wraps the oracle, turns answers into targets
+    label_mode: Any  # an attacker.label_modes.LabelMode: wraps the oracle, turns answers into targets
     seed: int
     budget: int
     num_classes: int
@@ -100,7 +100,7 @@ def build_context(spec: AttackerSpec, channel: PipeChannel) -> AttackContext:
         return reply["x"], reply["y"]
 
     return AttackContext(
-        oracle=spec.label_mode.wrap_oracle(oracle), pool_x=hello["pool_x"], num_classes=spec.num_classes,
+        oracle=spec.label_mode.wrap_oracle(oracle, role_generator(spec.seed, "attack", 1)), pool_x=hello["pool_x"], num_classes=spec.num_classes,
         input_shape=spec.input_shape, generator=role_generator(spec.seed, "attack"), device=device,
         new_surrogate=SurrogateFactory(spec), train=train, to_targets=spec.label_mode, checkpoint=checkpoint,
         seed_set=seed_set, pool_labels=hello.get("pool_labels"),

@@ -36,6 +36,11 @@ class RemoteOracle(QueryCounter):
         self._used = int(reply["used"])
         return reply["answers"].to(x.device)
 
+    def report_recovered(self, index: Tensor, recovered: Tensor) -> None:
+        """Send the recovered answers of audited queries to the defender's side, which scores them against the
+        clean answers it kept (this side never sees those)."""
+        self._channel.notify("recovered", index=index, recovered=recovered)
+
 
 class RelayLogger(Logger):
     """A Lightning logger that forwards the attacker's training metrics to the run's logger on the defender's side."""

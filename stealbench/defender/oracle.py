@@ -15,6 +15,7 @@ from ..attacks.base import QueryCounter
 from ..defenses.base import Defense
 from ..errors import BudgetExceededError, OracleInputError
 from ..metrics import DefenseStats
+from ..transport import AUDIT_BLOCK, audit_stride, audited_queries
 from .guard import check_probabilities, guarded_answer
 
 _PIXEL_TOLERANCE = 1e-6
@@ -38,6 +39,7 @@ class Oracle(QueryCounter):
         self.batch_size = batch_size
         self._used = 0
         self._stats = DefenseStats()
+        self._audit = RecoveryAudit(self.budget, num_classes)
         self._answer = _make_answerer(victim, defense, torch.device(device), defense_name or type(defense).__name__)
 
     def query(self, x: Tensor) -> Tensor:
@@ -52,9 +54,12 @@ class Oracle(QueryCounter):
         if n == 0:
             return torch.empty(0, self.num_classes, device=x.device)
         released_parts = []
+        start = self._used
         for chunk in x.split(self.batch_size):
             clean, released, clean_log = self._answer(chunk)
             self._stats.update(clean, released, clean_log)
+            self._audit.keep(start + torch.arange(len(chunk)), clean)
+            start += len(chunk)
             released_parts.append(released)
         self._used += n
         return torch.cat(released_parts).to(x.device)
@@ -62,6 +67,15 @@ class Oracle(QueryCounter):
     def stats(self) -> dict[str, float]:
         """Defense statistics over every answered query (keys prefixed `oracle/`)."""
         return self._stats.compute("oracle/")
+
+    def report_recovered(self, index: Tensor, recovered: Tensor) -> None:
+        """The attacker's recovered answers for audited queries: `index` (n, r) the queries each row came from."""
+        self._audit.score(index, recovered)
+
+    def recovery(self) -> dict[str, float]:
+        """`label_mode/recovery_l1` (mean L1 between the attacker's recovered answers and the clean ones) and the
+        rows it rests on; empty if the attacker sent none."""
+        return self._audit.compute()
 
     def _validate(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
@@ -79,6 +93,52 @@ class Oracle(QueryCounter):
             )
         if not torch.isfinite(x).all():
             raise OracleInputError("oracle.query got NaN or infinite pixels")
+
+
+class RecoveryAudit:
+    """Clean answers of the audited queries (see :func:`stealbench.transport.audited_queries`), and the L1 of the
+    attacker's recovered answers to them. A row recovered from several queries (a mode that asks an image
+    several times) is scored against the mean of their clean answers."""
+
+    def __init__(self, budget: int, num_classes: int) -> None:
+        self.budget = budget
+        self.num_classes = num_classes
+        self.stride = audit_stride(budget)
+        blocks = -(-budget // (AUDIT_BLOCK * self.stride))
+        self._clean = torch.full((blocks * AUDIT_BLOCK, num_classes), float("nan"), dtype=torch.float64)
+        self._l1_sum = 0.0
+        self._rows = 0
+
+    def _slot(self, index: Tensor) -> Tensor:
+        return (index // AUDIT_BLOCK // self.stride) * AUDIT_BLOCK + index % AUDIT_BLOCK
+
+    def keep(self, index: Tensor, clean: Tensor) -> None:
+        mask = audited_queries(index, self.budget)
+        if mask.any():
+            self._clean[self._slot(index[mask])] = clean[mask.to(clean.device)].detach().double().cpu()
+
+    def score(self, index: Tensor, recovered: Tensor) -> None:
+        from ..errors import OracleInputError
+
+        if not (isinstance(index, Tensor) and isinstance(recovered, Tensor) and index.dim() == 2
+                and recovered.shape == (len(index), self.num_classes) and not index.is_floating_point()):
+            raise OracleInputError("recovered answers must come as index (n, r) integers and answers (n, K)")
+        index = index.long()
+        ok = ((index >= 0) & (index < self.budget)).all(1)
+        ok &= audited_queries(index.clamp(0, self.budget - 1), self.budget).all(1)
+        if not ok.any():
+            return
+        clean = self._clean[self._slot(index[ok])].mean(1)  # (n, K): NaN where a query was never asked
+        answered = torch.isfinite(clean).all(1)
+        l1 = (recovered[ok].double() - clean).abs().sum(-1)[answered]
+        l1 = l1[torch.isfinite(l1)]
+        self._l1_sum += float(l1.sum())
+        self._rows += len(l1)
+
+    def compute(self) -> dict[str, float]:
+        if not self._rows:
+            return {}
+        return {"label_mode/recovery_l1": self._l1_sum / self._rows, "label_mode/recovery_rows": float(self._rows)}
 
 
 def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device,
@@ -103,4 +163,4 @@ def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device,
     return answer
 
 
-__all__ = ["Oracle", "check_probabilities"]
+__all__ = ["Oracle", "RecoveryAudit", "check_probabilities"]

@@ -131,6 +131,8 @@ class Referee:
             self.on_log(args["metrics"], args.get("step"))
         elif op == "say":
             self.say(str(args.get("text", "")))
+        elif op == "recovered":
+            self.oracle.report_recovered(args.get("index"), args.get("recovered"))
 
 
 def _attack_error(payload: dict[str, Any]) -> Exception:

@@ -1,137 +1,18 @@
-"""Label modes: how an attacker turns the oracle's answers into training targets.
+"""Inverting the reverse sigmoid (the `deceptive` defense) with known parameters, vectorised over rows.
 
-- ``soft``: the released probabilities as they are.
-- ``hard``: one-hot argmax of them.
-- ``invert``: the attacker knows the defense is the reverse sigmoid (``deceptive``) and inverts it, with known
-  ``beta``/``gamma`` (``--label_options.beta``/``.gamma``) or with parameters estimated from its own answers.
-- ``smooth``: against randomised defenses, every image is queried ``samples`` times and the answers averaged
-  (every answer counts as a query: the attack sees a budget ``samples`` times smaller).
-
-A label mode has two parts: :meth:`LabelMode.wrap_oracle` (what the attack talks to) and
-:meth:`LabelMode.__call__` (answers -> targets). :func:`effect_removed` measures how much of a defense's
-perturbation a label mode undoes, given the clean answers (only the experimenter has those).
+The defense releases y' = normalise(f(y)) with f(y) = y - beta (sigmoid(gamma logit y) - 1/2), y clipped to
+[eps, 1 - eps] first. f is not monotone: a released value has up to three preimages, and which one is the clean
+answer is what the defense hides. :func:`invert_reverse_sigmoid` finds, per row, the normaliser and branch
+assignment whose preimages sum to 1 and reproduce the answer exactly.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .defender.oracle import Oracle
-
-LABEL_MODES: dict[str, str] = {
-    "soft": "train on the released probabilities",
-    "hard": "train on the argmax of the released probabilities (one-hot)",
-    "invert": "invert the reverse sigmoid (deceptive); known beta/gamma or estimated from the answers",
-    "smooth": "query each image `samples` times and average the answers (against randomised defenses)",
-}
-
-
-@dataclass
-class LabelOptions:
-    """Options of the defense-aware label modes (`--label_options.samples 8`); soft and hard ignore them."""
-
-    #: invert: the reverse sigmoid's beta; null estimates it (with gamma) from the attacker's answers
-    beta: float | None = None
-    #: invert: the reverse sigmoid's gamma; null estimates it (with beta) from the attacker's answers
-    gamma: float | None = None
-    #: smooth: answers averaged per image (each one is a query)
-    samples: int = 5
-    #: smooth: average log-probabilities (`log`, geometric mean: undoes zero-mean logit noise) or probabilities
-    average: Literal["log", "probs"] = "log"
-    #: invert/smooth: train on the recovered probabilities (`soft`) or their argmax (`hard`)
-    then: Literal["soft", "hard"] = "soft"
-
-
-class LabelMode:
-    """soft / hard: a pure transform of the released answers."""
-
-    def __init__(self, name: str, num_classes: int, then: str = "soft") -> None:
-        self.name = name
-        self.num_classes = num_classes
-        self.then = then
-
-    def wrap_oracle(self, oracle: "Oracle"):
-        """What the attack queries (the oracle itself, unless the mode spends several queries per image)."""
-        return oracle
-
-    def effective_budget(self, budget: int) -> int:
-        """The budget as the attack sees it through :meth:`wrap_oracle` (in images)."""
-        return budget
-
-    def recover(self, released: Tensor) -> Tensor:
-        """The mode's estimate of the clean probabilities (the identity for soft/hard)."""
-        return released
-
-    def __call__(self, released: Tensor) -> Tensor:
-        probs = self.recover(released.detach().float())
-        if self.then == "hard":
-            return torch.nn.functional.one_hot(probs.argmax(-1), self.num_classes).float()
-        return probs
-
-    def report(self) -> dict[str, float]:
-        return {}
-
-
-# ---------------------------------------------------------------------------------------------------------- smooth
-class SmoothingOracle:
-    """Asks the real oracle `samples` times per image and returns the averaged answer.
-
-    Its budget, `used` and `remaining` are counted in images (real queries // samples), so an attack's own
-    accounting stays exact; the real oracle counts every answer.
-    """
-
-    def __init__(self, oracle: "Oracle", samples: int, average: str) -> None:
-        self._oracle = oracle
-        self.samples = samples
-        self.average = average
-        self.budget = oracle.budget // samples
-        self.input_shape = oracle.input_shape
-        self.num_classes = oracle.num_classes
-
-    @property
-    def used(self) -> int:
-        return -(-self._oracle.used // self.samples)
-
-    @property
-    def remaining(self) -> int:
-        return self._oracle.remaining // self.samples
-
-    def query(self, x: Tensor) -> Tensor:
-        n = len(x)
-        answers = self._oracle.query(x.repeat_interleave(self.samples, dim=0))
-        answers = answers.view(n, self.samples, -1).double()
-        if self.average == "log":
-            mean = torch.softmax(answers.clamp_min(1e-12).log().mean(1), dim=-1)
-        else:
-            mean = answers.mean(1)
-        return mean.to(x.dtype if x.is_floating_point() else torch.float32)
-
-    def stats(self) -> dict[str, float]:
-        return self._oracle.stats()
-
-
-class SmoothMode(LabelMode):
-    def __init__(self, num_classes: int, samples: int, average: str, then: str) -> None:
-        super().__init__("smooth", num_classes, then)
-        self.samples = samples
-        self.average = average
-
-    def wrap_oracle(self, oracle: "Oracle") -> SmoothingOracle:
-        return SmoothingOracle(oracle, self.samples, self.average)
-
-    def effective_budget(self, budget: int) -> int:
-        return budget // self.samples
-
-
-# ---------------------------------------------------------------------------------------------------------- invert
 _EPS = 1e-9  # the reverse sigmoid clips y to [eps, 1 - eps] before the logit (see defenses/deceptive.py)
 _GRID = 20001  # points of the lookup table in logit space
 _ZGRID = 64  # normaliser candidates per row (plus the clip-floor hypothesis)
@@ -149,15 +30,15 @@ class _Branches:
     (1-y*, 1): a released value has up to three preimages (L, M, H). That is what makes the defense deceptive.
     """
 
-    def __init__(self, beta: float, gamma: float) -> None:
+    def __init__(self, beta: float, gamma: float, points: int = _GRID) -> None:
         lo, hi = math.log(_EPS / (1 - _EPS)), math.log((1 - _EPS) / _EPS)
-        logits = torch.linspace(lo, hi, _GRID, dtype=torch.float64)
+        logits = torch.linspace(lo, hi, points, dtype=torch.float64)
         f = _rs_f(torch.sigmoid(logits), beta, gamma)
         slope = torch.sign(f[1:] - f[:-1])
         slope[slope == 0] = 1
         # split at sign changes of the slope; keep the first three pieces (L, M, H), the middle one increasing
         cuts = (torch.nonzero(slope[1:] != slope[:-1]).flatten() + 1).tolist()
-        bounds = [0, *cuts, _GRID - 1]
+        bounds = [0, *cuts, points - 1]
         pieces = []
         for a, b in zip(bounds[:-1], bounds[1:]):
             fl, ll = f[a:b + 1], logits[a:b + 1]
@@ -294,7 +175,7 @@ REPRODUCE_TOL = 1e-4
 
 def _reproduces(y: Tensor, released: Tensor, beta: float, gamma: float, tol: float = REPRODUCE_TOL) -> Tensor:
     """(...,) bool: the defense's own forward pass on normalised `y` (..., K) gives back `released` (n, K)."""
-    from .defenses.deceptive import reverse_sigmoid  # the real defense's forward pass, not a re-derivation
+    from ...defenses.deceptive import reverse_sigmoid  # the real defense's forward pass, not a re-derivation
 
     shape = y.shape
     flat = y.reshape(-1, shape[-1])
@@ -427,155 +308,5 @@ def _assignment_sums(br: _Branches, zs: Tensor, yr: Tensor, assign: Tensor) -> T
     return _assignment_values(br, zs, yr, assign).sum(-1)
 
 
-#: the estimate when the answers hold too few clip-floor rows to say anything (the literature's common setting)
-DEFAULT_GUESS = (1.0, 0.1)
 
-
-def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_rows: int = 8
-                             ) -> tuple[tuple[float, float], int]:
-    """Estimate (beta, gamma) of a reverse sigmoid from its answers alone; returns ((beta, gamma), rows used).
-
-    A single answer has an exact preimage for many (beta, gamma), so the parameters are not identified row by
-    row. What pins them: a confident victim outputs probabilities below the defense's clip floor (1e-9) for
-    some classes, and those come out as several equal answers (see :func:`_floor_values`), which fixes the
-    normaliser Z = f(eps) / y'_floor for a guessed (beta, gamma). The guess is scored by how far the best
-    branch assignment at that Z is from summing to 1, over a grid (beta 0.2..2, gamma 0.01..1), refined once.
-    With fewer than `min_floor_rows` such rows the estimate is DEFAULT_GUESS (reported as 0 rows used).
-
-    Known weakness: saturated rows only pin the product beta * (sigmoid(20.7 gamma) - 1/2), so the estimate
-    lies on the right ridge but often not at the right point of it (e.g. (1.79, 0.028) for (0.5, 0.3)).
-    """
-    y = released.double().clamp_min(0)
-    y = y / y.sum(-1, keepdim=True)
-    floor = _floor_values(y)
-    ties = ((y - floor[:, None]).abs() <= 1e-6 * floor[:, None]).sum(-1) >= 2
-    rows = y[ties]
-    if len(rows) > max_rows:
-        rows = rows[torch.linspace(0, len(rows) - 1, max_rows).long()]
-    if len(rows) < min_floor_rows:
-        return DEFAULT_GUESS, 0
-    assign, cost = _candidates(rows)
-
-    def score(beta: float, gamma: float) -> float:
-        br = _Branches(beta, gamma)
-        z = br.f_eps / _floor_values(rows)
-        sums = _assignment_sums(br, z[:, None], rows, assign)[:, 0]  # (n, C)
-        return (sums - 1).abs().nan_to_num(nan=1.0).clamp_max(1.0).min(-1).values.mean().item()
-
-    best, best_score = DEFAULT_GUESS, float("inf")
-    for b in [0.2 * i for i in range(1, 11)]:
-        for g in [10 ** (-2 + 2 * i / 10) for i in range(11)]:
-            s = score(b, g)
-            if s < best_score:
-                best, best_score = (b, g), s
-    b0, g0 = best
-    for b in [b0 * (1 + d) for d in (-0.1, -0.05, 0.0, 0.05, 0.1)]:
-        for g in [g0 * (1 + d) for d in (-0.2, -0.1, 0.0, 0.1, 0.2)]:
-            s = score(b, g)
-            if s < best_score:
-                best, best_score = (b, g), s
-    return best, len(rows)
-
-
-class InvertMode(LabelMode):
-    """Invert the reverse sigmoid, with known or estimated parameters.
-
-    Estimated parameters come from the answers seen so far (re-estimated whenever they have doubled, up to
-    2,048); targets already handed out are not revised.
-    """
-
-    def __init__(self, num_classes: int, beta: float | None, gamma: float | None, then: str) -> None:
-        super().__init__("invert", num_classes, then)
-        self.known = beta is not None and gamma is not None
-        self.beta = beta
-        self.gamma = gamma
-        self._seen: list[Tensor] = []
-        self._seen_rows = 0
-        self._estimated_at = 0
-        self.solved = 0
-        self.total = 0
-        self.estimated_from = 0  # clip-floor answers behind the estimate (0: the default guess)
-
-    def _maybe_estimate(self, released: Tensor) -> None:
-        if self.known:
-            return
-        if self._seen_rows < 2048:
-            self._seen.append(released.detach().cpu())
-            self._seen_rows += len(released)
-        # (re-)estimate on the first answers and whenever the sample has doubled, up to 2048 answers
-        if self._estimated_at == 0 or (self._seen_rows >= 2 * self._estimated_at and self._estimated_at < 2048):
-            (self.beta, self.gamma), self.estimated_from = estimate_reverse_sigmoid(torch.cat(self._seen))
-            self._estimated_at = self._seen_rows
-
-    def recover(self, released: Tensor) -> Tensor:
-        if len(released) == 0:
-            return released
-        self._maybe_estimate(released)
-        probs, solved = invert_reverse_sigmoid(released.cpu(), self.beta, self.gamma)
-        self.solved += int(solved.sum())
-        self.total += len(released)
-        return probs.to(released.device, released.dtype)
-
-    def report(self) -> dict[str, float]:
-        out = {"label_mode/beta": float(self.beta or 0), "label_mode/gamma": float(self.gamma or 0)}
-        if self.total:
-            out["label_mode/solved"] = self.solved / self.total
-        if not self.known:
-            out["label_mode/estimated_from"] = float(self.estimated_from)
-        return out
-
-
-def make_label_mode(name: str, num_classes: int, options: LabelOptions | None = None) -> LabelMode:
-    """The label mode called `name`; raises ConfigError (naming the option) for bad values."""
-    options = options or LabelOptions()
-    # an option the chosen mode does not read is a mistake to report, not to ignore
-    used = {"soft": (), "hard": (), "smooth": ("samples", "average", "then"), "invert": ("beta", "gamma", "then")}
-    defaults = LabelOptions()
-    unused = [f.name for f in fields(LabelOptions) if f.name not in used.get(name, ())
-              and getattr(options, f.name) != getattr(defaults, f.name)]
-    if name in used and unused:
-        raise ConfigError(f"label_options.{', label_options.'.join(unused)} do not apply to label_mode {name!r} "
-                          f"(it reads: {', '.join(used[name]) or 'no options'})")
-    if options.then not in ("soft", "hard"):
-        raise ConfigError(f"label_options.then must be one of soft, hard; got {options.then!r}")
-    if name == "soft" or name == "hard":
-        return LabelMode(name, num_classes, then=name)
-    if name == "smooth":
-        if not isinstance(options.samples, int) or options.samples < 1:
-            raise ConfigError(f"label_options.samples must be an integer >= 1, got {options.samples!r}")
-        if options.average not in ("log", "probs"):
-            raise ConfigError(f"label_options.average must be one of log, probs; got {options.average!r}")
-        return SmoothMode(num_classes, options.samples, options.average, options.then)
-    if name == "invert":
-        for key in ("beta", "gamma"):
-            value = getattr(options, key)
-            if value is not None and not value > 0:
-                raise ConfigError(f"label_options.{key} must be > 0 or null (estimate it), got {value}")
-        if (options.beta is None) != (options.gamma is None):
-            raise ConfigError("label_options.beta and label_options.gamma must both be given (known defense) "
-                              "or both be null (estimated from the answers)")
-        return InvertMode(num_classes, options.beta, options.gamma, options.then)
-    raise ConfigError(f"label_mode must be one of {', '.join(LABEL_MODES)}; got {name!r}")
-
-
-def effect_removed(clean: Tensor, released: Tensor, recovered: Tensor) -> dict[str, float]:
-    """How much of the defense's perturbation a label mode undoes: 1 - L1(recovered, clean) / L1(released, clean).
-
-    1 means the clean answers are fully recovered, 0 no better than the released ones, < 0 worse. Also the
-    fraction of argmax changes the defense made that the recovered answers undo.
-    """
-    clean, released, recovered = clean.double(), released.double(), recovered.double()
-    l1_def = (released - clean).abs().sum(-1).mean().item()
-    l1_rec = (recovered - clean).abs().sum(-1).mean().item()
-    flipped = released.argmax(-1) != clean.argmax(-1)
-    fixed = (recovered.argmax(-1) == clean.argmax(-1)) & flipped
-    return {
-        "l1_released": l1_def,
-        "l1_recovered": l1_rec,
-        "l1_removed": 1.0 - l1_rec / l1_def if l1_def > 0 else 0.0,
-        "top1_flips_undone": fixed.double().sum().item() / max(int(flipped.sum()), 1),
-    }
-
-
-__all__ = ["LABEL_MODES", "LabelMode", "LabelOptions", "SmoothingOracle", "effect_removed",
-           "estimate_reverse_sigmoid", "invert_reverse_sigmoid", "make_label_mode"]
+__all__ = ["REPRODUCE_TOL", "invert_reverse_sigmoid"]
