@@ -42,6 +42,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.attacker.label_modes.plain",
     "stealbench.attacker.label_modes.smooth",
     "stealbench.attacker.label_modes.invert",
+    "stealbench.attacker.label_modes.ddae",
+    "stealbench.attacker.label_modes.adaptive",
     "stealbench.models.builtin",
     "stealbench.models.resnet_cifar",
     "stealbench.data.digits",

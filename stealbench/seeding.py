@@ -23,6 +23,7 @@ ROLES: dict[str, str] = {
     "attack": "the attack's own choices (query order, sampling, targets)",
     "surrogate_init": "each new surrogate's initial weights (indexed by creation)",
     "surrogate_train": "each surrogate training call's batch order and dropout (indexed by call)",
+    "shadow": "a label mode's own models (D-DAE's shadow victims, detector, restorer; indexed by use)",
 }
 
 SEED_LIMIT = 2**63  # role seeds fit torch.Generator.manual_seed and Python's int64-based APIs

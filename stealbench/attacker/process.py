@@ -24,6 +24,7 @@ from ..config import SurrogateConfig
 from ..reproducibility import apply_thread_counts, process_record
 from ..seeding import RoleCounter, role_generator, role_seed, seeded_globals
 from ..transport import PipeChannel, error_payload
+from .label_modes.kit import AttackerKit, SeedSetCache
 from .remote import RelayLogger, RemoteOracle
 
 
@@ -51,9 +52,9 @@ class AttackerSpec:
 class SurrogateFactory:
     """`new_surrogate()`: the surrogate architecture, each instance initialised from its own role seed."""
 
-    def __init__(self, spec: AttackerSpec) -> None:
+    def __init__(self, spec: AttackerSpec, seeds: RoleCounter | None = None) -> None:
         self.spec = spec
-        self.seeds = RoleCounter(spec.seed, "surrogate_init")
+        self.seeds = seeds if seeds is not None else RoleCounter(spec.seed, "surrogate_init")
 
     def __call__(self) -> nn.Module:
         from ..models.factory import build_net
@@ -95,17 +96,40 @@ def build_context(spec: AttackerSpec, channel: PipeChannel) -> AttackContext:
         channel.call("checkpoint", state=dict(model.state_dict()), round=int(round_idx),
                      retrained=bool(retrained_from_scratch))
 
-    def seed_set(per_class: int) -> tuple[Tensor, Tensor]:
+    def fetch_seed_set(per_class: int) -> tuple[Tensor, Tensor]:
         reply = channel.call("seed_set", per_class=int(per_class))
         return reply["x"], reply["y"]
 
+    # one seed set per run, shared by the attack and a label mode that needs labelled images
+    seed_set = SeedSetCache(fetch_seed_set)
+    log = lambda message: channel.notify("say", text=str(message))  # noqa: E731
+    spec.label_mode.prepare(_attacker_kit(spec, hello, device, settings, seed_set, log))
     return AttackContext(
         oracle=spec.label_mode.wrap_oracle(oracle, role_generator(spec.seed, "attack", 1)), pool_x=hello["pool_x"], num_classes=spec.num_classes,
         input_shape=spec.input_shape, generator=role_generator(spec.seed, "attack"), device=device,
         new_surrogate=SurrogateFactory(spec), train=train, to_targets=spec.label_mode, checkpoint=checkpoint,
-        seed_set=seed_set, pool_labels=hello.get("pool_labels"),
-        log=lambda message: channel.notify("say", text=str(message)),
+        seed_set=seed_set.get, pool_labels=hello.get("pool_labels"), log=log,
     )
+
+
+def _attacker_kit(spec: AttackerSpec, hello: dict, device: torch.device, settings, seed_set: SeedSetCache,
+                  log) -> AttackerKit:
+    """The attacker's own resources for the label mode: its own role seeds ("shadow"), never the surrogate's."""
+    from ..training import fit
+
+    seeds = RoleCounter(spec.seed, "shadow")
+    seeds.count = 1  # index 0 is the mode's generator
+    quiet = replace(settings, logger=None)  # shadow training is the mode's business, not the surrogate's curve
+
+    def train(model: nn.Module, x: Tensor, targets: Tensor, epochs: int) -> nn.Module:
+        seed = seeds.next()
+        with seeded_globals(seed):
+            return fit(model, x, targets, epochs, quiet, seed=seed, log_name="shadow")
+
+    return AttackerKit(pool_x=hello["pool_x"], num_classes=spec.num_classes, input_shape=spec.input_shape,
+                       device=device, new_model=SurrogateFactory(spec, seeds), train=train,
+                       generator=role_generator(spec.seed, "shadow", 0), seed_set=seed_set,
+                       pool_labels=hello.get("pool_labels"), log=log)
 
 
 def attacker_main(conn, spec: AttackerSpec) -> None:

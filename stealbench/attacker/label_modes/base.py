@@ -28,6 +28,7 @@ from ...transport import audited_queries
 
 if TYPE_CHECKING:
     from ...attacks.base import OracleHandle
+    from .kit import AttackerKit
 
 #: `answers` value of a mode that applies against every defense
 ALL = "all"
@@ -80,6 +81,11 @@ class LabelMode:
         """One answer per image of `x`; modes that ask several times query `queries_per_image` images per image,
         in blocks (image 0's repeats first), and combine them."""
         return oracle.query(x)
+
+    # -- the attacker's own resources (modes that train models of their own, e.g. D-DAE) --------------------
+    def prepare(self, kit: "AttackerKit") -> None:
+        """Called once in the attacker's process before the attack starts, with the attacker's own images,
+        labels, model factory and trainer (:class:`~.kit.AttackerKit`); nothing here is the defender's."""
 
     # -- answers -> targets ---------------------------------------------------------------------------------
     def observe(self, released: Tensor) -> None:
