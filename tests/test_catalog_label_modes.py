@@ -113,7 +113,7 @@ def test_smooth_averages_several_answers_and_counts_each_as_a_query():
 
 
 def test_label_mode_errors_name_the_option():
-    with pytest.raises(ConfigError, match="unknown label_mode 'fuzzy'.*average, hard, invert, smooth, soft"):
+    with pytest.raises(ConfigError, match="unknown label_mode 'fuzzy'.*argmax, average, ddae, hard, indist, invert, smooth, soft"):
         make_label_mode("fuzzy", 10)
     with pytest.raises(ConfigError, match="label_options.samples"):
         make_label_mode("smooth", 10, LabelOptions(samples=0))
@@ -140,4 +140,4 @@ def test_cli_runs_smooth_against_noise_with_a_pool_from_another_data_set(tmp_pat
     results = json.loads((out / "e2e" / "results.json").read_text())
     assert results["metrics"]["queries"] == 150  # 50 images x 3 answers
     assert results["identity"]["pool_data"] == "fashion-mnist"
-    assert results["identity"]["label_mode"] == "smooth"
+    assert results["identity"]["label_mode"] == "smooth-samples3"  # the identity names the options

@@ -71,7 +71,7 @@ def test_expand_labels_leave_out_data_locations_and_exclude_rules_apply():
 @pytest.mark.parametrize("change, message", [
     ({"defenses": ["none", "none"]}, "same label"),
     ({"budgets": None, "attacks": ["jbda"]}, "budgets"),
-    ({"label_modes": ["soft", "argmax"]}, "label_modes"),
+    ({"label_modes": ["soft", "fuzzy"]}, "label_modes"),
     ({"seeds": ["zero"]}, "integers"),
     ({"colour": "blue"}, "unknown grid keys"),
     ({"common": {"budget": 10}}, "grid dimensions"),
@@ -251,8 +251,8 @@ def test_label_modes_take_any_registered_mode_with_options_and_skip_defenses_the
     assert opt(variant.args, "--label_options.scale") == "0.1" and "_average-k2-scale0.1_" in variant.name
     with pytest.raises(ConfigError, match="label_options.k do not apply to label_mode 'smooth'"):
         expand({**spec, "label_modes": [{"mode": "smooth", "k": 3}]}, name="g", output_dir="out")
-    with pytest.raises(ConfigError, match="unknown label_mode 'argmax'"):
-        expand({**spec, "label_modes": ["argmax"]}, name="g", output_dir="out")
+    with pytest.raises(ConfigError, match="unknown label_mode 'fuzzy'"):
+        expand({**spec, "label_modes": ["fuzzy"]}, name="g", output_dir="out")
 
 
 def test_a_grid_with_soft_hard_and_invert_runs_one_run_per_mode(tmp_path):
