@@ -161,7 +161,8 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--program", default=None,
                         help="grid file path as agents will see it (default: FILE as given)")
     args = parser.parse_args(argv)
-    from .grid import check_keys, dry_run_lines, load_grid, run_grid
+    from .grid import check_keys, load_grid
+    from .grid_runner import dry_run_lines, run_grid
 
     grid = load_grid(args.file, args.output_dir)
     check_folder("output_dir", grid.output_dir)

@@ -80,7 +80,8 @@ def reproduce_command(argv: list[str]) -> int:
     path = reproduction_file(args.paper, args.quick)
     stem = path.stem if is_yaml_path(args.paper) else args.paper + ("_quick" if args.quick else "")
     rep = load(path, args.output_dir, f"runs/reproduce/{stem}")
-    from .grid import check_keys, dry_run_lines, run_grid
+    from .grid import check_keys
+    from .grid_runner import dry_run_lines, run_grid
 
     if args.dry_run:
         print("\n".join(dry_run_lines(rep.grid, rep.grid.runs)))

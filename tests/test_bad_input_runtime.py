@@ -154,7 +154,8 @@ def test_two_fits_with_the_same_name_one_fails_clearly(tmp_path):
 def test_grid_skips_a_cell_another_process_holds(tmp_path):
     import yaml
 
-    from stealbench.grid import load_grid, run_grid
+    from stealbench.grid import load_grid
+    from stealbench.grid_runner import run_grid
 
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump({"defenses": ["none"], "attacks": ["random"], "budgets": [10, 20],
@@ -179,7 +180,8 @@ def test_grid_skips_a_cell_another_process_holds(tmp_path):
 def test_grid_stops_on_ctrl_c_without_counting_a_failure(tmp_path):
     import yaml
 
-    from stealbench.grid import load_grid, run_grid
+    from stealbench.grid import load_grid
+    from stealbench.grid_runner import run_grid
 
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump({"defenses": ["none"], "attacks": ["random"], "budgets": [10, 20, 30],

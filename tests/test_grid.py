@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from stealbench import grid as grid_mod
+from stealbench import grid_runner
 from stealbench.cli import main
 from stealbench.errors import ConfigError
-from stealbench.grid import expand, is_complete, load_grid, run_grid
+from stealbench.grid import expand, load_grid
+from stealbench.grid_runner import is_complete, run_grid
 from stealbench.sweep import SWEEP_PARAMETER, check_definition, sweep_definition
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +183,7 @@ def test_sweep_agent_command_runs_the_named_run(tmp_path, monkeypatch):
     assert argv == ["/usr/bin/env", "stealbench", "grid", str(path), f"--{SWEEP_PARAMETER}={target.name}"]
 
     calls: list[str] = []
-    monkeypatch.setattr(grid_mod, "_run_in_process", _fake_runner(calls))
+    monkeypatch.setattr(grid_runner, "_run_in_process", _fake_runner(calls))
     assert main(argv[2:]) == 0
     assert calls == [target.name]
     assert main(argv[2:]) == 0 and calls == [target.name]  # already complete: skipped
