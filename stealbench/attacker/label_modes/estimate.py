@@ -166,6 +166,38 @@ def _root_cluster(log_gs: np.ndarray, log_c: float, rows: Tensor, floor: Tensor,
     return best_count, best_at
 
 
+def _median_log_residual(c: float, gamma: float, rows: Tensor, floor: Tensor, order: Tensor, table: Tensor,
+                         points: int) -> float:
+    beta = beta_from_ridge(c, gamma)
+    if not 0 < beta < 100:
+        return 0.0
+    br = _Branches(beta, gamma, points=points)
+    return float(torch.log10(_best_sums(br, br.f_eps / floor, rows, order, table) + 1e-12).median())
+
+
+def _ridge_candidates(rows: Tensor, floor: Tensor, order: Tensor, table: Tensor, keep: int = 3) -> list[float]:
+    """log c candidates when no row is saturated (a victim that is rarely that confident): c where the rows'
+    median log |sum - 1|, at its best gamma of a coarse scan, has its deepest local minima (a coarse log-c scan,
+    then Brent in each minimum's bracket). The median ignores the rows a wrong branch assignment misses; the
+    basin around the truth is narrow (about 1% of c), hence the refinement before the roots are clustered."""
+    log_gs = np.linspace(math.log(1e-3), math.log(10.0), 40)
+
+    def ridge(log_c: float, points: int = 4001) -> float:
+        return min(_median_log_residual(math.exp(log_c), math.exp(lg), rows, floor, order, table, points)
+                   for lg in log_gs)
+
+    log_cs = np.linspace(math.log(1e-4), math.log(0.999), 48)  # c = f(eps) - eps < 1 for any beta
+    values = np.array([ridge(lc, points=1001) for lc in log_cs])
+    minima = [i for i in range(len(values)) if (i == 0 or values[i] <= values[i - 1])
+              and (i == len(values) - 1 or values[i] <= values[i + 1])]
+    found = []
+    for i in sorted(minima, key=lambda i: values[i])[:keep]:
+        lo, hi = log_cs[max(i - 1, 0)], log_cs[min(i + 1, len(log_cs) - 1)]
+        result = minimize_scalar(ridge, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+        found.append((float(result.fun), float(result.x)))
+    return [log_c for _, log_c in sorted(found)]
+
+
 def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_rows: int = 8) -> Estimate | None:
     """(beta, gamma) of a reverse sigmoid from its answers alone, or None when fewer than `min_floor_rows`
     answers show the clip floor (nothing then identifies the parameters)."""
@@ -193,7 +225,7 @@ def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_
 
     log_gs = np.linspace(math.log(1e-3), math.log(10.0), 400)
     c_known = _ridge_from_saturated(rows, free)
-    log_cs = [math.log(c_known)] if c_known is not None else list(np.linspace(math.log(1e-4), math.log(0.45), 16))
+    log_cs = [math.log(c_known)] if c_known is not None else _ridge_candidates(rows, floor, order, table)
     best_count, best = -1, None
     for log_c in log_cs:
         count, log_g = _root_cluster(log_gs, log_c, rows, floor, order, table)

@@ -18,6 +18,10 @@ from .reverse_sigmoid import invert_reverse_sigmoid
 MAX_ESTIMATE_ROWS = 2048
 #: an estimate that explains all but this share of its rows is kept (no more re-estimating)
 GOOD_MISFIT = 0.1
+#: an estimate that leaves more than this share of its rows unexplained is not used: the attacker can see that it
+#: does not fit its answers, and inverting with wrong parameters moves the answers further from the clean ones
+#: than the defense did (answers then pass through, as for `soft`)
+USABLE_MISFIT = 0.5
 
 
 @dataclass
@@ -41,8 +45,9 @@ class InvertOptions:
 class Invert(LabelMode):
     """invert the reverse sigmoid (deceptive); known beta/gamma or estimated from the answers
 
-    Until the answers show enough clip-floor rows to estimate from, answers pass through unchanged (reported as
-    `label_mode/estimated_from` 0). Targets already handed out are not revised when the estimate moves.
+    Until the answers show enough clip-floor rows to estimate from, or while the estimate does not fit them
+    (misfit above USABLE_MISFIT), answers pass through unchanged (reported as `label_mode/estimated_from` 0 or
+    `label_mode/estimate_used` 0). Targets already handed out are not revised when the estimate moves.
     """
 
     answers = ("deceptive",)
@@ -60,7 +65,9 @@ class Invert(LabelMode):
     def parameters(self) -> tuple[float, float] | None:
         if self.known:
             return float(self.options.beta), float(self.options.gamma)
-        return (self.estimate.beta, self.estimate.gamma) if self.estimate is not None else None
+        if self.estimate is None or self.estimate.misfit > USABLE_MISFIT:
+            return None
+        return self.estimate.beta, self.estimate.gamma
 
     def observe(self, released: Tensor) -> None:
         if self.known or len(released) == 0 or self._seen_rows >= MAX_ESTIMATE_ROWS:
@@ -91,6 +98,9 @@ class Invert(LabelMode):
             out["label_mode/estimated_from"] = float(self.estimate.rows if self.estimate else 0)
             if self.estimate is not None:  # the estimate's own error: the share of its rows it does not explain
                 out["label_mode/estimate_misfit"] = self.estimate.misfit
+                out["label_mode/estimate_used"] = float(params is not None)
+                out["label_mode/estimate_beta"] = self.estimate.beta
+                out["label_mode/estimate_gamma"] = self.estimate.gamma
         return out
 
 
@@ -99,4 +109,4 @@ def register_label_modes(register):
     register("invert", Invert)
 
 
-__all__ = ["Invert", "InvertOptions", "MAX_ESTIMATE_ROWS"]
+__all__ = ["Invert", "InvertOptions", "MAX_ESTIMATE_ROWS", "USABLE_MISFIT"]
