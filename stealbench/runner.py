@@ -29,13 +29,14 @@ from .attacker.process import AttackerSpec
 from .attacks.base import Attack
 from .config import SurrogateConfig, VictimConfig, WandbConfig
 from .data.base import ImageDataset, Splits
-from .defender.guard import guarded_answer
+from .defender.guard import checked_report, guarded_answer, guarded_setup, weights_checksum
 from .defender.oracle import Oracle
-from .defender.referee import Referee
+from .defender.referee import AttackerFailed, Referee
 from .defender.referee import stop as stop_attacker
+from .defender.schema import attack_metrics
 from .defenses.base import Defense, DefenseSetup
 from .devices import check_accelerator
-from .errors import ConfigError, StealbenchError
+from .errors import ConfigError, DefenseOutputError, StealbenchError
 from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
 from .metrics import DefenseStats
 from .models.factory import build_net
@@ -164,7 +165,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                     num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
     referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,
-                                    tracker)
+                                    tracker, _who(exp, catalog, "attack"))
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
                           report)
 
@@ -214,14 +215,21 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
             return fit(net, x, targets, epochs, defense_settings, seed=seed, log_name=log_name,
                        **({"loss": loss} if loss is not None else {}))
 
+    # The defense gets its own copy of the victim: the clean answers (the oracle's, the metrics') come from the
+    # framework's copy, and a setup() that changes the weights it was handed is a broken rule, not a quiet win
+    defense_victim = copy.deepcopy(victim_net)
+    before = weights_checksum(defense_victim)
     with seeded_globals(role_seed(exp.seed, "defense")):
-        exp.defense.setup(DefenseSetup(
-            victim=victim_net, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
+        guarded_setup(exp.defense, DefenseSetup(
+            victim=defense_victim, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
             input_shape=data.input_shape, device=device, generator=role_generator(exp.seed, "defense"),
             train_model=train_model, holdout_x=splits.holdout_x, holdout_y=splits.holdout_y,
             load_dataset=lambda key, part="train", **options: _load_other(catalog, key, part, splits.pool_x,
                                                                        exp.keys.get("pool_data"), **options),
-        ))
+        ), _who(exp, catalog, "defense"))
+    if weights_checksum(defense_victim) != before:
+        raise DefenseOutputError(f"defense {_who(exp, catalog, 'defense')} broke rule [victim-unchanged]: its "
+                                 "setup() changed the victim's weights; train a copy (copy.deepcopy(victim)) instead")
 
     # Utility for benign users, on the evaluation set, with a copy of the defense (query history stays clean).
     clean_eval = predict_probs(victim_net, splits.eval_x, device)
@@ -242,12 +250,15 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
 
 def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
                   device: torch.device, oracle: Oracle, defended: Defended, logger,
-                  tracker: Tracker) -> tuple[Referee, dict[str, Any]]:
+                  tracker: Tracker, attack_name: str) -> tuple[Referee, dict[str, Any]]:
     """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
     data = exp.data
 
     def evaluate(net) -> dict[str, float]:
         probs = predict_probs(net, splits.eval_x, device)
+        if not torch.isfinite(probs).all():  # argmax of NaN is class 0: an accuracy, but not a measurement
+            raise AttackerFailed(f"attack {attack_name} broke rule [finite-surrogate]: its checkpoint gives NaN or "
+                                 "infinite outputs on the evaluation set")
         return {"surrogate/acc": _accuracy(probs, splits.eval_y, data.num_classes),
                 "surrogate/fidelity": _accuracy(probs, defended.victim_pred, data.num_classes)}
 
@@ -263,6 +274,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
         oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
         evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),  # weights come over
         seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log, say=console.info,
+        attack_name=attack_name,
     )
     spec = AttackerSpec(
         attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
@@ -290,9 +302,11 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     final = curve[-1]
     metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
                "surrogate/fidelity": final["surrogate/fidelity"], "queries": oracle.used}
-    label_report = report.get("label_mode") if isinstance(report.get("label_mode"), dict) else {}
-    extras = {**oracle.stats(), **oracle.recovery(), **{f"defense/{k}": v for k, v in exp.defense.report().items()},
-              **{k: float(v) for k, v in label_report.items() if isinstance(v, (int, float))}}
+    seed_set = referee.seed_set_record
+    # each source under its own prefix: measured figures (oracle/, label_mode/ recovery, seed_set/), the defense's
+    # own report (defense/report/, checked), the attacker's label-mode figures (attack/, schema-checked)
+    extras = {**oracle.stats(), **oracle.recovery(), "seed_set/size": float(seed_set["size"] if seed_set else 0),
+              **checked_report(exp.defense, _who(exp, catalog, "defense")), **attack_metrics(report["label_mode"])}
     elapsed = time.perf_counter() - started
     attacker_env = report.get("environment") if isinstance(report.get("environment"), dict) else None
     reproducibility = run_record(exp.trainer, resolve_device(exp.trainer), process_record(), attacker_env)
@@ -304,7 +318,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "extra_metrics": extras,
         "curve": curve,
         "splits": splits.sizes(),
-        "seed_set": referee.seed_set_record,
+        "seed_set": seed_set,
         "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
         "victim": {"origin": defended.victim.origin, "path": defended.victim.path,
                    "check_acc": defended.victim.check_acc, "near_chance": defended.victim.near_chance},
@@ -320,9 +334,10 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
              f"({exp.label_mode} labels, seed {exp.seed})")
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])
     write_json_atomic(run_dir / RESULTS_FILE, results)
-    console.metrics_table({**metrics, **extras}, title=f"results ({elapsed:.1f}s)")
+    shown = {**metrics, **{k: v for k, v in extras.items() if k not in metrics}}  # measured metrics win
+    console.metrics_table(shown, title=f"results ({elapsed:.1f}s)")
     tracker.add_config({"reproducibility": reproducibility})  # known only now: the attacker's side has ended
-    console.info(tracker.finish({**metrics, **extras}, files=[run_dir / RESULTS_FILE]))
+    console.info(tracker.finish(shown, files=[run_dir / RESULTS_FILE]))
     console.info(f"results: {run_dir / RESULTS_FILE}")
     return results
 
