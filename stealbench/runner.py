@@ -29,7 +29,7 @@ from .attacker.process import AttackerSpec
 from .attacks.base import Attack
 from .config import SurrogateConfig, VictimConfig, WandbConfig
 from .data.base import ImageDataset, Splits
-from .defender.guard import checked_report, guarded_answer, guarded_setup, weights_checksum
+from .defender.guard import check_defense_type, checked_report, guarded_answer, guarded_setup, weights_checksum
 from .defender.oracle import Oracle
 from .defender.referee import AttackerFailed, Referee
 from .defender.referee import stop as stop_attacker
@@ -101,6 +101,10 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     started = time.perf_counter()
     check_accelerator(exp.trainer)  # before any work: a missing GPU is a config error, not a late traceback
     catalog = get_catalog()
+    check_defense_type(exp.defense, _who(exp, catalog, "defense"))
+    if not isinstance(exp.attack, Attack):
+        raise ConfigError(f"attack {_who(exp, catalog, 'attack')} is a {type(exp.attack).__name__}, not a "
+                          "stealbench Attack")
     data = exp.data
     label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
     if exp.budget < 1:
@@ -162,6 +166,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     })
     logger = tracker.lightning_logger()
     defended = _defender_phase(exp, catalog, splits, settings, device, logger)
+    defended.make_net(exp.surrogate.arch)  # a broken surrogate architecture is named here, not by the attack
     oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                     num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
     referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,

@@ -78,10 +78,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "(no message)"
 
 
-def guarded_setup(defense: Defense, context, who: str) -> None:
-    """`defense.setup(context)`; an error in it is one line naming the plugin and the rule."""
+def check_defense_type(defense: Defense, who: str) -> None:
     if not isinstance(defense, Defense):
         raise _broke(who, "defense-type", f"is a {type(defense).__name__}, not a stealbench Defense (an nn.Module)")
+
+
+def guarded_setup(defense: Defense, context, who: str) -> None:
+    """`defense.setup(context)`; an error in it is one line naming the plugin and the rule."""
+    check_defense_type(defense, who)
     try:
         defense.setup(context)
     except StealbenchError:
@@ -126,5 +130,5 @@ def checked_report(defense: Defense, who: str) -> dict[str, float]:
     return out
 
 
-__all__ = ["REPORT_PREFIX", "check_probabilities", "checked_report", "guarded_answer", "guarded_setup",
+__all__ = ["REPORT_PREFIX", "check_defense_type", "check_probabilities", "checked_report", "guarded_answer", "guarded_setup",
            "weights_checksum"]
