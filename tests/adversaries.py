@@ -133,10 +133,11 @@ class ThreadedAttack(Attack):
     def run(self, ctx: AttackContext) -> nn.Module:
         from concurrent.futures import ThreadPoolExecutor
 
-        batches = ctx.pool_x[:40].split(5)
+        sizes = [1, 2, 3, 4, 5, 6] * 2  # 42 queries; each reply must be its own request's
+        batches = ctx.pool_x[:sum(sizes)].split(sizes)
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(ctx.oracle.query, batches))
-        assert sum(len(a) for a in answers) == 40
+        assert [len(a) for a in answers] == sizes, "replies went to the wrong thread"
         model = ctx.new_surrogate()
         ctx.checkpoint(model, 1, True)
         return model
@@ -164,3 +165,52 @@ class SleepingAttack(Attack):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         while True:
             time.sleep(1)
+
+
+# ------------------------------------------------------------------------------------------------ cheating defenses
+from stealbench.defenses.base import Defense  # noqa: E402
+
+
+class VictimTamperer(Defense):
+    """Degrades the live victim in setup(): its last layer answers zeros, so the attacker learns nothing."""
+
+    def setup(self, context) -> None:
+        with torch.no_grad():
+            for p in list(context.victim.parameters())[-2:]:
+                p.zero_()
+
+    def forward(self, x, probs):
+        return probs
+
+
+class EvalDetector(Defense):
+    """Answers the benign-user evaluation truthfully and the attacker with noise: it recognises the evaluation as
+    the copy of itself that the framework used to make (a copy has another id than the instance set up)."""
+
+    def setup(self, context) -> None:
+        self._me = id(self)
+
+    def forward(self, x, probs):
+        if id(self) != self._me:
+            return probs  # the evaluation: truthful
+        return torch.full_like(probs, 1.0 / probs.shape[-1])  # the attacker: nothing to learn
+
+
+class RaisingDefense(Defense):
+    def forward(self, x, probs):
+        raise RuntimeError("boom")
+
+
+class TupleDefense(Defense):
+    def forward(self, x, probs):
+        return probs, probs
+
+
+class FiveClassDefense(Defense):
+    def forward(self, x, probs):
+        return torch.softmax(probs[:, :5], -1)
+
+
+class NaNDefense(Defense):
+    def forward(self, x, probs):
+        return torch.full_like(probs, float("nan"))

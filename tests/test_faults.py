@@ -1,0 +1,97 @@
+"""Faults end cleanly (issue 22, item 4): threads querying at once, NaN outputs, plugins that raise or return the
+wrong thing, a defense that changes the victim: one line naming the plugin and the rule, never a hang."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import adversaries as adv
+from stealbench.defender.referee import AttackerFailed
+from stealbench.errors import DefenseOutputError, PluginError
+from stealbench.models.factory import build_net
+from stealbench.runner import run_experiment
+from test_record import experiment
+
+
+def test_four_threads_querying_at_once_finish(tmp_path, one_thread):
+    results = run_experiment(experiment(tmp_path, adv.ThreadedAttack()))
+    assert results["metrics"]["queries"] == 42
+
+
+def test_a_nan_surrogate_ends_the_run_as_failed(tmp_path, one_thread):
+    with pytest.raises(AttackerFailed, match=r"^attack 'nansurrogateattack' broke rule \[finite-surrogate\]"):
+        run_experiment(experiment(tmp_path, adv.NaNSurrogateAttack()))
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize("defense,rule,words", [
+    (adv.RaisingDefense(), "answers", "raised RuntimeError: boom"),
+    (adv.TupleDefense(), "shape-dtype-device", "returned tuple, not a torch.Tensor"),
+    (adv.FiveClassDefense(), "shape-dtype-device", ", 5), expected ("),
+    (adv.NaNDefense(), "simplex", "NaN"),
+    (adv.VictimTamperer(), "victim-unchanged", "setup() changed the victim's weights"),
+])
+def test_a_broken_defense_is_one_line_naming_it_and_the_rule(tmp_path, defense, rule, words, one_thread):
+    with pytest.raises(DefenseOutputError) as info:
+        run_experiment(experiment(tmp_path, adv.InPlaceDefenseProbe(), defense))
+    message = str(info.value)
+    assert message.startswith("defense 'none'") and f"broke rule [{rule}]" in message and words in message
+    assert "\n" not in message
+
+
+def test_a_defense_that_is_not_a_module_is_named(tmp_path, one_thread):
+    with pytest.raises(DefenseOutputError, match=r"broke rule \[defense-type\]: it is a str"):
+        run_experiment(experiment(tmp_path, adv.InPlaceDefenseProbe(), "noise"))
+
+
+class _Archs:
+    def __init__(self, make):
+        self.make = make
+
+    def get(self, key):
+        return self.make
+
+    def source(self, key):
+        return "tests"
+
+
+class _Catalog:
+    def __init__(self, make):
+        self.architectures = _Archs(make)
+
+
+class Tuple(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.fc = nn.Linear(64, k)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        return y, y
+
+
+def _raise(*args):
+    raise ValueError("no such layer")
+
+
+@pytest.mark.parametrize("make,rule,words", [
+    (_raise, "build", "raised ValueError when built: no such layer"),
+    (lambda k, c, h: "a net", "module", "built a str, not a torch nn.Module"),
+    (lambda k, c, h: Tuple(k), "logits", "returned a tuple"),
+    (lambda k, c, h: nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), "num-classes", "shape (2, 3)"),
+    (lambda k, c, h: nn.Sequential(nn.Flatten(), nn.Linear(5, k)), "forward", "raised RuntimeError"),
+])
+def test_a_broken_architecture_is_one_line_naming_it_and_the_rule(make, rule, words):
+    with pytest.raises(PluginError) as info:
+        build_net("bad", num_classes=10, input_shape=(1, 8, 8), mean=(0.5,), std=(0.5,), catalog=_Catalog(make))
+    message = str(info.value)
+    assert message.startswith(f"architecture 'bad' (plugin tests) broke rule [{rule}]") and words in message
+    assert "\n" not in message
+
+
+def test_a_working_architecture_is_left_as_built():
+    net = build_net("ok", num_classes=10, input_shape=(1, 8, 8), mean=(0.5,), std=(0.5,),
+                    catalog=_Catalog(lambda k, c, h: nn.Sequential(nn.Flatten(), nn.Dropout(), nn.Linear(64, k))))
+    assert net.training and net(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
