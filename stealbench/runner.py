@@ -10,6 +10,7 @@ attacker's luck.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 import json
 import platform
 import sys
@@ -27,7 +28,7 @@ from . import __version__, console, distributed
 from .attacker.launch import start_attacker
 from .attacker.process import AttackerSpec
 from .attacks.base import Attack
-from .config import SurrogateConfig, VictimConfig, WandbConfig
+from .config import SurrogateConfig, Timeouts, VictimConfig, WandbConfig
 from .data.base import ImageDataset, Splits
 from .defender.guard import check_defense_type, checked_report, guarded_answer, guarded_setup, weights_checksum
 from .defender.oracle import Oracle
@@ -45,6 +46,7 @@ from .pools import check_outliers_disjoint, load_pool
 from .reproducibility import process_record, run_record
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .rundir import open_run_dir, record_failure
+from .signals import PhaseTimeout, deadline
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_log_probs, predict_probs, resolve_device
@@ -75,6 +77,8 @@ class Experiment:
     label_options: LabelOptions = field(default_factory=LabelOptions)
     #: attacker pool from another data set (None: the victim data set's own pool split); see pools.py
     pool_data: ImageDataset | None = None
+    #: seconds per phase before the run ends as failed (a plugin that never returns); see config.Timeouts
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def identity(self) -> dict[str, Any]:
         ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
@@ -170,7 +174,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                     num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
     referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,
-                                    tracker, _who(exp, catalog, "attack"))
+                                    tracker, _who(exp, catalog, "attack"), _who(exp, catalog, "defense"))
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
                           report)
 
@@ -199,7 +203,7 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
     victim_seed = role_seed(exp.seed if exp.victim.seed is None else exp.victim.seed, "victim")
     data_identity = {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", **data.config()}
     t0 = time.perf_counter()
-    with seeded_globals(victim_seed):
+    with seeded_globals(victim_seed), _timed(exp.timeouts.victim, "the victim phase", "victim"):
         victim = obtain_victim(lambda: make_net(exp.victim.arch), exp.victim, data_identity, victim_seed,
                                splits.victim_x, splits.victim_y, data.num_classes, victim_settings,
                                check_x=splits.holdout_x, check_y=splits.holdout_y)
@@ -224,7 +228,9 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
     # framework's copy, and a setup() that changes the weights it was handed is a broken rule, not a quiet win
     defense_victim = copy.deepcopy(victim_net)
     before = weights_checksum(defense_victim)
-    with seeded_globals(role_seed(exp.seed, "defense")):
+    with seeded_globals(role_seed(exp.seed, "defense")), _timed(
+            exp.timeouts.defense_setup, f"defense {_who(exp, catalog, 'defense')} broke rule [timeout]: its setup()",
+            "defense_setup", DefenseOutputError):
         guarded_setup(exp.defense, DefenseSetup(
             victim=defense_victim, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
             input_shape=data.input_shape, device=device, generator=role_generator(exp.seed, "defense"),
@@ -255,7 +261,7 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
 
 def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
                   device: torch.device, oracle: Oracle, defended: Defended, logger,
-                  tracker: Tracker, attack_name: str) -> tuple[Referee, dict[str, Any]]:
+                  tracker: Tracker, attack_name: str, oracle_name: str) -> tuple[Referee, dict[str, Any]]:
     """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
     data = exp.data
 
@@ -279,7 +285,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
         oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
         evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),  # weights come over
         seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log, say=console.info,
-        attack_name=attack_name,
+        attack_name=attack_name, defense_name=oracle_name, answer_timeout=exp.timeouts.answer,
     )
     spec = AttackerSpec(
         attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
@@ -291,9 +297,11 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
     process, conn = start_attacker(spec)
     try:
         with seeded_globals(role_seed(exp.seed, "oracle")):  # randomised defenses answer from this stream
-            report = referee.serve(conn, process)
-    finally:
-        stop_attacker(process, conn)
+            report = referee.serve(conn, process, timeout=exp.timeouts.attack)
+    except BaseException:
+        stop_attacker(process, conn, timeout=1.0)  # interrupted or failed: no reason to wait for a clean exit
+        raise
+    stop_attacker(process, conn)
     if not referee.curve:
         raise StealbenchError(f"attack {exp.keys['attack']!r} finished without evaluating the surrogate "
                               "(it never called ctx.checkpoint)")
@@ -345,6 +353,16 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     console.info(tracker.finish(shown, files=[run_dir / RESULTS_FILE]))
     console.info(f"results: {run_dir / RESULTS_FILE}")
     return results
+
+
+@contextmanager
+def _timed(seconds: float | None, what: str, option: str, error: type[StealbenchError] = StealbenchError):
+    """The block under a deadline; past it, `error` saying what took too long and which option sets the limit."""
+    try:
+        with deadline(seconds):
+            yield
+    except PhaseTimeout:
+        raise error(f"{what} took longer than {seconds:g}s (timeouts.{option})") from None
 
 
 def _who(exp: Experiment, catalog, option: str) -> str:

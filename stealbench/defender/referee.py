@@ -18,6 +18,7 @@ from ..attacks.base import class_balanced_indices
 from ..errors import ConfigError, DefenseOutputError, StealbenchError
 from ..errors import BudgetExceededError, OracleInputError
 from ..transport import RemoteError, decode, encode, error_payload, rebuild_error
+from ..signals import PhaseTimeout, deadline
 from . import schema
 from .oracle import Oracle
 
@@ -59,6 +60,8 @@ class Referee:
     on_log: Callable[[dict[str, float], int | None], None]
     say: Callable[[str], None]
     attack_name: str = "the attack"  # how errors name the attack: 'KEY' (plugin SOURCE)
+    defense_name: str = "the defense"
+    answer_timeout: float | None = None  # seconds this side may take to answer one request
     curve: list[dict[str, Any]] = field(default_factory=list)
     seed_set_record: dict[str, Any] | None = None
     _seed_set: dict[str, Any] | None = None
@@ -108,7 +111,7 @@ class Referee:
         return {"x": self._seed_set["x"], "y": self._seed_set["y"]}
 
     # -- the loop ---------------------------------------------------------------------------------------------
-    def serve(self, conn, process, poll_seconds: float = 0.5, timeout: float | None = None) -> dict[str, Any]:
+    def serve(self, conn, process, poll_seconds: float = 0.25, timeout: float | None = None) -> dict[str, Any]:
         """Answer the attacker's process until it finishes; returns its final report or raises its error.
 
         Every message is checked against ``defender.schema`` first. `timeout`: seconds the attack phase may take
@@ -117,14 +120,14 @@ class Referee:
         import time
 
         calls = {"hello": self.hello, "query": self.query, "checkpoint": self.checkpoint, "seed_set": self.seed_set}
-        deadline = None if timeout is None else time.monotonic() + timeout
+        ends_at = None if timeout is None else time.monotonic() + timeout
         while True:
             if not conn.poll(poll_seconds):
                 if not process.is_alive():
                     raise AttackerFailed(f"the attacker's process died without a word (exit code {process.exitcode})")
-                if deadline is not None and time.monotonic() > deadline:
+                if ends_at is not None and time.monotonic() > ends_at:
                     raise AttackerFailed(f"attack {self.attack_name} broke rule [timeout]: the attack phase took "
-                                         f"longer than {timeout:g}s (--timeouts.attack)")
+                                         f"longer than {timeout:g}s (timeouts.attack)")
                 continue
             try:
                 message = decode(conn.recv_bytes())
@@ -145,7 +148,13 @@ class Referee:
                 raise self._fault(exc) from None
             try:
                 handler = calls.get(op)
-                reply = handler(**schema.check_call(op, args))
+                with deadline(self.answer_timeout):
+                    reply = handler(**schema.check_call(op, args))
+            except PhaseTimeout:
+                slow = f"took longer than {self.answer_timeout:g}s to answer a {op!r} request (timeouts.answer)"
+                if op == "query":  # the defense answers queries; the rest is the framework's own work
+                    raise DefenseOutputError(f"defense {self.defense_name} broke rule [timeout]: it {slow}") from None
+                raise StealbenchError(f"the defender's side {slow}") from None
             except (DefenseOutputError, AttackerFailed):
                 raise  # a broken rule: the run stops here, whatever the attack would do about it
             except StealbenchError as exc:  # the attack's misuse (budget, images, seed set): it may handle it
