@@ -214,3 +214,31 @@ class FiveClassDefense(Defense):
 class NaNDefense(Defense):
     def forward(self, x, probs):
         return torch.full_like(probs, float("nan"))
+
+
+class SleepingDefense(Defense):
+    """Never answers, and swallows whatever interrupts it, once (a `try/except BaseException` around a sleep)."""
+
+    def __init__(self, where: str = "forward") -> None:
+        super().__init__()
+        self.where = where
+
+    def _sleep(self) -> None:
+        import time
+
+        print("defense: sleeping", flush=True)
+        try:
+            while True:
+                time.sleep(0.05)
+        except BaseException:  # noqa: BLE001 - the cheat: swallow the first interruption and sleep on
+            while True:
+                time.sleep(0.05)
+
+    def setup(self, context) -> None:
+        if self.where == "setup":
+            self._sleep()
+
+    def forward(self, x, probs):
+        if self.where == "forward" and len(x) < 100:  # the attacker's small queries, not the evaluation
+            self._sleep()
+        return probs

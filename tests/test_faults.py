@@ -95,3 +95,75 @@ def test_a_working_architecture_is_left_as_built():
     net = build_net("ok", num_classes=10, input_shape=(1, 8, 8), mean=(0.5,), std=(0.5,),
                     catalog=_Catalog(lambda k, c, h: nn.Sequential(nn.Flatten(), nn.Dropout(), nn.Linear(64, k))))
     assert net.training and net(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+# ------------------------------------------------------------------------------------------------ timeouts, signals
+from stealbench.config import Timeouts  # noqa: E402
+
+
+def test_an_attack_that_never_ends_meets_the_attack_timeout(tmp_path, one_thread):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(AttackerFailed, match=r"^attack 'sleepingattack' broke rule \[timeout\]: .*timeouts.attack"):
+        run_experiment(experiment(tmp_path, adv.SleepingAttack(), timeouts=Timeouts(attack=3)))
+    assert time.monotonic() - started < 60  # the process ignoring SIGTERM was killed, not waited for
+
+
+@pytest.mark.parametrize("where,option", [("setup", "defense_setup"), ("forward", "answer")])
+def test_a_defense_that_sleeps_forever_meets_its_timeout(tmp_path, where, option, one_thread):
+    timeouts = Timeouts(**{option: 2})
+    with pytest.raises(DefenseOutputError, match=rf"^defense 'none'.* broke rule \[timeout\]: .*timeouts.{option}"):
+        run_experiment(experiment(tmp_path, adv.InPlaceDefenseProbe(), adv.SleepingDefense(where),
+                                  timeouts=timeouts))
+    assert "timeout" in (tmp_path / "run" / "error.txt").read_text()
+
+
+def test_timeouts_are_checked():
+    from stealbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--timeouts.attack must be a finite number > 0"):
+        Timeouts(attack=0)
+
+
+_SLEEPER = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import adversaries as adv
+from stealbench.signals import handle_signals, exit_code
+from stealbench.runner import run_experiment
+from test_record import experiment
+try:
+    with handle_signals():
+        run_experiment(experiment(Path({out!r}), adv.{attack}(), adv.SleepingDefense("forward")))
+except BaseException as exc:
+    sys.exit(exit_code(exc) or 1)
+"""
+
+
+@pytest.mark.parametrize("attack", ["InPlaceDefenseProbe"])
+def test_sigterm_ends_a_run_whose_defense_swallows_it_within_seconds(tmp_path, attack):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    code = _SLEEPER.format(tests=tests, out=str(tmp_path), attack=attack)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests])}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # until the defense sleeps on the attacker's query
+        lines.append(line)
+        if "defense: sleeping" in line:
+            break
+    else:
+        pytest.fail("".join(lines)[-2000:])
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert time.monotonic() - started < 15  # the watchdog's grace, not forever
