@@ -30,7 +30,7 @@ from .attacker.process import AttackerSpec
 from .attacks.base import Attack
 from .config import SurrogateConfig, Timeouts, VictimConfig, WandbConfig
 from .data.base import ImageDataset, Splits
-from .defender.guard import check_defense_type, checked_report, guarded_answer, guarded_setup, weights_checksum
+from .defender.guard import check_defense_type, checked_report, guarded_setup, weights_checksum
 from .defender.oracle import Oracle
 from .defender.referee import AttackerFailed, Referee
 from .defender.referee import stop as stop_attacker
@@ -49,7 +49,7 @@ from .rundir import open_run_dir, record_failure
 from .signals import PhaseTimeout, deadline
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .tracking import Tracker
-from .training import TrainSettings, fit, predict_log_probs, predict_probs, resolve_device
+from .training import TrainSettings, fit, predict_probs, resolve_device
 from .victim import obtain_victim
 
 
@@ -172,9 +172,11 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     defended = _defender_phase(exp, catalog, splits, settings, device, logger)
     defended.make_net(exp.surrogate.arch)  # a broken surrogate architecture is named here, not by the attack
     oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
-                    num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
+                    num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"),
+                    benign_x=splits.eval_x, benign_generator=role_generator(exp.seed, "evaluation"))
     referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,
                                     tracker, _who(exp, catalog, "attack"), _who(exp, catalog, "defense"))
+    defended.metrics.update(_utility(exp, splits, defended, oracle))
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
                           report)
 
@@ -242,20 +244,11 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
         raise DefenseOutputError(f"defense {_who(exp, catalog, 'defense')} broke rule [victim-unchanged]: its "
                                  "setup() changed the victim's weights; train a copy (copy.deepcopy(victim)) instead")
 
-    # Utility for benign users, on the evaluation set, with a copy of the defense (query history stays clean).
+    # The clean answers on the evaluation set (the fidelity reference), from the framework's own victim. Benign
+    # users' answers come from the oracle, mixed into the attacker's traffic (defender/benign.py, _utility)
     clean_eval = predict_probs(victim_net, splits.eval_x, device)
-    with seeded_globals(role_seed(exp.seed, "evaluation")):
-        released_eval = _defend(copy.deepcopy(exp.defense), splits.eval_x, clean_eval, device,
-                                _who(exp, catalog, "defense"))
-    stats = DefenseStats()  # KL from float64 log-probabilities of the logits: float32 softmax underflows
-    stats.update(clean_eval, released_eval, predict_log_probs(victim_net, splits.eval_x, device))
-    metrics: dict[str, Any] = {
-        "victim/acc": _accuracy(clean_eval, splits.eval_y, data.num_classes),
-        "victim/acc_defended": _accuracy(released_eval, splits.eval_y, data.num_classes),
-        **stats.compute("defense/"),
-    }
-    console.info(f"victim acc {metrics['victim/acc']:.4f}, defended {metrics['victim/acc_defended']:.4f}, "
-                 f"top-1 changed {metrics['defense/top1_changed']:.4f}")
+    metrics: dict[str, Any] = {"victim/acc": _accuracy(clean_eval, splits.eval_y, data.num_classes)}
+    console.info(f"victim acc {metrics['victim/acc']:.4f}")
     return Defended(victim, victim_net, clean_eval.argmax(-1), metrics, make_net)
 
 
@@ -380,13 +373,18 @@ def _params(component: Defense | Attack) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
 
-@torch.no_grad()
-def _defend(defense: Defense, x: torch.Tensor, clean: torch.Tensor, device: torch.device, name: str,
-            batch_size: int = 1024) -> torch.Tensor:
-    defense = defense.to(device).eval()
-    parts = [guarded_answer(defense, xb.to(device), pb.to(device), name).cpu()
-             for xb, pb in zip(x.split(batch_size), clean.split(batch_size))]
-    return torch.cat(parts)
+def _utility(exp: Experiment, splits: Splits, defended: Defended, oracle: Oracle) -> dict[str, float]:
+    """Utility for benign users: the evaluation set as the defense answered it, mixed into the attacker's traffic
+    on the same instance (what the attack left is answered now)."""
+    with seeded_globals(role_seed(exp.seed, "evaluation")):
+        clean, released, clean_log = oracle.benign_answers()
+    stats = DefenseStats()  # KL from float64 log-probabilities of the logits: float32 softmax underflows
+    stats.update(clean, released, clean_log)
+    metrics = {"victim/acc_defended": _accuracy(released, splits.eval_y, exp.data.num_classes),
+               **stats.compute("defense/")}
+    console.info(f"benign users: victim acc defended {metrics['victim/acc_defended']:.4f}, top-1 changed "
+                 f"{metrics['defense/top1_changed']:.4f} (answered among the attacker's queries)")
+    return metrics
 
 
 def _load_other(catalog, key: str, part: str, pool_x: torch.Tensor, pool_key: str | None, **options):
