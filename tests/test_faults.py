@@ -167,3 +167,38 @@ def test_sigterm_ends_a_run_whose_defense_swallows_it_within_seconds(tmp_path, a
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert time.monotonic() - started < 15  # the watchdog's grace, not forever
+
+
+# ------------------------------------------------------------------------------------------------ benign users
+def test_a_defense_cannot_tell_the_benign_evaluation_from_the_attacker(tmp_path, one_thread):
+    """EvalDetector answered the evaluation (a copy of itself) truthfully and the attacker uniformly: utility
+    read 'unchanged' while the attacker learnt nothing. Now both go through the same instance, mixed."""
+    results = run_experiment(experiment(tmp_path, adv.InPlaceDefenseProbe(), adv.EvalDetector()))
+    metrics = results["metrics"]
+    assert metrics["defense/top1_changed"] > 0.5  # the uniform answers benign users got too
+    assert metrics["victim/acc_defended"] < 0.3 < metrics["victim/acc"]
+
+
+def test_benign_images_share_the_attackers_batches_in_a_seeded_order():
+    from stealbench.defender.oracle import Oracle
+    from helpers import SHAPE, tiny_net
+
+    from stealbench.defenses.none import NoDefense
+
+    seen = []
+
+    class Rec(NoDefense):
+        def forward(self, x, probs):
+            seen.append(len(x))
+            return probs
+
+    benign = torch.rand(30, *SHAPE)
+    oracle = Oracle(tiny_net(), Rec(), budget=60, input_shape=SHAPE, num_classes=10, benign_x=benign,
+                    benign_generator=torch.Generator().manual_seed(0))
+    x = torch.rand(20, *SHAPE)
+    released = oracle.query(x)
+    assert seen == [30] and oracle.used == 20  # 20 attacker images with the 10 benign ones due by then
+    assert torch.allclose(released, torch.softmax(tiny_net()(x), -1), atol=1e-6)  # its own rows, in order
+    clean, out, log = oracle.benign_answers()
+    assert seen == [30, 20] and torch.allclose(clean, torch.softmax(tiny_net()(benign), -1), atol=1e-6)
+    assert torch.equal(out, clean) and log.dtype == torch.float64
