@@ -4,7 +4,6 @@ Each hostile plugin here changed the record before the fix."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
