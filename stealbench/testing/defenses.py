@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..defender.guard import checked_report, weights_checksum
 from ..defenses.base import Defense
+from ..errors import DefenseOutputError
 from .world import ConformanceError, TinyWorld, _construct, _dedupe, _resolve, make_defense_setup
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Defenses
 # ----------------------------------------------------------------------------------------------------------------
+
+#: figures the framework measures for every defense (defense/*, victim/*): a report that names them is a forgery
+_MEASURED = {"top1_changed", "kl_nats", "kl_nats_rev", "l1", "acc", "acc_defended", "defense/top1_changed",
+             "defense/kl_nats", "defense/kl_nats_rev", "defense/l1", "victim/acc", "victim/acc_defended"}
+
 
 def _probe_batches(world: TinyWorld, victim: nn.Module, n: int = 24) -> list[tuple[Tensor, Tensor]]:
     """(x, probs) batches: the victim's own answers, plus peaked, exactly one-hot, uniform and near-tie rows."""
@@ -83,12 +91,16 @@ def check_defense(target: Any, *, kwargs: dict[str, Any] | None = None, world: T
         defense = _construct(factory, Defense, kwargs)
     except Exception as exc:
         raise ConformanceError(who, [("interface", f"{type(exc).__name__}: {exc}")]) from exc
+    setup_victim = world.victim()
+    before = weights_checksum(setup_victim)
     try:
         torch.manual_seed(seed)
-        defense.setup(make_defense_setup(world))
+        defense.setup(make_defense_setup(world, victim=setup_victim))
         defense = defense.to(world.device).eval()
     except Exception as exc:
         raise ConformanceError(who, [("setup", f"{type(exc).__name__}: {exc}")]) from exc
+    if weights_checksum(setup_victim) != before:  # a run stops here too (rule victim-unchanged)
+        fail("victim-unchanged", "setup() changed the weights of the victim it was given; train a copy instead")
 
     victim = world.victim()
     batches = _probe_batches(world, victim)
@@ -162,14 +174,31 @@ def check_defense(target: Any, *, kwargs: dict[str, Any] | None = None, world: T
         except Exception as exc:
             fail("batch-consistency", f"{type(exc).__name__}: {exc}")
 
+    # benign users and attackers alike: a copy of the instance (how the evaluation used to be answered) in the
+    # same state, under the same seed, answers as the instance does
     try:
-        report = defense.report()
-        if not isinstance(report, dict) or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-                for k, v in report.items()):
-            fail("report", f"report() returned {report!r}")
+        d = build()
+        answer(d, *batches[0])  # some history first: a stateful defense is copied mid-run
+        twin = copy.deepcopy(d)
+        for x, probs in batches[1:3]:
+            torch.manual_seed(seed + 2)
+            mine = answer(twin, x, probs)
+            torch.manual_seed(seed + 2)
+            theirs = answer(d, x, probs)
+            if not torch.allclose(mine, theirs, atol=1e-6):
+                fail("benign-alike", "a copy of the instance, in the same state and under the same seed, answered "
+                                     "differently: a defense must not tell benign users' traffic from the attacker's")
+                break
     except Exception as exc:
-        fail("report", f"{type(exc).__name__}: {exc}")
+        fail("benign-alike", f"{type(exc).__name__}: {exc}")
+
+    try:  # as a run reads it (defense/report/<key>): finite numbers, and no name of a figure the framework measures
+        checked_report(defense, who)
+        claimed = sorted(set(defense.report()) & _MEASURED)
+        if claimed:
+            fail("report", f"report() claims {', '.join(claimed)}, which the framework measures itself")
+    except DefenseOutputError as exc:
+        fail("report", str(exc).split(": it ", 1)[-1])
 
     if failures:
         raise ConformanceError(who, _dedupe(failures))

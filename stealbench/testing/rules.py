@@ -13,7 +13,9 @@ DEFENSE_RULES: dict[str, str] = {
     "seeded-repeat": "two instances built and set up under the same seed give the same answers",
     "reset": "a stateful defense answers the same again after reset()",
     "argmax": "a defense with preserves_argmax=True never changes the victim's top-1 class",
-    "report": "report() returns a dict of str -> number",
+    "report": "report() returns a dict of str -> finite number, naming none of the figures the framework measures",
+    "victim-unchanged": "setup() leaves the weights of the victim it is given unchanged",
+    "benign-alike": "answers benign users as the attacker: a copy in the same state, same seed, answers the same",
 }
 
 #: rule id -> what an attack must do
