@@ -10,11 +10,11 @@ attacker's luck.
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 import json
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from . import __version__, console, distributed
+from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
 from .attacker.launch import start_attacker
 from .attacker.process import AttackerSpec
 from .attacks.base import Attack
@@ -38,7 +39,6 @@ from .defender.schema import attack_metrics
 from .defenses.base import Defense, DefenseSetup
 from .devices import check_accelerator
 from .errors import ConfigError, DefenseOutputError, StealbenchError
-from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
@@ -46,8 +46,8 @@ from .pools import check_outliers_disjoint, load_pool
 from .reproducibility import process_record, run_record
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .rundir import open_run_dir, record_failure
-from .signals import PhaseTimeout, deadline
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
+from .signals import PhaseTimeout, deadline
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_probs, resolve_device
 from .victim import obtain_victim

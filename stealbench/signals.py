@@ -182,5 +182,5 @@ def child_exit_interrupted(code: int) -> int | None:
     return None
 
 
-__all__ = ["EXIT_GRACE_SECONDS", "PhaseTimeout", "RunInterrupted", "deadline", "child_exit_interrupted", "die_with_parent", "exit_code", "handle_signals",
-           "spawn_child"]
+__all__ = ["EXIT_GRACE_SECONDS", "PhaseTimeout", "RunInterrupted", "child_exit_interrupted", "deadline",
+           "die_with_parent", "exit_code", "handle_signals", "spawn_child"]

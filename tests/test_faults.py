@@ -3,16 +3,16 @@ wrong thing, a defense that changes the victim: one line naming the plugin and t
 
 from __future__ import annotations
 
+import adversaries as adv
 import pytest
 import torch
+from test_record import experiment
 from torch import nn
 
-import adversaries as adv
 from stealbench.defender.referee import AttackerFailed
 from stealbench.errors import DefenseOutputError, PluginError
 from stealbench.models.factory import build_net
 from stealbench.runner import run_experiment
-from test_record import experiment
 
 
 def test_four_threads_querying_at_once_finish(tmp_path, one_thread):
@@ -180,9 +180,9 @@ def test_a_defense_cannot_tell_the_benign_evaluation_from_the_attacker(tmp_path,
 
 
 def test_benign_images_share_the_attackers_batches_in_a_seeded_order():
-    from stealbench.defender.oracle import Oracle
     from helpers import SHAPE, tiny_net
 
+    from stealbench.defender.oracle import Oracle
     from stealbench.defenses.none import NoDefense
 
     seen = []

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import adversaries as adv
 import pytest
 import torch
 
-import adversaries as adv
 from stealbench.config import SurrogateConfig, VictimConfig, WandbConfig
 from stealbench.data.digits import Digits
-from stealbench.defender.referee import AttackerFailed, Referee, seed_set_cap
 from stealbench.defender import schema
+from stealbench.defender.referee import AttackerFailed, Referee, seed_set_cap
 from stealbench.defenses.base import Defense
 from stealbench.defenses.none import NoDefense
 from stealbench.errors import ConfigError, DefenseOutputError
@@ -80,8 +80,9 @@ class Alive:
 
 
 def referee(logs=None, pool=451):
-    from stealbench.defender.oracle import Oracle
     from helpers import SHAPE, tiny_net
+
+    from stealbench.defender.oracle import Oracle
 
     oracle = Oracle(tiny_net(), NoDefense(), budget=10, input_shape=SHAPE, num_classes=10)
     return Referee(oracle=oracle, pool_x=torch.rand(pool, *SHAPE), pool_truth=torch.arange(pool) % 10,

@@ -15,10 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks.base import class_balanced_indices
-from ..errors import ConfigError, DefenseOutputError, StealbenchError
-from ..errors import BudgetExceededError, OracleInputError
-from ..transport import RemoteError, decode, encode, error_payload, rebuild_error
+from ..errors import BudgetExceededError, ConfigError, DefenseOutputError, OracleInputError, StealbenchError
 from ..signals import PhaseTimeout, deadline
+from ..transport import RemoteError, decode, encode, error_payload, rebuild_error
 from . import schema
 from .oracle import Oracle
 

@@ -35,7 +35,6 @@ from .plugins import _clear_catalog, check_plugin, check_reproduction, write_dis
 from .rules import ATTACK_RULES, DEFENSE_RULES, REPRODUCTION_RULES
 from .world import ConformanceError, TinyWorld, make_attack_context, make_defense_setup
 
-
 __all__ = [
     "ATTACK_RULES",
     "DEFENSE_RULES",

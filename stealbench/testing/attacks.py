@@ -12,7 +12,6 @@ from ..attacks.base import Attack
 from ..errors import BudgetExceededError
 from .world import ConformanceError, TinyWorld, _construct, _dedupe, _resolve, _Watch, make_attack_context
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Attacks
 # ----------------------------------------------------------------------------------------------------------------

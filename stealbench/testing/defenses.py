@@ -13,7 +13,6 @@ from ..defenses.base import Defense
 from ..errors import DefenseOutputError
 from .world import ConformanceError, TinyWorld, _construct, _dedupe, _resolve, make_defense_setup
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Defenses
 # ----------------------------------------------------------------------------------------------------------------
