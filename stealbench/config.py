@@ -111,3 +111,18 @@ class WandbConfig:
     project: str = "stealbench"
     entity: str | None = None
     tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Timeouts:
+    """Seconds each phase may take before the run ends as failed, naming the phase and the plugin (None: no
+    limit). Generous: they catch a plugin that never returns, not a slow one."""
+
+    victim: float | None = 24 * 3600.0  # training (or loading) the victim
+    defense_setup: float | None = 6 * 3600.0  # the defense's setup()
+    attack: float | None = 48 * 3600.0  # the whole attack, in the attacker's process
+    answer: float | None = 900.0  # the defender's side answering one request (e.g. the defense on one batch)
+
+    def __post_init__(self) -> None:
+        for name in ("victim", "defense_setup", "attack", "answer"):
+            check_float(f"timeouts.{name}", getattr(self, name), positive=True, optional=True)

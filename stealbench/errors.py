@@ -32,6 +32,10 @@ class BudgetExceededError(StealbenchError):
     """An attack asked for more queries than its budget has left."""
 
 
+class ProtocolError(StealbenchError):
+    """A message from the attacker's process broke the schema (the attack's fault, never the defense's)."""
+
+
 class DefenseOutputError(StealbenchError):
     """A defense released something that is not a probability vector of the right shape."""
 

@@ -14,6 +14,7 @@ import json
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,20 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from . import __version__, console, distributed
+from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
 from .attacker.launch import start_attacker
 from .attacker.process import AttackerSpec
 from .attacks.base import Attack
-from .config import SurrogateConfig, VictimConfig, WandbConfig
+from .config import SurrogateConfig, Timeouts, VictimConfig, WandbConfig
 from .data.base import ImageDataset, Splits
-from .defender.guard import guarded_answer
+from .defender.guard import check_defense_type, checked_report, guarded_setup, weights_checksum
 from .defender.oracle import Oracle
-from .defender.referee import Referee
+from .defender.referee import AttackerFailed, Referee
 from .defender.referee import stop as stop_attacker
+from .defender.schema import attack_metrics
 from .defenses.base import Defense, DefenseSetup
 from .devices import check_accelerator
-from .errors import ConfigError, StealbenchError
-from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
+from .errors import ConfigError, DefenseOutputError, StealbenchError
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
@@ -45,8 +47,9 @@ from .reproducibility import process_record, run_record
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .rundir import open_run_dir, record_failure
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
+from .signals import PhaseTimeout, deadline
 from .tracking import Tracker
-from .training import TrainSettings, fit, predict_log_probs, predict_probs, resolve_device
+from .training import TrainSettings, fit, predict_probs, resolve_device
 from .victim import obtain_victim
 
 
@@ -74,6 +77,8 @@ class Experiment:
     label_options: LabelOptions = field(default_factory=LabelOptions)
     #: attacker pool from another data set (None: the victim data set's own pool split); see pools.py
     pool_data: ImageDataset | None = None
+    #: seconds per phase before the run ends as failed (a plugin that never returns); see config.Timeouts
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def identity(self) -> dict[str, Any]:
         ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
@@ -100,6 +105,10 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     started = time.perf_counter()
     check_accelerator(exp.trainer)  # before any work: a missing GPU is a config error, not a late traceback
     catalog = get_catalog()
+    check_defense_type(exp.defense, _who(exp, catalog, "defense"))
+    if not isinstance(exp.attack, Attack):
+        raise ConfigError(f"attack {_who(exp, catalog, 'attack')} is a {type(exp.attack).__name__}, not a "
+                          "stealbench Attack")
     data = exp.data
     label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
     if exp.budget < 1:
@@ -161,10 +170,13 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     })
     logger = tracker.lightning_logger()
     defended = _defender_phase(exp, catalog, splits, settings, device, logger)
+    defended.make_net(exp.surrogate.arch)  # a broken surrogate architecture is named here, not by the attack
     oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
-                    num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
+                    num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"),
+                    benign_x=splits.eval_x, benign_generator=role_generator(exp.seed, "evaluation"))
     referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,
-                                    tracker)
+                                    tracker, _who(exp, catalog, "attack"), _who(exp, catalog, "defense"))
+    defended.metrics.update(_utility(exp, splits, defended, oracle))
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
                           report)
 
@@ -193,7 +205,7 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
     victim_seed = role_seed(exp.seed if exp.victim.seed is None else exp.victim.seed, "victim")
     data_identity = {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", **data.config()}
     t0 = time.perf_counter()
-    with seeded_globals(victim_seed):
+    with seeded_globals(victim_seed), _timed(exp.timeouts.victim, "the victim phase", "victim"):
         victim = obtain_victim(lambda: make_net(exp.victim.arch), exp.victim, data_identity, victim_seed,
                                splits.victim_x, splits.victim_y, data.num_classes, victim_settings,
                                check_x=splits.holdout_x, check_y=splits.holdout_y)
@@ -214,40 +226,43 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
             return fit(net, x, targets, epochs, defense_settings, seed=seed, log_name=log_name,
                        **({"loss": loss} if loss is not None else {}))
 
-    with seeded_globals(role_seed(exp.seed, "defense")):
-        exp.defense.setup(DefenseSetup(
-            victim=victim_net, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
+    # The defense gets its own copy of the victim: the clean answers (the oracle's, the metrics') come from the
+    # framework's copy, and a setup() that changes the weights it was handed is a broken rule, not a quiet win
+    defense_victim = copy.deepcopy(victim_net)
+    before = weights_checksum(defense_victim)
+    with seeded_globals(role_seed(exp.seed, "defense")), _timed(
+            exp.timeouts.defense_setup, f"defense {_who(exp, catalog, 'defense')} broke rule [timeout]: its setup()",
+            "defense_setup", DefenseOutputError):
+        guarded_setup(exp.defense, DefenseSetup(
+            victim=defense_victim, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
             input_shape=data.input_shape, device=device, generator=role_generator(exp.seed, "defense"),
             train_model=train_model, holdout_x=splits.holdout_x, holdout_y=splits.holdout_y,
             load_dataset=lambda key, part="train", **options: _load_other(catalog, key, part, splits.pool_x,
                                                                        exp.keys.get("pool_data"), **options),
-        ))
+        ), _who(exp, catalog, "defense"))
+    if weights_checksum(defense_victim) != before:
+        raise DefenseOutputError(f"defense {_who(exp, catalog, 'defense')} broke rule [victim-unchanged]: its "
+                                 "setup() changed the victim's weights; train a copy (copy.deepcopy(victim)) instead")
 
-    # Utility for benign users, on the evaluation set, with a copy of the defense (query history stays clean).
+    # The clean answers on the evaluation set (the fidelity reference), from the framework's own victim. Benign
+    # users' answers come from the oracle, mixed into the attacker's traffic (defender/benign.py, _utility)
     clean_eval = predict_probs(victim_net, splits.eval_x, device)
-    with seeded_globals(role_seed(exp.seed, "evaluation")):
-        released_eval = _defend(copy.deepcopy(exp.defense), splits.eval_x, clean_eval, device,
-                                _who(exp, catalog, "defense"))
-    stats = DefenseStats()  # KL from float64 log-probabilities of the logits: float32 softmax underflows
-    stats.update(clean_eval, released_eval, predict_log_probs(victim_net, splits.eval_x, device))
-    metrics: dict[str, Any] = {
-        "victim/acc": _accuracy(clean_eval, splits.eval_y, data.num_classes),
-        "victim/acc_defended": _accuracy(released_eval, splits.eval_y, data.num_classes),
-        **stats.compute("defense/"),
-    }
-    console.info(f"victim acc {metrics['victim/acc']:.4f}, defended {metrics['victim/acc_defended']:.4f}, "
-                 f"top-1 changed {metrics['defense/top1_changed']:.4f}")
+    metrics: dict[str, Any] = {"victim/acc": _accuracy(clean_eval, splits.eval_y, data.num_classes)}
+    console.info(f"victim acc {metrics['victim/acc']:.4f}")
     return Defended(victim, victim_net, clean_eval.argmax(-1), metrics, make_net)
 
 
 def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
                   device: torch.device, oracle: Oracle, defended: Defended, logger,
-                  tracker: Tracker) -> tuple[Referee, dict[str, Any]]:
+                  tracker: Tracker, attack_name: str, oracle_name: str) -> tuple[Referee, dict[str, Any]]:
     """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
     data = exp.data
 
     def evaluate(net) -> dict[str, float]:
         probs = predict_probs(net, splits.eval_x, device)
+        if not torch.isfinite(probs).all():  # argmax of NaN is class 0: an accuracy, but not a measurement
+            raise AttackerFailed(f"attack {attack_name} broke rule [finite-surrogate]: its checkpoint gives NaN or "
+                                 "infinite outputs on the evaluation set")
         return {"surrogate/acc": _accuracy(probs, splits.eval_y, data.num_classes),
                 "surrogate/fidelity": _accuracy(probs, defended.victim_pred, data.num_classes)}
 
@@ -263,6 +278,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
         oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
         evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),  # weights come over
         seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log, say=console.info,
+        attack_name=attack_name, defense_name=oracle_name, answer_timeout=exp.timeouts.answer,
     )
     spec = AttackerSpec(
         attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
@@ -274,9 +290,11 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
     process, conn = start_attacker(spec)
     try:
         with seeded_globals(role_seed(exp.seed, "oracle")):  # randomised defenses answer from this stream
-            report = referee.serve(conn, process)
-    finally:
-        stop_attacker(process, conn)
+            report = referee.serve(conn, process, timeout=exp.timeouts.attack)
+    except BaseException:
+        stop_attacker(process, conn, timeout=1.0)  # interrupted or failed: no reason to wait for a clean exit
+        raise
+    stop_attacker(process, conn)
     if not referee.curve:
         raise StealbenchError(f"attack {exp.keys['attack']!r} finished without evaluating the surrogate "
                               "(it never called ctx.checkpoint)")
@@ -290,9 +308,11 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     final = curve[-1]
     metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
                "surrogate/fidelity": final["surrogate/fidelity"], "queries": oracle.used}
-    label_report = report.get("label_mode") if isinstance(report.get("label_mode"), dict) else {}
-    extras = {**oracle.stats(), **oracle.recovery(), **{f"defense/{k}": v for k, v in exp.defense.report().items()},
-              **{k: float(v) for k, v in label_report.items() if isinstance(v, (int, float))}}
+    seed_set = referee.seed_set_record
+    # each source under its own prefix: measured figures (oracle/, label_mode/ recovery, seed_set/), the defense's
+    # own report (defense/report/, checked), the attacker's label-mode figures (attack/, schema-checked)
+    extras = {**oracle.stats(), **oracle.recovery(), "seed_set/size": float(seed_set["size"] if seed_set else 0),
+              **checked_report(exp.defense, _who(exp, catalog, "defense")), **attack_metrics(report["label_mode"])}
     elapsed = time.perf_counter() - started
     attacker_env = report.get("environment") if isinstance(report.get("environment"), dict) else None
     reproducibility = run_record(exp.trainer, resolve_device(exp.trainer), process_record(), attacker_env)
@@ -304,7 +324,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "extra_metrics": extras,
         "curve": curve,
         "splits": splits.sizes(),
-        "seed_set": referee.seed_set_record,
+        "seed_set": seed_set,
         "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
         "victim": {"origin": defended.victim.origin, "path": defended.victim.path,
                    "check_acc": defended.victim.check_acc, "near_chance": defended.victim.near_chance},
@@ -320,11 +340,22 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
              f"({exp.label_mode} labels, seed {exp.seed})")
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])
     write_json_atomic(run_dir / RESULTS_FILE, results)
-    console.metrics_table({**metrics, **extras}, title=f"results ({elapsed:.1f}s)")
+    shown = {**metrics, **{k: v for k, v in extras.items() if k not in metrics}}  # measured metrics win
+    console.metrics_table(shown, title=f"results ({elapsed:.1f}s)")
     tracker.add_config({"reproducibility": reproducibility})  # known only now: the attacker's side has ended
-    console.info(tracker.finish({**metrics, **extras}, files=[run_dir / RESULTS_FILE]))
+    console.info(tracker.finish(shown, files=[run_dir / RESULTS_FILE]))
     console.info(f"results: {run_dir / RESULTS_FILE}")
     return results
+
+
+@contextmanager
+def _timed(seconds: float | None, what: str, option: str, error: type[StealbenchError] = StealbenchError):
+    """The block under a deadline; past it, `error` saying what took too long and which option sets the limit."""
+    try:
+        with deadline(seconds):
+            yield
+    except PhaseTimeout:
+        raise error(f"{what} took longer than {seconds:g}s (timeouts.{option})") from None
 
 
 def _who(exp: Experiment, catalog, option: str) -> str:
@@ -342,13 +373,18 @@ def _params(component: Defense | Attack) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
 
-@torch.no_grad()
-def _defend(defense: Defense, x: torch.Tensor, clean: torch.Tensor, device: torch.device, name: str,
-            batch_size: int = 1024) -> torch.Tensor:
-    defense = defense.to(device).eval()
-    parts = [guarded_answer(defense, xb.to(device), pb.to(device), name).cpu()
-             for xb, pb in zip(x.split(batch_size), clean.split(batch_size))]
-    return torch.cat(parts)
+def _utility(exp: Experiment, splits: Splits, defended: Defended, oracle: Oracle) -> dict[str, float]:
+    """Utility for benign users: the evaluation set as the defense answered it, mixed into the attacker's traffic
+    on the same instance (what the attack left is answered now)."""
+    with seeded_globals(role_seed(exp.seed, "evaluation")):
+        clean, released, clean_log = oracle.benign_answers()
+    stats = DefenseStats()  # KL from float64 log-probabilities of the logits: float32 softmax underflows
+    stats.update(clean, released, clean_log)
+    metrics = {"victim/acc_defended": _accuracy(released, splits.eval_y, exp.data.num_classes),
+               **stats.compute("defense/")}
+    console.info(f"benign users: victim acc defended {metrics['victim/acc_defended']:.4f}, top-1 changed "
+                 f"{metrics['defense/top1_changed']:.4f} (answered among the attacker's queries)")
+    return metrics
 
 
 def _load_other(catalog, key: str, part: str, pool_x: torch.Tensor, pool_key: str | None, **options):

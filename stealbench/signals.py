@@ -13,6 +13,7 @@ Child processes (``grid --subprocess``, a defender process) should die with thei
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -54,7 +55,18 @@ def exit_code(exc: BaseException) -> int | None:
     return None
 
 
+#: seconds a run has, after SIGTERM/Ctrl-C, to unwind (record its failure, end the attacker's process) before the
+#: process exits anyway: a plugin that swallows the interruption (`except BaseException: pass`) cannot keep it alive
+EXIT_GRACE_SECONDS = 10.0
+_watchdog: list[threading.Timer] = []
+
+
 def _raise(signum, frame) -> None:
+    if not _watchdog:
+        timer = threading.Timer(EXIT_GRACE_SECONDS, os._exit, args=(128 + int(signum),))
+        timer.daemon = True
+        timer.start()
+        _watchdog.append(timer)
     raise RunInterrupted(signum)
 
 
@@ -62,7 +74,8 @@ def _raise(signum, frame) -> None:
 def handle_signals(signals: Sequence[int] = HANDLED) -> Iterator[None]:
     """Within the block, SIGTERM/SIGINT raise RunInterrupted; the previous handlers come back afterwards.
 
-    Outside the main thread Python cannot install handlers: the block then runs unchanged.
+    The first signal also arms a watchdog: if the block has not ended EXIT_GRACE_SECONDS later, the process exits
+    with the signal's code. Outside the main thread Python cannot install handlers: the block then runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -73,6 +86,37 @@ def handle_signals(signals: Sequence[int] = HANDLED) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        while _watchdog:  # the block ended: the interruption was handled in time
+            _watchdog.pop().cancel()
+
+
+class PhaseTimeout(BaseException):
+    """A phase ran past its time limit. BaseException, like RunInterrupted: `except Exception` must not hide it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise PhaseTimeout in the block once `seconds` have passed, and again every second until it ends (so a
+    plugin that swallows it cannot sleep on). None, or outside the main thread: no limit (SIGALRM is the main
+    thread's). Not nestable: the caller converts PhaseTimeout into an error naming the phase and the plugin."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise PhaseTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(float(seconds), 1e-3), 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
 
 
 # ------------------------------------------------------------------------------------------------ child processes
@@ -138,5 +182,5 @@ def child_exit_interrupted(code: int) -> int | None:
     return None
 
 
-__all__ = ["RunInterrupted", "child_exit_interrupted", "die_with_parent", "exit_code", "handle_signals",
-           "spawn_child"]
+__all__ = ["EXIT_GRACE_SECONDS", "PhaseTimeout", "RunInterrupted", "child_exit_interrupted", "deadline",
+           "die_with_parent", "exit_code", "handle_signals", "spawn_child"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -144,19 +145,28 @@ class PipeChannel(Channel):
 
     def __init__(self, conn) -> None:
         self._conn = conn
+        # one request in flight at a time: the pipe pairs each reply with the request before it, so threads of an
+        # attack that query at once would interleave their bytes and wait for each other's replies forever
+        self._lock = threading.Lock()
 
     def call(self, op: str, **args: Any) -> Any:
-        self._conn.send_bytes(encode(("call", op, args)))
-        kind, payload = decode(self._conn.recv_bytes())
+        data = encode(("call", op, args))
+        with self._lock:
+            self._conn.send_bytes(data)
+            kind, payload = decode(self._conn.recv_bytes())
         if kind == "error":
             raise rebuild_error(payload)
         return payload
 
     def notify(self, op: str, **args: Any) -> None:
-        self._conn.send_bytes(encode(("notify", op, args)))
+        data = encode(("notify", op, args))
+        with self._lock:
+            self._conn.send_bytes(data)
 
     def send_final(self, kind: str, payload: Any) -> None:
-        self._conn.send_bytes(encode((kind, None, payload)))
+        data = encode((kind, None, payload))
+        with self._lock:
+            self._conn.send_bytes(data)
 
 
 def error_payload(exc: BaseException, details: str = "") -> dict[str, Any]:

@@ -51,3 +51,194 @@ class InPlaceDefenseProbe(Attack):
         model = ctx.new_surrogate()
         ctx.checkpoint(model, 1, True)
         return model
+
+
+# ------------------------------------------------------------------------------------------------ issue 22: the record
+def _channel():
+    """The attacker's end of the pipe, found the way a hostile attack would: in its own process's objects."""
+    from stealbench.transport import PipeChannel
+
+    return next(obj for obj in gc.get_objects() if isinstance(obj, PipeChannel))
+
+
+class ForgedReportAttack(Attack):
+    """One query, one checkpoint, then a forged final report: measured metrics as its label mode's figures."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        ctx.oracle.query(ctx.pool_x[:1])
+        model = ctx.new_surrogate()
+        ctx.checkpoint(model, 1, True)
+        _channel().send_final("done", {"label_mode": {"surrogate/acc": 0.999, "surrogate/fidelity": 0.999,
+                                                      "queries": 0, "label_mode/kept": 0.5},
+                                       "environment": {}})
+        return model
+
+
+class ForgedFailureAttack(Attack):
+    """Reports a failure dressed as the defense's broken rule."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        _channel().send_final("failed", {"type": "DefenseOutputError", "module": "stealbench.errors",
+                                         "message": "defense 'none' broke rule [simplex]: it returned NaN",
+                                         "details": "", "stealbench": True})
+        return ctx.new_surrogate()
+
+
+class ForgedLogAttack(Attack):
+    """Relays log lines under the framework's own keys, then checkpoints honestly."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        _channel().notify("log", metrics={"surrogate/acc": 0.999, "victim/acc": 0.0, "queries": 0.0}, step=0)
+        model = ctx.new_surrogate()
+        ctx.checkpoint(model, 1, True)
+        return model
+
+
+class BadRoundAttack(Attack):
+    """A checkpoint whose round is text; writes the error it got to $ADVERSARY_REPORT, then checkpoints properly."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        model = ctx.new_surrogate()
+        try:
+            _channel().call("checkpoint", state=dict(model.state_dict()), round="abc", retrained=True)
+            got = "accepted"
+        except Exception as exc:  # noqa: BLE001
+            got = f"{type(exc).__name__}: {exc}"
+        with open(os.environ["ADVERSARY_REPORT"], "w") as fh:
+            fh.write(got)
+        ctx.checkpoint(model, 1, True)
+        return model
+
+
+class GreedySeedSetAttack(Attack):
+    """Asks for 50 labelled seed images per class (the whole digits pool); writes what it got to $ADVERSARY_REPORT."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        try:
+            x, _ = ctx.seed_set(50)
+            got = f"got {len(x)}"
+        except Exception as exc:  # noqa: BLE001
+            got = f"{type(exc).__name__}: {exc}"
+        with open(os.environ["ADVERSARY_REPORT"], "w") as fh:
+            fh.write(got)
+        x, _ = ctx.seed_set(2)
+        model = ctx.new_surrogate()
+        ctx.checkpoint(model, 1, True)
+        return model
+
+
+class ThreadedAttack(Attack):
+    """Four threads query at once (a thread pool is a natural way to write a fast attack)."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        from concurrent.futures import ThreadPoolExecutor
+
+        sizes = [1, 2, 3, 4, 5, 6] * 2  # 42 queries; each reply must be its own request's
+        batches = ctx.pool_x[:sum(sizes)].split(sizes)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ctx.oracle.query, batches))
+        assert [len(a) for a in answers] == sizes, "replies went to the wrong thread"
+        model = ctx.new_surrogate()
+        ctx.checkpoint(model, 1, True)
+        return model
+
+
+class NaNSurrogateAttack(Attack):
+    """Checkpoints a surrogate whose weights are NaN."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        model = ctx.new_surrogate()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+        ctx.checkpoint(model, 1, True)
+        return model
+
+
+class SleepingAttack(Attack):
+    """Never ends (and ignores SIGTERM): the run must end it."""
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        import signal
+        import time
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
+
+
+# ------------------------------------------------------------------------------------------------ cheating defenses
+from stealbench.defenses.base import Defense  # noqa: E402
+
+
+class VictimTamperer(Defense):
+    """Degrades the live victim in setup(): its last layer answers zeros, so the attacker learns nothing."""
+
+    def setup(self, context) -> None:
+        with torch.no_grad():
+            for p in list(context.victim.parameters())[-2:]:
+                p.zero_()
+
+    def forward(self, x, probs):
+        return probs
+
+
+class EvalDetector(Defense):
+    """Answers the benign-user evaluation truthfully and the attacker with noise: it recognises the evaluation as
+    the copy of itself that the framework used to make (a copy has another id than the instance set up)."""
+
+    def setup(self, context) -> None:
+        self._me = id(self)
+
+    def forward(self, x, probs):
+        if id(self) != self._me:
+            return probs  # the evaluation: truthful
+        return torch.full_like(probs, 1.0 / probs.shape[-1])  # the attacker: nothing to learn
+
+
+class RaisingDefense(Defense):
+    def forward(self, x, probs):
+        raise RuntimeError("boom")
+
+
+class TupleDefense(Defense):
+    def forward(self, x, probs):
+        return probs, probs
+
+
+class FiveClassDefense(Defense):
+    def forward(self, x, probs):
+        return torch.softmax(probs[:, :5], -1)
+
+
+class NaNDefense(Defense):
+    def forward(self, x, probs):
+        return torch.full_like(probs, float("nan"))
+
+
+class SleepingDefense(Defense):
+    """Never answers, and swallows whatever interrupts it, once (a `try/except BaseException` around a sleep)."""
+
+    def __init__(self, where: str = "forward") -> None:
+        super().__init__()
+        self.where = where
+
+    def _sleep(self) -> None:
+        import time
+
+        print("defense: sleeping", flush=True)
+        try:
+            while True:
+                time.sleep(0.05)
+        except BaseException:  # noqa: BLE001 - the cheat: swallow the first interruption and sleep on
+            while True:
+                time.sleep(0.05)
+
+    def setup(self, context) -> None:
+        if self.where == "setup":
+            self._sleep()
+
+    def forward(self, x, probs):
+        if self.where == "forward" and len(x) < 100:  # the attacker's small queries, not the evaluation
+            self._sleep()
+        return probs

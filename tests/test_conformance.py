@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+import adversaries
 import torch
 
 from stealbench.attacks import Attack
@@ -88,9 +90,29 @@ class FalseClaim(Defense):
         return probs.flip(-1)
 
 
+class ForgedReport(Defense):
+    """Reports the figures the framework measures (the cheat: replace the measured cost with its own)."""
+
+    def forward(self, x, probs):
+        return probs
+
+    def report(self):
+        return {"top1_changed": 0.0, "kl_nats": 0.0}
+
+
+class NaNReport(Defense):
+    def forward(self, x, probs):
+        return probs
+
+    def report(self):
+        return {"alarm": float("nan")}
+
+
 @pytest.mark.parametrize("defense, rule", [
     (Unnormalised, "simplex"), (WrongDtype, "shape-dtype-device"), (InPlace, "inputs-unchanged"),
     (BatchDependent, "batch-consistency"), (Unseeded, "seeded-repeat"), (NoReset, "reset"), (FalseClaim, "argmax"),
+    (ForgedReport, "report"), (NaNReport, "report"), (adversaries.VictimTamperer, "victim-unchanged"),
+    (adversaries.EvalDetector, "benign-alike"),
 ])
 def test_defense_rules(defense, rule):
     assert rule in DEFENSE_RULES

@@ -274,5 +274,5 @@ def test_a_grid_with_soft_hard_and_invert_runs_one_run_per_mode(tmp_path):
         assert results["extra_metrics"]["label_mode/recovery_rows"] == 100  # every query audited
     soft, _, invert = (json.loads((tmp_path / "runs" / r.name / "results.json").read_text())["extra_metrics"]
                        for r in grid.runs)
-    assert "label_mode/estimated_from" in invert and "label_mode/solved" not in invert
+    assert "attack/label_mode/estimated_from" in invert and not any("solved" in k for k in invert)
     assert soft["label_mode/recovery_l1"] > 0  # soft keeps the defense's perturbation

@@ -206,6 +206,19 @@ def test_malformed_and_partial_folders_are_reported_and_not_averaged_in(tmp_path
     assert row.metric("surrogate/acc").mean == pytest.approx(0.7)  # only the valid, distinct runs
 
 
+def test_a_run_over_its_budget_is_refused_with_a_line_naming_it(tmp_path, capsys):
+    write_run(tmp_path, seed=0, acc=0.6)
+    over = write_run(tmp_path, seed=1, acc=0.99, name="over_budget")
+    payload = json.loads((over / "results.json").read_text())
+    payload["metrics"]["queries"] = payload["identity"]["budget"] + 1
+    (over / "results.json").write_text(json.dumps(payload))
+    rows, problems = build([tmp_path])
+    assert [(Path(src).name, reason) for src, reason in problems] == [
+        ("over_budget", "breaks the run contract: 401 queries exceed its budget of 400")]
+    (row,) = rows
+    assert row.seeds == [0]
+
+
 def test_validate_results_rejects_missing_curve():
     with pytest.raises(MalformedRun, match="curve"):
         validate_results({"status": "complete", "identity": {k: 1 for k in (

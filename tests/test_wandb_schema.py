@@ -48,3 +48,7 @@ def test_offline_run_reads_back_with_identity_config_metric_summary_and_curve(tm
                if '"type":"history"' in line and "surrogate/acc" in line]
     assert [h["queries"] for h in history] == [p["queries"] for p in results["curve"]]
     assert all(set(CURVE_KEYS) <= set(h) for h in history)
+    # the attacker's relayed training log lands under attack/: it never writes the framework's keys
+    logged = {k for line in _leet("--json", str(log)).splitlines() if '"type":"history"' in line
+              for k in json.loads(line)["history"]["item"]}
+    assert "attack/surrogate/train_loss" in logged and "surrogate/train_loss" not in logged

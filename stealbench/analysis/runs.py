@@ -80,6 +80,11 @@ def validate_results(payload: Any, source: str) -> Run:
             raise MalformedRun(f"curve point with {p['queries']} queries")
         points.append(p)
     points.sort(key=lambda p: p["queries"])
+    # the contract of a run: no more queries than its budget (a record that says otherwise is not ranked)
+    over = [q for q in [metrics["queries"], *(p["queries"] for p in points)] if q > identity["budget"]]
+    if over:
+        raise MalformedRun(f"breaks the run contract: {max(over):g} queries exceed its budget of "
+                           f"{identity['budget']}")
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
     return Run(source, identity, {k: float(metrics[k]) for k in METRIC_KEYS}, points, config)
 

@@ -132,6 +132,14 @@ def _attacker_kit(spec: AttackerSpec, hello: dict, device: torch.device, setting
                        pool_labels=hello.get("pool_labels"), log=log)
 
 
+def _finite(report: dict) -> dict[str, float]:
+    """The label mode's figures the defender's schema accepts: finite numbers (a NaN misfit is no figure)."""
+    import math
+
+    return {str(k): float(v) for k, v in report.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
 def attacker_main(conn, spec: AttackerSpec) -> None:
     """Entry point of the attacker's process."""
     _die_with_parent()
@@ -149,7 +157,7 @@ def attacker_main(conn, spec: AttackerSpec) -> None:
         with seeded_globals(role_seed(spec.seed, "attack")):
             spec.attack.run(ctx)
         # the settings this side trained with, taken after training (Lightning sets deterministic modes per Trainer)
-        channel.send_final("done", {"label_mode": spec.label_mode.report(), "environment": process_record()})
+        channel.send_final("done", {"label_mode": _finite(spec.label_mode.report()), "environment": process_record()})
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the main process, which decides
         try:
             channel.send_final("failed", error_payload(exc, traceback.format_exc()))

@@ -16,6 +16,7 @@ from ..defenses.base import Defense
 from ..errors import BudgetExceededError, OracleInputError
 from ..metrics import DefenseStats
 from ..transport import AUDIT_BLOCK, audit_stride, audited_queries
+from .benign import BenignTraffic
 from .guard import check_probabilities, guarded_answer
 
 _PIXEL_TOLERANCE = 1e-6
@@ -30,7 +31,8 @@ class Oracle(QueryCounter):
 
     def __init__(self, victim: nn.Module, defense: Defense, *, budget: int, input_shape: tuple[int, int, int],
                  num_classes: int, device: torch.device | str = "cpu", batch_size: int = 1024,
-                 defense_name: str | None = None) -> None:
+                 defense_name: str | None = None, benign_x: Tensor | None = None,
+                 benign_generator: torch.Generator | None = None) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
         self.budget = int(budget)
@@ -41,6 +43,9 @@ class Oracle(QueryCounter):
         self._stats = DefenseStats()
         self._audit = RecoveryAudit(self.budget, num_classes)
         self._answer = _make_answerer(victim, defense, torch.device(device), defense_name or type(defense).__name__)
+        # benign users' images (the evaluation set), mixed into the attacker's batches: see defender/benign.py
+        self._benign = None if benign_x is None else BenignTraffic(
+            benign_x, self.budget, benign_generator or torch.Generator().manual_seed(0))
 
     def query(self, x: Tensor) -> Tensor:
         """Released probabilities (N, K) for images x (N, C, H, W), on x's device."""
@@ -56,13 +61,35 @@ class Oracle(QueryCounter):
         released_parts = []
         start = self._used
         for chunk in x.split(self.batch_size):
-            clean, released, clean_log = self._answer(chunk)
+            clean, released, clean_log = self._answer_mixed(chunk, start + len(chunk))
             self._stats.update(clean, released, clean_log)
             self._audit.keep(start + torch.arange(len(chunk)), clean)
             start += len(chunk)
             released_parts.append(released)
         self._used += n
         return torch.cat(released_parts).to(x.device)
+
+    def _answer_mixed(self, chunk: Tensor, used_after: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The attacker's chunk answered in one batch with the benign images due by now; returns its own rows."""
+        if self._benign is None:
+            return self._answer(chunk)
+        batch, order, n = self._benign.mix(chunk, used_after)
+        clean, released, clean_log = self._answer(batch)
+        order = order.to(clean.device)
+        clean, released, clean_log = clean[order], released[order], clean_log[order.cpu()]
+        c = len(chunk)
+        if n:
+            self._benign.keep(clean[c:], released[c:], clean_log[c:])
+        return clean[:c], released[:c], clean_log[:c]
+
+    def benign_answers(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Answer the benign images still waiting (after the attack), and return (clean, released, clean log) of
+        all of them, in order; the defender's utility figures come from these."""
+        if self._benign is None:
+            raise ValueError("this oracle was built without benign traffic (benign_x)")
+        for batch in self._benign.remaining(self.batch_size):
+            self._benign.keep(*self._answer(batch))
+        return self._benign.answers()
 
     def stats(self) -> dict[str, float]:
         """Defense statistics over every answered query (keys prefixed `oracle/`)."""
