@@ -152,6 +152,8 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--subprocess", action="store_true",
                         help="run each experiment in its own `stealbench fit` process (default: in-process)")
     parser.add_option("--fail_fast", action="store_true", help="stop at the first failed run")
+    parser.add_argument("--sandbox", choices=("auto", "bwrap", "off"), default=None,
+                        help="`stealbench fit --sandbox` for every run (default: the grid file's, else auto)")
     parser.add_option("--grid_run", default=None, metavar="NAME",
                         help="run the one run of this name (what a W&B sweep agent calls)")
     parser.add_argument("--sweep", action="store_true",
@@ -161,9 +163,10 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--program", default=None,
                         help="grid file path as agents will see it (default: FILE as given)")
     args = parser.parse_args(argv)
-    from .grid import check_keys, dry_run_lines, load_grid, run_grid
+    from .grid import check_keys, dry_run_lines, load_grid, run_grid, set_sandbox
 
     grid = load_grid(args.file, args.output_dir)
+    set_sandbox(grid, args.sandbox)
     check_folder("output_dir", grid.output_dir)
     if args.sweep_file:
         check_folder("sweep_file", args.sweep_file, file=True)

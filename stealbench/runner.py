@@ -24,7 +24,8 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from . import __version__, console, distributed
-from .attacker.launch import start_attacker
+from .attacker import sandbox as attacker_sandbox
+from .attacker.launch import start_attacker, start_sandbox
 from .attacker.process import AttackerSpec
 from .attacks.base import Attack
 from .config import SurrogateConfig, VictimConfig, WandbConfig
@@ -47,7 +48,7 @@ from .rundir import open_run_dir, record_failure
 from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_log_probs, predict_probs, resolve_device
-from .victim import obtain_victim
+from .victim import default_cache_dir, obtain_victim
 
 
 @dataclass
@@ -74,6 +75,8 @@ class Experiment:
     label_options: LabelOptions = field(default_factory=LabelOptions)
     #: attacker pool from another data set (None: the victim data set's own pool split); see pools.py
     pool_data: ImageDataset | None = None
+    #: where the attacker's process runs: "auto" (bubblewrap where it works, else memory-only), "bwrap", "off"
+    sandbox: str = "auto"
 
     def identity(self) -> dict[str, Any]:
         ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
@@ -99,6 +102,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     """Run `exp` and write its folder; returns the results dict. Raises StealbenchError on bad input."""
     started = time.perf_counter()
     check_accelerator(exp.trainer)  # before any work: a missing GPU is a config error, not a late traceback
+    sandbox = attacker_sandbox.resolve(exp.sandbox, console.info)  # --sandbox bwrap without bwrap: fails now
     catalog = get_catalog()
     data = exp.data
     label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
@@ -131,7 +135,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
             (run_dir / "config.yaml").write_text(exp.config_yaml or json.dumps(exp.config, indent=2))
             tracker = Tracker(exp.wandb, run_dir, run_dir.name, {**exp.identity(), "plugins": catalog.versions(),
                                                                   "config": exp.config})
-            results = _run_phases(exp, catalog, splits, settings, label_mode, run_dir, tracker, started)
+            results = _run_phases(exp, catalog, splits, settings, label_mode, run_dir, tracker, started, sandbox)
         except BaseException as exc:
             # The folder must not look complete: no results.json, an error.txt saying what happened (with the
             # attacker's traceback when the attack failed in its own process)
@@ -143,7 +147,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
 
 
 def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], label_mode,
-                run_dir: Path, tracker: Tracker, started: float) -> dict[str, Any]:
+                run_dir: Path, tracker: Tracker, started: float, sandbox: str) -> dict[str, Any]:
     device = resolve_device(exp.trainer)
     console.header({
         "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
@@ -158,15 +162,22 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
         "device": str(device),
         "output": str(run_dir),
         "W&B": tracker.mode,
+        "attacker": "sealed in an OS sandbox (bubblewrap)" if sandbox == "bwrap" else "sealed in memory only",
     })
     logger = tracker.lightning_logger()
-    defended = _defender_phase(exp, catalog, splits, settings, device, logger)
-    oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
-                    num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
-    referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,
-                                    tracker)
+    # the sandboxed attacker's interpreter starts now and imports torch while the victim trains
+    early = start_sandbox(_hidden_from_attacker(exp), str(device)) if sandbox == "bwrap" else None
+    try:
+        defended = _defender_phase(exp, catalog, splits, settings, device, logger)
+        oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
+                        num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"))
+        referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
+                                        logger, tracker, sandbox, early)
+    finally:
+        if early is not None:
+            stop_attacker(*early)  # a no-op after the attack; otherwise the waiting sandbox ends with the run
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
-                          report)
+                          report, attacker_sandbox.SEALED[sandbox])
 
 
 @dataclass
@@ -242,7 +253,7 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
 
 def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
                   device: torch.device, oracle: Oracle, defended: Defended, logger,
-                  tracker: Tracker) -> tuple[Referee, dict[str, Any]]:
+                  tracker: Tracker, sandbox: str = "off", early=None) -> tuple[Referee, dict[str, Any]]:
     """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
     data = exp.data
 
@@ -271,7 +282,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
         train_settings=surrogate_settings,  # no logger: the attacker's process relays its logs
         device=str(device),
     )
-    process, conn = start_attacker(spec)
+    process, conn = start_attacker(spec, sandbox, hide=_hidden_from_attacker(exp), started=early)
     try:
         with seeded_globals(role_seed(exp.seed, "oracle")):  # randomised defenses answer from this stream
             report = referee.serve(conn, process)
@@ -285,7 +296,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
 
 def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], run_dir: Path,
                    tracker: Tracker, started: float, defended: Defended, oracle: Oracle, referee: Referee,
-                   report: dict[str, Any]) -> dict[str, Any]:
+                   report: dict[str, Any], sealed: str) -> dict[str, Any]:
     curve = referee.curve
     final = curve[-1]
     metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
@@ -299,6 +310,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     results = {
         "schema": SCHEMA_VERSION,
         "status": "complete",
+        #: "os-sandbox": the attacker ran under bubblewrap; "memory-only": in its own process, files and /proc open
+        "sealed": sealed,
         "identity": exp.identity(),
         "metrics": metrics,
         "extra_metrics": extras,
@@ -320,11 +333,19 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
              f"({exp.label_mode} labels, seed {exp.seed})")
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])
     write_json_atomic(run_dir / RESULTS_FILE, results)
-    console.metrics_table({**metrics, **extras}, title=f"results ({elapsed:.1f}s)")
-    tracker.add_config({"reproducibility": reproducibility})  # known only now: the attacker's side has ended
+    console.metrics_table({**metrics, **extras}, title=f"results ({elapsed:.1f}s, {sealed})")
+    tracker.add_config({"reproducibility": reproducibility, "sealed": sealed})  # known only now: the attacker's side has ended
     console.info(tracker.finish({**metrics, **extras}, files=[run_dir / RESULTS_FILE]))
     console.info(f"results: {run_dir / RESULTS_FILE}")
     return results
+
+
+def _hidden_from_attacker(exp: Experiment) -> list[Path]:
+    """The run's folders that a sandboxed attacker must not see: the victim cache (and its seal key), the run
+    output folder and every data root; sandbox.secret_paths adds the user's caches and W&B's folders."""
+    roots = [getattr(d, "root", None) for d in (exp.data, exp.pool_data) if d is not None]
+    return attacker_sandbox.secret_paths([Path(exp.victim.cache_dir or default_cache_dir()), Path(exp.output_dir),
+                                          *(Path(r) for r in roots if isinstance(r, (str, Path)))])
 
 
 def _who(exp: Experiment, catalog, option: str) -> str:
