@@ -344,7 +344,13 @@ def _hidden_from_attacker(exp: Experiment) -> list[Path]:
     """The run's folders that a sandboxed attacker must not see: the victim cache (and its seal key), the run
     output folder and every data root; sandbox.secret_paths adds the user's caches and W&B's folders."""
     roots = [getattr(d, "root", None) for d in (exp.data, exp.pool_data) if d is not None]
-    return attacker_sandbox.secret_paths([Path(exp.victim.cache_dir or default_cache_dir()), Path(exp.output_dir),
+    cache = Path(exp.victim.cache_dir or default_cache_dir())
+    if exp.victim.cache:  # created now: a folder that does not exist yet cannot be hidden, and would show later
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # obtain_victim says what is wrong with it
+    return attacker_sandbox.secret_paths([cache, Path(exp.output_dir),
                                           *(Path(r) for r in roots if isinstance(r, (str, Path)))])
 
 

@@ -120,8 +120,10 @@ def start_sandbox(hide: Iterable[str], device: str) -> tuple[SandboxedProcess, C
     try:
         fd = theirs.fileno()
         keep = [os.path.abspath(p) for p in sys.path]
+        # bwrap itself gets the whitelisted environment too: its init process (pid 1 in the sandbox) keeps the
+        # environment bwrap was started with, and the attack can read /proc/1/environ
         popen = subprocess.Popen(bwrap_command(hide, keep, fd, device), pass_fds=(fd,), stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+                                 start_new_session=True, env=sandbox_env())
     finally:
         theirs.close()
     return SandboxedProcess(popen), Connection(ours.detach())
