@@ -75,6 +75,11 @@ def write(path: Path, body: bytes, key: bytes) -> None:
         raise
 
 
+def unsealed_body(data: bytes) -> bytes:
+    """The body of a sealed file without checking its tag (a file the user chose, e.g. --victim.checkpoint)."""
+    return data[len(MAGIC) + _TAG_LEN + 1:] if data.startswith(MAGIC) else data
+
+
 def read(path: Path, key: bytes) -> bytes:
     """The body of a sealed file; NotSealed or BrokenSeal when it cannot be vouched for."""
     data = Path(path).read_bytes()
@@ -87,4 +92,4 @@ def read(path: Path, key: bytes) -> bytes:
     return body
 
 
-__all__ = ["BrokenSeal", "KEY_FILE", "MAGIC", "NotSealed", "load_key", "read", "tag", "write"]
+__all__ = ["BrokenSeal", "KEY_FILE", "MAGIC", "NotSealed", "load_key", "read", "tag", "unsealed_body", "write"]
