@@ -175,7 +175,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
                                         logger, tracker, sandbox, early)
     finally:
         if early is not None:
-            stop_attacker(*early)  # a no-op after the attack; otherwise the waiting sandbox ends with the run
+            stop_attacker(*early, timeout=1.0)  # a no-op after the attack; else the waiting sandbox ends now
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
                           report, attacker_sandbox.SEALED[sandbox])
 

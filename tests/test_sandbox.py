@@ -160,7 +160,9 @@ def test_sandbox_modes_without_bubblewrap(monkeypatch):
 def test_the_sandbox_environment_is_a_whitelist():
     env = sandbox.sandbox_env({"PATH": "/bin", "WANDB_API_KEY": SECRET, "STEALBENCH_CACHE_DIR": "/c",
                                "OMP_NUM_THREADS": "1", "AWS_SECRET_ACCESS_KEY": "x", "HOME": "/root"})
-    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "1", "HOME": "/tmp", "TMPDIR": "/tmp"}
+    assert env["PATH"] == "/bin" and env["OMP_NUM_THREADS"] == "1" and env["HOME"] == env["TMPDIR"] == "/tmp"
+    assert not {"WANDB_API_KEY", "STEALBENCH_CACHE_DIR", "AWS_SECRET_ACCESS_KEY"} & set(env)
+    assert SECRET not in json.dumps(env)
 
 
 def test_hidden_folders_are_read_only_tmpfs_and_code_inside_them_stays_readable(tmp_path, monkeypatch):

@@ -119,7 +119,9 @@ def start_sandbox(hide: Iterable[str], device: str) -> tuple[SandboxedProcess, C
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         fd = theirs.fileno()
-        keep = [os.path.abspath(p) for p in sys.path]
+        # the code it runs stays readable even inside a hidden folder (say, --output_dir above the virtualenv)
+        keep = [os.path.abspath(p) for p in sys.path] + [sys.prefix, sys.base_prefix,
+                                                          os.path.dirname(os.path.abspath(sys.executable))]
         # bwrap itself gets the whitelisted environment too: its init process (pid 1 in the sandbox) keeps the
         # environment bwrap was started with, and the attack can read /proc/1/environ
         popen = subprocess.Popen(bwrap_command(hide, keep, fd, device), pass_fds=(fd,), stdin=subprocess.DEVNULL,

@@ -33,7 +33,8 @@ SEALED = {"bwrap": "os-sandbox", "off": "memory-only"}
 #: the environment the sandboxed attacker gets (if set here); HOME and TMPDIR point at its scratch
 ENV_WHITELIST = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED",
                  "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG",
-                 "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "STEALBENCH_PLUGINS", "STEALBENCH_BLOCK_PLUGINS")
+                 "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "STEALBENCH_PLUGINS", "STEALBENCH_BLOCK_PLUGINS",
+                 "STEALBENCH_WEIGHTS_DIR")
 INSTALL_HINT = "install bubblewrap (`apt-get install bubblewrap`) or run with --sandbox off"
 
 
@@ -79,7 +80,11 @@ def resolve(mode: str, notice=None) -> str:
 def sandbox_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     environ = os.environ if environ is None else environ
     env = {k: environ[k] for k in ENV_WHITELIST if k in environ}
-    env.update(HOME="/tmp", TMPDIR="/tmp")
+    # pretrained surrogate weights stay where the user keeps them (read-only), although HOME moves to the scratch
+    home = Path.home()
+    env.update(HOME="/tmp", TMPDIR="/tmp", HF_HUB_OFFLINE="1",
+               TORCH_HOME=environ.get("TORCH_HOME") or str(home / ".cache" / "torch"),
+               HF_HOME=environ.get("HF_HOME") or str(home / ".cache" / "huggingface"))
     return env
 
 
