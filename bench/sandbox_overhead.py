@@ -45,8 +45,9 @@ def main() -> int:
             print(f"pair {i + 1}: bwrap {pairs[-1][0]:.1f}s, off {pairs[-1][1]:.1f}s, "
                   f"ratio {pairs[-1][0] / pairs[-1][1]:.2f}", flush=True)
     ratio = statistics.median(b / o for b, o in pairs)
-    print(f"median bwrap {statistics.median(b for b, _ in pairs):.1f}s, off {statistics.median(o for _, o in pairs):.1f}s"
-          f", median ratio {ratio:.2f} ({len(pairs)} pairs; load average {os.getloadavg()[0]:.1f})")
+    bwrap, off = statistics.median(b for b, _ in pairs), statistics.median(o for _, o in pairs)
+    print(f"median bwrap {bwrap:.1f}s, off {off:.1f}s, median ratio {ratio:.2f} ({len(pairs)} pairs; "
+          f"load average {os.getloadavg()[0]:.1f})")
     return 0
 
 

@@ -334,7 +334,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])
     write_json_atomic(run_dir / RESULTS_FILE, results)
     console.metrics_table({**metrics, **extras}, title=f"results ({elapsed:.1f}s, {sealed})")
-    tracker.add_config({"reproducibility": reproducibility, "sealed": sealed})  # known only now: the attacker's side has ended
+    # known only now: the attacker's side has ended
+    tracker.add_config({"reproducibility": reproducibility, "sealed": sealed})
     console.info(tracker.finish({**metrics, **extras}, files=[run_dir / RESULTS_FILE]))
     console.info(f"results: {run_dir / RESULTS_FILE}")
     return results

@@ -111,3 +111,13 @@ class EscapingAttack(Attack):
         model = ctx.new_surrogate()
         ctx.checkpoint(model, 1, True)
         return model
+
+
+class UnpicklableHere(Attack):
+    """Cannot be rebuilt in the attacker's process (as when its module is not importable there)."""
+
+    def __setstate__(self, state):
+        raise RuntimeError("this attack cannot be rebuilt in the attacker's process")
+
+    def run(self, ctx: AttackContext) -> nn.Module:  # pragma: no cover - never gets here
+        raise AssertionError("unreachable")

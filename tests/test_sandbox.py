@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from adversaries import EscapingAttack
+from adversaries import EscapingAttack, UnpicklableHere
 from stealbench import console
 from stealbench.attacker import sandbox
 from stealbench.cli import main
 from stealbench.config import SurrogateConfig, VictimConfig, WandbConfig
 from stealbench.data.digits import Digits
 from stealbench.defenses.none import NoDefense
-from stealbench.errors import ConfigError
+from stealbench.errors import ConfigError, StealbenchError
 from stealbench.runner import Experiment, run_experiment
 
 needs_bwrap = pytest.mark.skipif(sandbox.bwrap_problem() is not None,
@@ -188,3 +188,14 @@ def test_bad_sandbox_value_is_one_line(capsys):
     assert main(["fit", "--sandbox", "jail"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--sandbox" in err and "auto, bwrap, off" in err
+
+
+@needs_bwrap
+def test_an_attack_that_cannot_be_rebuilt_in_the_sandbox_fails_in_one_line(tmp_path, one_thread):
+    exp = Experiment(data=Digits(), defense=NoDefense(), attack=UnpicklableHere(),
+                     keys={"data": "digits", "defense": "none", "attack": "unpicklable"}, budget=20,
+                     victim=VictimConfig(epochs=1), surrogate=SurrogateConfig(), wandb=WandbConfig(mode="disabled"),
+                     trainer={"accelerator": "cpu"}, output_dir=str(tmp_path), name="r", sandbox="bwrap")
+    with pytest.raises(StealbenchError, match="the attack raised RuntimeError: this attack cannot be rebuilt"):
+        run_experiment(exp)
+    assert "Traceback" in (tmp_path / "r" / "error.txt").read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
+import traceback
 from multiprocessing.connection import Connection
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     conn = Connection(args.fd)
     # imported before the spec arrives: the defender starts this process early, and trains its victim meanwhile
-    from ..transport import decode
+    from ..transport import PipeChannel, decode, error_payload
     from .process import run_attacker
 
     try:
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     except EOFError:
         return 0  # the run ended before its attack (an error on the defender's side)
     sys.path[:] = [str(p) for p in boot["sys_path"]]
-    spec = pickle.loads(conn.recv_bytes())
+    try:
+        spec = pickle.loads(conn.recv_bytes())
+    except Exception as exc:  # noqa: BLE001 - e.g. the attack's module is not importable here: say so, in one line
+        PipeChannel(conn).send_final("failed", error_payload(exc, traceback.format_exc()))
+        return 1
     run_attacker(conn, spec)
     return 0
 
