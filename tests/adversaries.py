@@ -116,6 +116,9 @@ class EscapingAttack(Attack):
 class UnpicklableHere(Attack):
     """Cannot be rebuilt in the attacker's process (as when its module is not importable there)."""
 
+    def __init__(self) -> None:
+        self.rounds = 1  # some state: pickle skips __setstate__ for an empty one
+
     def __setstate__(self, state):
         raise RuntimeError("this attack cannot be rebuilt in the attacker's process")
 
