@@ -11,6 +11,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,33 @@ def test_an_attack_that_cannot_be_rebuilt_in_the_sandbox_fails_in_one_line(tmp_p
     with pytest.raises(StealbenchError, match="the attack raised RuntimeError: this attack cannot be rebuilt"):
         run_experiment(exp)
     assert "Traceback" in (tmp_path / "r" / "error.txt").read_text()
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += children - found
+            found |= children
+    return found
+
+
+@needs_bwrap
+def test_stop_ends_a_waiting_sandbox_and_everything_in_it():
+    from stealbench.attacker.launch import start_sandbox
+    from stealbench.defender.referee import stop
+
+    process, conn = start_sandbox([], "cpu")
+    time.sleep(1)
+    inside = _descendants(process.pid)
+    assert process.is_alive() and inside  # bwrap's init and the attacker's interpreter
+    stop(process, conn, timeout=0.5)  # still importing torch: terminate goes to bwrap's process group
+    assert not process.is_alive()
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{p}").exists() for p in inside) and time.monotonic() < deadline:
+        time.sleep(0.1)  # they die with bwrap (--die-with-parent), a moment later
+    assert not [p for p in inside if Path(f"/proc/{p}").exists()]
