@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         command, rest = argv[0], argv[1:]
         if command == "fit":
-            from .attacker.launch import warm_up
+            if _uses_fork_server(rest):
+                from .attacker.launch import warm_up
 
-            warm_up()  # the attacker's fork server imports torch while this process parses and trains the victim
+                warm_up()  # the attacker's fork server imports torch while this process parses and trains the victim
             from .lightning_cli import fit_main
 
             return fit_main(rest)
@@ -72,6 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     except (RunInterrupted, KeyboardInterrupt) as exc:
         print(f"stealbench: {exc or 'interrupted by Ctrl-C'}; the run did not finish", file=sys.stderr)
         return exit_code(exc)
+
+
+def _uses_fork_server(args: list[str]) -> bool:
+    """Whether the attacker will fork from the fork server (--sandbox off, or no bwrap here): then start it early.
+    A guess from the command line (a --config file may say otherwise); a wrong guess costs time, nothing else."""
+    from .attacker.sandbox import bwrap_problem
+
+    mode = "auto"
+    for i, arg in enumerate(args):
+        if arg == "--sandbox" and i + 1 < len(args):
+            mode = args[i + 1]
+        elif arg.startswith("--sandbox="):
+            mode = arg.split("=", 1)[1]
+    return mode == "off" or bwrap_problem() is not None
 
 
 def plugins_command(argv: list[str]) -> int:
@@ -152,6 +167,8 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--subprocess", action="store_true",
                         help="run each experiment in its own `stealbench fit` process (default: in-process)")
     parser.add_option("--fail_fast", action="store_true", help="stop at the first failed run")
+    parser.add_argument("--sandbox", choices=("auto", "bwrap", "off"), default=None,
+                        help="`stealbench fit --sandbox` for every run (default: the grid file's, else auto)")
     parser.add_option("--grid_run", default=None, metavar="NAME",
                         help="run the one run of this name (what a W&B sweep agent calls)")
     parser.add_argument("--sweep", action="store_true",
@@ -161,10 +178,11 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--program", default=None,
                         help="grid file path as agents will see it (default: FILE as given)")
     args = parser.parse_args(argv)
-    from .grid import check_keys, load_grid
+    from .grid import check_keys, load_grid, set_sandbox
     from .grid_runner import dry_run_lines, run_grid
 
     grid = load_grid(args.file, args.output_dir)
+    set_sandbox(grid, args.sandbox)
     check_folder("output_dir", grid.output_dir)
     if args.sweep_file:
         check_folder("sweep_file", args.sweep_file, file=True)

@@ -300,6 +300,14 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
     return runs
 
 
+def set_sandbox(grid: Grid, mode: str | None) -> None:
+    """`--sandbox MODE` for every run of the grid (after the file's own options: the command line wins)."""
+    if mode is None:
+        return
+    for run in grid.runs:
+        run.args.extend(["--sandbox", mode])  # GridRun is frozen; its list is its own
+
+
 def load_grid(path: str | Path, output_dir: str | None = None) -> Grid:
     from .analysis.claims_spec import read_yaml_mapping
 

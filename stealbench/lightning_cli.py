@@ -209,6 +209,10 @@ class StealbenchCLI(LightningCLI):
         parser.add_argument("--name", type=str | None, default=None, help="run folder name (default: derived)")
         parser.add_argument("--progress_bar", type=bool | None, default=None,
                             help="Lightning progress bars (default: only on a terminal)")
+        parser.add_argument("--sandbox", type=Literal["auto", "bwrap", "off"], default="auto",
+                            help="where the attacker's process runs: bwrap (an OS sandbox: no network, no files "
+                                 "of the run, no /proc of the defender), off (its own process, sealed in memory "
+                                 "only), auto (bwrap where it works here, else off with a notice)")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # not super(): it warns when args are given while sys.argv is set, which is always the case here
@@ -248,6 +252,7 @@ class StealbenchCLI(LightningCLI):
             wandb=init.wandb, trainer=dict(cfg.trainer.clone().as_dict()), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
             label_options=LabelOptions(cfg.label_options or {}), pool_data=init.get("pool_data"),
+            sandbox=cfg.sandbox,
         )
 
 

@@ -75,13 +75,17 @@ def reproduce_command(argv: list[str]) -> int:
     parser.add_option("--dry_run", action="store_true", help="list the runs and their state, run nothing")
     parser.add_option("--report_only", action="store_true", help="rebuild REPORT.md from finished runs only")
     parser.add_argument("--subprocess", action="store_true", help="run each experiment in its own process")
+    parser.add_argument("--sandbox", choices=("auto", "bwrap", "off"), default=None,
+                        help="`stealbench fit --sandbox` for every run (default: auto)")
     args = parser.parse_args(argv)
 
     path = reproduction_file(args.paper, args.quick)
     stem = path.stem if is_yaml_path(args.paper) else args.paper + ("_quick" if args.quick else "")
     rep = load(path, args.output_dir, f"runs/reproduce/{stem}")
-    from .grid import check_keys
+    from .grid import check_keys, set_sandbox
     from .grid_runner import dry_run_lines, run_grid
+
+    set_sandbox(rep.grid, args.sandbox)
 
     if args.dry_run:
         print("\n".join(dry_run_lines(rep.grid, rep.grid.runs)))
@@ -111,6 +115,8 @@ def _command(args: argparse.Namespace) -> str:
         parts.append("--quick")
     if args.output_dir:
         parts.append(f"--output_dir {args.output_dir}")
+    if getattr(args, "sandbox", None):
+        parts.append(f"--sandbox {args.sandbox}")
     return " ".join(parts)
 
 

@@ -25,8 +25,9 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from . import __version__, console, distributed
+from .attacker import sandbox as attacker_sandbox
 from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
-from .attacker.launch import start_attacker
+from .attacker.launch import start_attacker, start_sandbox
 from .attacker.process import AttackerSpec
 from .attacks.base import Attack
 from .config import SurrogateConfig, Timeouts, VictimConfig, WandbConfig
@@ -50,7 +51,7 @@ from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globa
 from .signals import PhaseTimeout, deadline
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_probs, resolve_device
-from .victim import obtain_victim
+from .victim import default_cache_dir, obtain_victim
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Experiment:
     pool_data: ImageDataset | None = None
     #: seconds per phase before the run ends as failed (a plugin that never returns); see config.Timeouts
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: where the attacker's process runs: "auto" (bubblewrap where it works, else memory-only), "bwrap", "off"
+    sandbox: str = "auto"
 
     def identity(self) -> dict[str, Any]:
         ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
@@ -104,6 +107,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     """Run `exp` and write its folder; returns the results dict. Raises StealbenchError on bad input."""
     started = time.perf_counter()
     check_accelerator(exp.trainer)  # before any work: a missing GPU is a config error, not a late traceback
+    sandbox = attacker_sandbox.resolve(exp.sandbox, console.info)  # --sandbox bwrap without bwrap: fails now
     catalog = get_catalog()
     check_defense_type(exp.defense, _who(exp, catalog, "defense"))
     if not isinstance(exp.attack, Attack):
@@ -140,7 +144,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
             (run_dir / "config.yaml").write_text(exp.config_yaml or json.dumps(exp.config, indent=2))
             tracker = Tracker(exp.wandb, run_dir, run_dir.name, {**exp.identity(), "plugins": catalog.versions(),
                                                                   "config": exp.config})
-            results = _run_phases(exp, catalog, splits, settings, label_mode, run_dir, tracker, started)
+            results = _run_phases(exp, catalog, splits, settings, label_mode, run_dir, tracker, started, sandbox)
         except BaseException as exc:
             # The folder must not look complete: no results.json, an error.txt saying what happened (with the
             # attacker's traceback when the attack failed in its own process)
@@ -152,7 +156,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
 
 
 def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], label_mode,
-                run_dir: Path, tracker: Tracker, started: float) -> dict[str, Any]:
+                run_dir: Path, tracker: Tracker, started: float, sandbox: str) -> dict[str, Any]:
     device = resolve_device(exp.trainer)
     console.header({
         "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
@@ -167,18 +171,26 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
         "device": str(device),
         "output": str(run_dir),
         "W&B": tracker.mode,
+        "attacker": "sealed in an OS sandbox (bubblewrap)" if sandbox == "bwrap" else "sealed in memory only",
     })
     logger = tracker.lightning_logger()
-    defended = _defender_phase(exp, catalog, splits, settings, device, logger)
-    defended.make_net(exp.surrogate.arch)  # a broken surrogate architecture is named here, not by the attack
-    oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
-                    num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"),
-                    benign_x=splits.eval_x, benign_generator=role_generator(exp.seed, "evaluation"))
-    referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended, logger,
-                                    tracker, _who(exp, catalog, "attack"), _who(exp, catalog, "defense"))
-    defended.metrics.update(_utility(exp, splits, defended, oracle))
+    # the sandboxed attacker's interpreter starts now and imports torch while the victim trains
+    early = start_sandbox(_hidden_from_attacker(exp), str(device)) if sandbox == "bwrap" else None
+    try:
+        defended = _defender_phase(exp, catalog, splits, settings, device, logger)
+        defended.make_net(exp.surrogate.arch)  # a broken surrogate architecture is named here, not by the attack
+        oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
+                        num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"),
+                        benign_x=splits.eval_x, benign_generator=role_generator(exp.seed, "evaluation"))
+        referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
+                                        logger, tracker, _who(exp, catalog, "attack"), _who(exp, catalog, "defense"),
+                                        sandbox, early)
+        defended.metrics.update(_utility(exp, splits, defended, oracle))
+    finally:
+        if early is not None:
+            stop_attacker(*early, timeout=1.0)  # a no-op after the attack; else the waiting sandbox ends now
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
-                          report)
+                          report, attacker_sandbox.SEALED[sandbox])
 
 
 @dataclass
@@ -254,7 +266,8 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
 
 def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
                   device: torch.device, oracle: Oracle, defended: Defended, logger,
-                  tracker: Tracker, attack_name: str, oracle_name: str) -> tuple[Referee, dict[str, Any]]:
+                  tracker: Tracker, attack_name: str, oracle_name: str, sandbox: str = "off",
+                  early=None) -> tuple[Referee, dict[str, Any]]:
     """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
     data = exp.data
 
@@ -287,7 +300,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
         train_settings=surrogate_settings,  # no logger: the attacker's process relays its logs
         device=str(device),
     )
-    process, conn = start_attacker(spec)
+    process, conn = start_attacker(spec, sandbox, hide=_hidden_from_attacker(exp), started=early)
     try:
         with seeded_globals(role_seed(exp.seed, "oracle")):  # randomised defenses answer from this stream
             report = referee.serve(conn, process, timeout=exp.timeouts.attack)
@@ -303,7 +316,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
 
 def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], run_dir: Path,
                    tracker: Tracker, started: float, defended: Defended, oracle: Oracle, referee: Referee,
-                   report: dict[str, Any]) -> dict[str, Any]:
+                   report: dict[str, Any], sealed: str) -> dict[str, Any]:
     curve = referee.curve
     final = curve[-1]
     metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
@@ -319,6 +332,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     results = {
         "schema": SCHEMA_VERSION,
         "status": "complete",
+        #: "os-sandbox": the attacker ran under bubblewrap; "memory-only": in its own process, files and /proc open
+        "sealed": sealed,
         "identity": exp.identity(),
         "metrics": metrics,
         "extra_metrics": extras,
@@ -341,8 +356,9 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])
     write_json_atomic(run_dir / RESULTS_FILE, results)
     shown = {**metrics, **{k: v for k, v in extras.items() if k not in metrics}}  # measured metrics win
-    console.metrics_table(shown, title=f"results ({elapsed:.1f}s)")
-    tracker.add_config({"reproducibility": reproducibility})  # known only now: the attacker's side has ended
+    console.metrics_table(shown, title=f"results ({elapsed:.1f}s, {sealed})")
+    # known only now: the attacker's side has ended
+    tracker.add_config({"reproducibility": reproducibility, "sealed": sealed})
     console.info(tracker.finish(shown, files=[run_dir / RESULTS_FILE]))
     console.info(f"results: {run_dir / RESULTS_FILE}")
     return results
@@ -356,6 +372,20 @@ def _timed(seconds: float | None, what: str, option: str, error: type[Stealbench
             yield
     except PhaseTimeout:
         raise error(f"{what} took longer than {seconds:g}s (timeouts.{option})") from None
+
+
+def _hidden_from_attacker(exp: Experiment) -> list[Path]:
+    """The run's folders that a sandboxed attacker must not see: the victim cache (and its seal key), the run
+    output folder and every data root; sandbox.secret_paths adds the user's caches and W&B's folders."""
+    roots = [getattr(d, "root", None) for d in (exp.data, exp.pool_data) if d is not None]
+    cache = Path(exp.victim.cache_dir or default_cache_dir())
+    if exp.victim.cache:  # created now: a folder that does not exist yet cannot be hidden, and would show later
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # obtain_victim says what is wrong with it
+    return attacker_sandbox.secret_paths([cache, Path(exp.output_dir),
+                                          *(Path(r) for r in roots if isinstance(r, (str, Path)))])
 
 
 def _who(exp: Experiment, catalog, option: str) -> str:

@@ -2,8 +2,9 @@
 
 The cache is trusted only as far as it can be checked: its key covers every setting that changes training
 (VictimConfig's fields, the data, the seed, the architecture's parameter shapes and the trainer options that change
-the result), every entry carries a checksum of its weights, and a victim that is damaged (NaN/inf weights) or
-useless (near-chance accuracy on a check set) is never stored.
+the result), every entry is sealed by the defender (an HMAC with a key under the cache folder that the attacker's
+sandbox cannot read, see sealed_file.py) and names the key it was stored under, and a victim that is damaged
+(NaN/inf weights) or useless (near-chance accuracy on a check set) is never stored.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import console
+from . import console, sealed_file
 from .config import VictimConfig
 from .errors import ConfigError, StealbenchError
 from .training import PHASE_KEYS, TrainSettings, fit, predict_probs
@@ -137,7 +138,9 @@ class VictimResult:
 
 def load_state(path: Path, what: str = "victim.checkpoint") -> dict:
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        # a cache entry given as a checkpoint is the user's choice: its seal is not checked, only taken off
+        blob = torch.load(io.BytesIO(sealed_file.unsealed_body(Path(path).read_bytes())), map_location="cpu",
+                          weights_only=True)
     except FileNotFoundError as exc:
         raise ConfigError(f"{what} {str(path)!r} does not exist") from exc
     except IsADirectoryError as exc:
@@ -152,19 +155,28 @@ def load_state(path: Path, what: str = "victim.checkpoint") -> dict:
     return state
 
 
-def _load_cached(path: Path, net: nn.Module) -> bool:
-    """Load a cache entry into `net` if it is intact; warn and return False otherwise (the caller retrains)."""
+def _load_cached(path: Path, net: nn.Module, entry_key: str) -> bool:
+    """Load a cache entry into `net` if it is intact, sealed by this cache's key and stored under `entry_key`;
+    warn and return False otherwise (the caller retrains and replaces it)."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        state = blob["state_dict"]
-        expected = blob["meta"]["sha256"]
+        body = sealed_file.read(path, sealed_file.load_key(path.parent.parent))
+        blob = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+        state, stored_key = blob["state_dict"], blob["meta"].get("key")
+    except sealed_file.NotSealed:
+        console.info(f"[yellow]warning[/]: cached victim {path} is not sealed (written by an older stealbench); "
+                     "retraining and replacing it")
+        return False
+    except sealed_file.BrokenSeal:
+        console.info(f"[yellow]warning[/]: cached victim {path} fails its checksum (the file is damaged or was "
+                     "rewritten by someone without the cache's key); retraining and replacing it")
+        return False
     except Exception as exc:  # noqa: BLE001 - any unreadable entry is retrained, not fatal
         console.info(f"[yellow]warning[/]: ignoring unreadable cached victim {path}: "
                      f"{(str(exc) or type(exc).__name__).splitlines()[0]}; retraining")
         return False
-    if state_checksum(state) != expected:
-        console.info(f"[yellow]warning[/]: cached victim {path} fails its checksum (the file is damaged); "
-                     "retraining and replacing it")
+    if stored_key != entry_key:  # a sealed entry of another victim, copied over this one
+        console.info(f"[yellow]warning[/]: cached victim {path} was stored for another victim (key {stored_key!r}, "
+                     f"not {entry_key!r}); retraining and replacing it")
         return False
     try:
         net.load_state_dict(state)
@@ -179,20 +191,15 @@ def _load_cached(path: Path, net: nn.Module) -> bool:
 
 
 def _store(path: Path, net: nn.Module, meta: dict) -> str | None:
-    """Write a cache entry atomically under a unique temporary name; returns why it was not stored, or None."""
+    """Write a sealed cache entry atomically; returns why it was not stored, or None."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    body = io.BytesIO()
+    torch.save({"state_dict": state, "meta": {**meta, "key": path.stem, "sha256": state_checksum(state)}}, body)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save({"state_dict": state, "meta": {**meta, "sha256": state_checksum(state)}}, handle)
-            os.replace(tmp, path)  # atomic: a concurrent run reads the old or the new file, never half of one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        return f"the cache folder {path.parent} is not writable ({exc.strerror or exc})"
+        sealed_file.write(path, body.getvalue(), sealed_file.load_key(path.parent.parent))
+    except (OSError, sealed_file.BrokenSeal) as exc:
+        return f"the cache folder {path.parent} is not writable ({getattr(exc, 'strerror', None) or exc})"
     return None
 
 
@@ -244,7 +251,7 @@ def obtain_victim(make_net: Callable[[], nn.Module], cfg: VictimConfig, data_ide
         console.info(f"[yellow]warning[/]: the victim cache entry {path} is a folder, not a file; training without "
                      "the cache (remove that folder to cache again)")
         usable = False
-    if usable and path.exists() and _load_cached(path, net):
+    if usable and path.exists() and _load_cached(path, net, path.stem):
         result = _checked(VictimResult(net.eval(), "cache", str(path)), check_x, check_y, num_classes)
         if not result.near_chance:
             return result

@@ -86,7 +86,9 @@ def test_an_attack_cannot_find_the_victim_or_the_labels_in_its_process(tmp_path,
     split it found the victim and scored fidelity 1.0 after 0 queries."""
     report = tmp_path / "snoop.json"
     monkeypatch.setenv("SNOOP_REPORT", str(report))
-    results = run_experiment(experiment(tmp_path, SnoopingAttack()))
+    exp = experiment(tmp_path, SnoopingAttack())
+    exp.sandbox = "off"  # the memory seal alone (the OS sandbox would also stop it writing its report: test_sandbox)
+    results = run_experiment(exp)
     found = json.loads(report.read_text())
     assert found["pid"] != os.getpid()  # the attack ran in another process
     assert found["victim_shaped_modules"] == 0

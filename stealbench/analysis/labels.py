@@ -15,7 +15,7 @@ from typing import Any
 from .runs import Run
 
 #: config keys that do not change what a run measures (left out when telling settings apart)
-_IGNORED_CONFIG = ("seed", "budget", "label_mode", "label_options", "name", "output_dir", "progress_bar", "wandb", "defense", "attack",
+_IGNORED_CONFIG = ("seed", "budget", "label_mode", "label_options", "name", "output_dir", "progress_bar", "sandbox", "wandb", "defense", "attack",
                    "data.class_path", "data.init_args.root", "data.init_args.download", "victim.cache",
                    "victim.cache_dir", "victim.checkpoint", "trainer.accelerator", "trainer.devices",
                    "trainer.strategy", "trainer.num_nodes", "trainer.logger", "trainer.callbacks",

@@ -39,12 +39,21 @@ from .runs import load_folders, load_wandb
 from .tables import print_table, write_csv, write_markdown
 from .tradeoff import equal_cost_markdown, tradeoff_tables, wandb_tradeoff_tables
 
+#: the only `sealed` value --require_sealed accepts
+OS_SANDBOX = "os-sandbox"
+
+
 def build(paths: list[str] | None = None, wandb_path: str | None = None, tags: list[str] | None = None,
-          ) -> tuple[list[Row], list[tuple[str, str]]]:
+          require_sealed: bool = False) -> tuple[list[Row], list[tuple[str, str]]]:
     if wandb_path:
         runs, problems = load_wandb(wandb_path, tags)
     else:
         runs, problems = load_folders(paths or [])
+    if require_sealed:  # an attack that could read the victim cache or the run folder is no result to rank
+        refused = [r for r in runs if r.sealed != OS_SANDBOX]
+        runs = [r for r in runs if r.sealed == OS_SANDBOX]
+        problems = problems + [(r.source, f"attacker sealed {r.sealed or 'unknown (an older run)'}, not in an OS "
+                                          "sandbox (refused by --require_sealed)") for r in refused]
     rows, dupes = build_rows(runs) if runs else ([], [])
     best_responses(rows)  # sets row.best: the cell's best response over attacker variants
     return rows, problems + dupes
@@ -71,6 +80,9 @@ def leaderboard_command(argv: list[str]) -> int:
     parser.add_argument("--claims", default=None, metavar="NAME|FILE",
                         help="also check the claims of a reproduction (e.g. lee2018) or of a grid file with a "
                              "`claims:` section against these runs; writes claims.md")
+    parser.add_option("--require_sealed", action="store_true",
+                      help="rank only runs whose attacker ran in the OS sandbox (results.json sealed: os-sandbox); "
+                           "memory-only runs are listed as refused")
     args = parser.parse_args(argv)
     if not args.dirs and not args.wandb:
         parser.error("give run folders (DIR ...) or --wandb ENTITY/PROJECT")
@@ -81,7 +93,7 @@ def leaderboard_command(argv: list[str]) -> int:
         from .claims_spec import load_claims_spec
 
         claims = load_claims_spec(args.claims)
-    rows, problems = build(args.dirs, args.wandb, args.tag)
+    rows, problems = build(args.dirs, args.wandb, args.tag, require_sealed=args.require_sealed)
     sources = [f"W&B {args.wandb}"] if args.wandb else list(args.dirs)
     if not rows:
         print_table([], problems, "stealbench leaderboard")

@@ -35,6 +35,8 @@ class Run:
     attack_label: str = ""
     label_mode_label: str = ""
     setting: str = ""
+    #: results.json's `sealed`: "os-sandbox", "memory-only", or None (a run from before the field existed)
+    sealed: str | None = None
 
     @property
     def seed(self) -> int:
@@ -86,7 +88,8 @@ def validate_results(payload: Any, source: str) -> Run:
         raise MalformedRun(f"breaks the run contract: {max(over):g} queries exceed its budget of "
                            f"{identity['budget']}")
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-    return Run(source, identity, {k: float(metrics[k]) for k in METRIC_KEYS}, points, config)
+    sealed = payload.get("sealed") if isinstance(payload.get("sealed"), str) else None
+    return Run(source, identity, {k: float(metrics[k]) for k in METRIC_KEYS}, points, config, sealed=sealed)
 
 
 def _identity_text(value: Any) -> str:
@@ -155,7 +158,7 @@ def run_from_wandb(wrun: Any) -> Run:
     for row in wrun.scan_history(keys=list(CURVE_KEYS)):
         curve.append({k: row.get(k) for k in CURVE_KEYS})
     payload = {"status": "complete", "identity": {k: config.get(k) for k in IDENTITY_KEYS}, "metrics": summary,
-               "curve": curve, "config": config.get("config") or {}}
+               "curve": curve, "config": config.get("config") or {}, "sealed": config.get("sealed")}
     return validate_results(payload, f"wandb:{'/'.join(getattr(wrun, 'path', [wrun.id]))}")
 
 

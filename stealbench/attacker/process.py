@@ -141,8 +141,13 @@ def _finite(report: dict) -> dict[str, float]:
 
 
 def attacker_main(conn, spec: AttackerSpec) -> None:
-    """Entry point of the attacker's process."""
+    """Entry point of the attacker's process, forked from the fork server (--sandbox off)."""
     _die_with_parent()
+    run_attacker(conn, spec)
+
+
+def run_attacker(conn, spec: AttackerSpec) -> None:
+    """Run the attack of `spec` against the defender at the other end of `conn` (also the sandbox's entry)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it ends this one
     os.environ.clear()
     os.environ.update(spec.env)
@@ -167,4 +172,4 @@ def attacker_main(conn, spec: AttackerSpec) -> None:
         conn.close()
 
 
-__all__ = ["AttackerSpec", "SurrogateFactory", "attacker_main", "build_context"]
+__all__ = ["AttackerSpec", "SurrogateFactory", "attacker_main", "build_context", "run_attacker"]
