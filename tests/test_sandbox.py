@@ -197,7 +197,7 @@ def test_an_attack_that_cannot_be_rebuilt_in_the_sandbox_fails_in_one_line(tmp_p
                      keys={"data": "digits", "defense": "none", "attack": "unpicklable"}, budget=20,
                      victim=VictimConfig(epochs=1), surrogate=SurrogateConfig(), wandb=WandbConfig(mode="disabled"),
                      trainer={"accelerator": "cpu"}, output_dir=str(tmp_path), name="r", sandbox="bwrap")
-    with pytest.raises(StealbenchError, match="the attack raised RuntimeError: this attack cannot be rebuilt"):
+    with pytest.raises(StealbenchError, match="attack .unpicklable. raised RuntimeError: this attack cannot be rebuilt"):
         run_experiment(exp)
     assert "Traceback" in (tmp_path / "r" / "error.txt").read_text()
 
