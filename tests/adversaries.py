@@ -53,6 +53,80 @@ class InPlaceDefenseProbe(Attack):
         return model
 
 
+
+class EscapingAttack(Attack):
+    """Tries to get out of its process: read the victim cache and its key, the defender's /proc and environment,
+    the W&B key, write into the run's folder, reach the host over the network, leave a daemon. Reports what worked
+    as one log line `ESCAPE {json}` (the only channel a sealed attacker has), then checkpoints an untrained
+    surrogate."""
+
+    def __init__(self, cache_dir: str, output_dir: str, defender_pid: int, port: int, marker: str,
+                 secret: str) -> None:
+        self.cache_dir, self.output_dir, self.defender_pid = cache_dir, output_dir, defender_pid
+        self.port, self.marker, self.secret = port, marker, secret
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        import glob
+        import socket
+        import subprocess
+
+        found: dict = {"pid": os.getpid(), "ppid": os.getppid()}
+        readable = []
+        for path in glob.glob(os.path.join(self.cache_dir, "**"), recursive=True):
+            try:
+                with open(path, "rb") as fh:
+                    fh.read(16)
+                readable.append(os.path.relpath(path, self.cache_dir))
+            except OSError:
+                pass
+        found["cache_files_read"] = readable
+        found["proc_pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        leaks = []
+        for pid in {os.getppid(), self.defender_pid, *found["proc_pids"]}:
+            for part in ("environ", "cmdline"):
+                try:
+                    with open(f"/proc/{pid}/{part}", "rb") as fh:
+                        if self.secret.encode() in fh.read():
+                            leaks.append(f"{pid}/{part}")
+                except OSError:
+                    pass
+        found["proc_secret_leaks"] = leaks
+        found["env_secret"] = [k for k, v in os.environ.items() if self.secret in v]
+        found["env_wandb"] = sorted(k for k in os.environ if k.startswith("WANDB"))
+        try:
+            with open(os.path.join(self.output_dir, "pwned.txt"), "w") as fh:
+                fh.write("written by the attack")
+            found["wrote_output_dir"] = True
+        except OSError as exc:
+            found["wrote_output_dir"] = str(exc)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"hello from the attack")
+            found["network"] = True
+        except OSError as exc:
+            found["network"] = str(exc)
+        # a daemon: its own session, re-parented away from the attacker's process, sleeping under a marked name
+        subprocess.Popen(["sh", "-c", f"exec sleep {self.marker}"], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ctx.log("ESCAPE " + json.dumps(found))
+        model = ctx.new_surrogate()
+        ctx.checkpoint(model, 1, True)
+        return model
+
+
+class UnpicklableHere(Attack):
+    """Cannot be rebuilt in the attacker's process (as when its module is not importable there)."""
+
+    def __init__(self) -> None:
+        self.rounds = 1  # some state: pickle skips __setstate__ for an empty one
+
+    def __setstate__(self, state):
+        raise RuntimeError("this attack cannot be rebuilt in the attacker's process")
+
+    def run(self, ctx: AttackContext) -> nn.Module:  # pragma: no cover - never gets here
+        raise AssertionError("unreachable")
+
+
 # ------------------------------------------------------------------------------------------------ issue 22: the record
 def _channel():
     """The attacker's end of the pipe, found the way a hostile attack would: in its own process's objects."""
@@ -122,63 +196,6 @@ class GreedySeedSetAttack(Attack):
         with open(os.environ["ADVERSARY_REPORT"], "w") as fh:
             fh.write(got)
         x, _ = ctx.seed_set(2)
-
-
-class EscapingAttack(Attack):
-    """Tries to get out of its process: read the victim cache and its key, the defender's /proc and environment,
-    the W&B key, write into the run's folder, reach the host over the network, leave a daemon. Reports what worked
-    as one log line `ESCAPE {json}` (the only channel a sealed attacker has), then checkpoints an untrained
-    surrogate."""
-
-    def __init__(self, cache_dir: str, output_dir: str, defender_pid: int, port: int, marker: str,
-                 secret: str) -> None:
-        self.cache_dir, self.output_dir, self.defender_pid = cache_dir, output_dir, defender_pid
-        self.port, self.marker, self.secret = port, marker, secret
-
-    def run(self, ctx: AttackContext) -> nn.Module:
-        import glob
-        import socket
-        import subprocess
-
-        found: dict = {"pid": os.getpid(), "ppid": os.getppid()}
-        readable = []
-        for path in glob.glob(os.path.join(self.cache_dir, "**"), recursive=True):
-            try:
-                with open(path, "rb") as fh:
-                    fh.read(16)
-                readable.append(os.path.relpath(path, self.cache_dir))
-            except OSError:
-                pass
-        found["cache_files_read"] = readable
-        found["proc_pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
-        leaks = []
-        for pid in {os.getppid(), self.defender_pid, *found["proc_pids"]}:
-            for part in ("environ", "cmdline"):
-                try:
-                    with open(f"/proc/{pid}/{part}", "rb") as fh:
-                        if self.secret.encode() in fh.read():
-                            leaks.append(f"{pid}/{part}")
-                except OSError:
-                    pass
-        found["proc_secret_leaks"] = leaks
-        found["env_secret"] = [k for k, v in os.environ.items() if self.secret in v]
-        found["env_wandb"] = sorted(k for k in os.environ if k.startswith("WANDB"))
-        try:
-            with open(os.path.join(self.output_dir, "pwned.txt"), "w") as fh:
-                fh.write("written by the attack")
-            found["wrote_output_dir"] = True
-        except OSError as exc:
-            found["wrote_output_dir"] = str(exc)
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                sock.sendall(b"hello from the attack")
-            found["network"] = True
-        except OSError as exc:
-            found["network"] = str(exc)
-        # a daemon: its own session, re-parented away from the attacker's process, sleeping under a marked name
-        subprocess.Popen(["sh", "-c", f"exec sleep {self.marker}"], start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ctx.log("ESCAPE " + json.dumps(found))
         model = ctx.new_surrogate()
         ctx.checkpoint(model, 1, True)
         return model
@@ -299,16 +316,3 @@ class SleepingDefense(Defense):
         if self.where == "forward" and len(x) < 100:  # the attacker's small queries, not the evaluation
             self._sleep()
         return probs
-
-
-class UnpicklableHere(Attack):
-    """Cannot be rebuilt in the attacker's process (as when its module is not importable there)."""
-
-    def __init__(self) -> None:
-        self.rounds = 1  # some state: pickle skips __setstate__ for an empty one
-
-    def __setstate__(self, state):
-        raise RuntimeError("this attack cannot be rebuilt in the attacker's process")
-
-    def run(self, ctx: AttackContext) -> nn.Module:  # pragma: no cover - never gets here
-        raise AssertionError("unreachable")
