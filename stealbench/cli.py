@@ -31,6 +31,7 @@ USAGE = "usage: stealbench [--version] <command> [options]\n\ncommands:\n" + "".
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        check_utf8(argv)
         if not argv or argv[0] in ("-h", "--help"):
             print(USAGE, end="")
             return 0
@@ -72,6 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     except (RunInterrupted, KeyboardInterrupt) as exc:
         print(f"stealbench: {exc or 'interrupted by Ctrl-C'}; the run did not finish", file=sys.stderr)
         return exit_code(exc)
+
+
+def check_utf8(argv: list[str]) -> None:
+    """Python decodes undecodable argv bytes to lone surrogates, which fail later (run folder names, results.json,
+    W&B) with a UnicodeEncodeError traceback: refuse them here, naming the option."""
+    for i, token in enumerate(argv):
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:
+            what = f"{argv[i - 1]} " if i and argv[i - 1].startswith("-") and "=" not in argv[i - 1] else ""
+            # the original bytes, undecodable ones as \xNN: what the user typed, printable on any terminal
+            shown = token.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            raise ConfigError(f"{what}'{shown}' is not valid UTF-8 text; use UTF-8 names and paths") from None
 
 
 def plugins_command(argv: list[str]) -> int:

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, get_loader as jsonargparse_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .arguments import check_folder, help_hint, jsonargparse_message, yaml_message
+from . import safe_yaml
+from .arguments import check_folder, help_hint, jsonargparse_message
 from .attacker.label_modes import LabelOptions, make_label_mode
 from .attacks.base import Attack
 from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
@@ -151,16 +152,29 @@ def _load_config_arg(value: str) -> str:
         else:
             raise ConfigError(f"--config {value!r}: no such file")
     else:
-        text = path.read_text()
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {value!r} is not valid YAML ({yaml_message(exc)})") from None
+        text = safe_yaml.read_text(path, "--config")  # size, binary and encoding checked before parsing
+    loaded = safe_yaml.parse(text, f"--config {value!r}")
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {value!r} must hold a mapping of options, got {type(loaded).__name__}")
     return yaml.safe_dump(_rewrite_config(loaded), sort_keys=False)
+
+
+def _guarded_yaml_load(text: str) -> Any:
+    """jsonargparse's YAML loader behind safe_yaml's limits: every value and file jsonargparse parses itself
+    (`--trainer FILE`, `--label_options '{...}'`, the rewritten --config) passes them too."""
+    try:
+        safe_yaml.loads(text)
+    except safe_yaml.Refused as exc:  # not a YAMLError for jsonargparse: it would retry the value as a string
+        raise ConfigError(f"option value refused: {exc}") from None
+    except (yaml.YAMLError, ValueError):
+        pass  # plain bad YAML: jsonargparse's own loader decides (often: the value is a string)
+    return _JSONARGPARSE_YAML_LOAD(text)
+
+
+_JSONARGPARSE_YAML_LOAD = jsonargparse_loader("yaml")
+set_loader("yaml", _guarded_yaml_load, exceptions=(yaml.YAMLError,))
 
 
 class StealbenchCLI(LightningCLI):

@@ -1,0 +1,98 @@
+"""Hostile files and input: alias bombs, huge, binary or non-UTF-8 files, repeated keys, markup in names.
+
+Each must end in one `error:` line that names the limit, quickly, with no traceback and nothing written; all run
+in-process and before any data is loaded, so the whole file takes seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from stealbench import safe_yaml
+from stealbench.errors import ConfigError
+from test_bad_input import assert_short_error, call
+
+#: "billion laughs": 9 ** 7 (4.8 million) strings from about 300 bytes
+BOMB = "\n".join(
+    [f'a: &a [{", ".join(["lol"] * 9)}]']
+    + [f"{cur}: &{cur} [{', '.join([f'*{prev}'] * 9)}]" for prev, cur in zip("abcdef", "bcdefg")]) + "\n"
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+HOSTILE = [
+    # (id, file content, texts the message must hold)
+    ("alias-bomb", BOMB, ["alias bomb", "100,000 values"]),
+    ("too-large", "budget: 100\n" + "#" * 1_100_000 + "\n", ["larger than 1 MB"]),
+    ("many-aliases", "a: &a 1\nb: [" + ", ".join(["*a"] * 150) + "]\n", ["more than 100 aliases"]),
+    ("deep-nesting", "budget: " + "[" * 200 + "]" * 200 + "\n", ["nested deeper than 50"]),
+    ("duplicate-key", "budget: 100\nseed: 1\nbudget: 200\n", ["'budget' appears twice", "lines 1 and 3"]),
+    ("duplicate-nested-key", "victim:\n  epochs: 1\n  epochs: 2\n", ["'epochs' appears twice", "lines 2 and 3"]),
+    ("binary", b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)), ["binary file"]),
+    ("latin-1", "name: caf\xe9\n".encode("latin-1"), ["not UTF-8", "0xe9"]),
+]
+
+
+@pytest.mark.parametrize("content,expected", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_fit_config_refuses_hostile_files(tmp_path, capsys, content, expected):
+    path = write(tmp_path, "hostile.yaml", content)
+    started = time.perf_counter()
+    code, out, err = call(["fit", "--config", str(path), "--output_dir", str(tmp_path / "runs")], tmp_path, capsys)
+    assert_short_error(code, out, err, "--config", *expected)
+    assert time.perf_counter() - started < 20, "a hostile file must be refused quickly, not parsed for minutes"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("content,expected", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_grid_refuses_hostile_files(tmp_path, capsys, content, expected):
+    path = write(tmp_path, "grid.yaml", content)
+    code, out, err = call(["grid", str(path), "--dry_run"], tmp_path, capsys)
+    assert_short_error(code, out, err, "grid file", *expected)
+
+
+@pytest.mark.parametrize("command", [["reproduce"], ["leaderboard", "runs", "--claims"]])
+def test_reproduction_and_claims_files_use_the_same_reader(tmp_path, capsys, command):
+    path = write(tmp_path, "spec.yaml", BOMB)
+    code, out, err = call([*command, str(path)], tmp_path, capsys)
+    assert_short_error(code, out, err, "alias bomb")
+
+
+def test_a_bomb_in_an_option_value_is_refused_too(tmp_path, capsys):
+    """jsonargparse parses option values as YAML itself: its loader is behind the same limits."""
+    inline = "{" + ", ".join(BOMB.strip().splitlines()) + "}"
+    code, out, err = call(["fit", "--label_options", inline, "--print_config"], tmp_path, capsys)
+    assert_short_error(code, out, err, "alias bomb")
+
+
+def test_inline_config_with_repeated_keys_is_refused(tmp_path, capsys):
+    code, out, err = call(["fit", "--config", "{budget: 1, budget: 2}", "--print_config"], tmp_path, capsys)
+    assert_short_error(code, out, err, "'budget' appears twice")
+
+
+def test_non_utf8_name_is_one_line(tmp_path, capsys):
+    name = b"run\xff".decode("utf-8", "surrogateescape")  # what Python makes of undecodable argv bytes
+    code, out, err = call(["fit", "--name", name, "--output_dir", str(tmp_path)], tmp_path, capsys)
+    assert_short_error(code, out, err, "--name", "not valid UTF-8", r"run\xff")
+
+
+def test_reasonable_yaml_still_loads():
+    """Anchors for sharing a block, merge keys overriding merged ones, and a few thousand values are fine."""
+    text = "base: &b {epochs: 1, batch_size: 8}\nvictim:\n  <<: *b\n  epochs: 2\nsurrogate: *b\n" + "".join(
+        f"k{i}: {i}\n" for i in range(5000))
+    loaded = safe_yaml.loads(text)
+    assert loaded["victim"] == {"epochs": 2, "batch_size": 8} and loaded["surrogate"]["epochs"] == 1
+    assert loaded["k4999"] == 4999
+
+
+def test_reader_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^grid file .*missing.yaml' does not exist$"):
+        safe_yaml.read_mapping(tmp_path / "missing.yaml", "grid file")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        safe_yaml.read_mapping(write(tmp_path, "list.yaml", "- 1\n"), "grid file")
