@@ -113,14 +113,16 @@ def _rewrite_config(cfg: Any) -> Any:
 
 
 def preprocess_args(args: list[str]) -> list[str]:
-    """Rewrite `--defense KEY`, `--defense.help KEY` and config files so that jsonargparse sees class paths."""
-    out: list[str] = []
+    """Rewrite `--defense KEY`, `--defense.help KEY` and config files so that jsonargparse sees class paths, and
+    keep a component's options with the component they are given for (see `_options_follow_choices`)."""
+    items: list[tuple[str, str, list[str]]] = []  # (kind, component(s) or the --config value, tokens)
     i = 0
     while i < len(args):
         token = args[i]
         name, eq, inline = token.partition("=")
         option = name[2:] if name.startswith("--") else None
-        if option and option.endswith(".help") and option[:-5] in COMPONENTS:
+        helping = bool(option and option.endswith(".help") and option[:-5] in COMPONENTS)
+        if helping:
             option = option[:-5]
         if option in COMPONENTS or name in ("-c", "--config"):
             if eq:
@@ -129,22 +131,53 @@ def preprocess_args(args: list[str]) -> list[str]:
                 i += 1
                 value = args[i]
             else:
-                out.append(token)
+                items.append(("other", "", [token]))
                 break
             if name in ("-c", "--config"):
-                value = _load_config_arg(value)
-            elif not value.lstrip().startswith(("{", "[")):
+                text, chosen = _load_config_arg(value)
+                items += [("chooses", c, []) for c in chosen] + [("config", value, [name, text])]
+                i += 1
+                continue
+            if not value.lstrip().startswith(("{", "[")):
                 value = resolve_component(option, value, shown=name[2:])
-                if not name.endswith(".help"):
+                if not helping:
                     value = json.dumps(own_defaults(option, value))
-            out += [name, value]
+            items.append(("other" if helping else "choice", option, [name, value]))
+        elif option and option.partition(".")[0] in COMPONENTS:  # --attack.rounds 3 (or --attack.rounds=3)
+            takes = [token] if eq or i + 1 >= len(args) else [token, args[i + 1]]
+            items.append(("sub", option.partition(".")[0], takes))
+            i += len(takes) - 1
         else:
-            out.append(token)
+            items.append(("other", "", [token]))
         i += 1
+    return [t for _, _, tokens in _options_follow_choices(items) for t in tokens]
+
+
+def _options_follow_choices(items: list[tuple[str, str, list[str]]]) -> list:
+    """jsonargparse applies `--attack.rounds 3` to the attack chosen so far and drops it, without a word, when a
+    later `--attack random` replaces that attack. Options given before a later choice move behind it instead:
+    they apply to the chosen component, or fail there as "not an option of random". A later --config that
+    chooses the component cannot be reordered like that (its other values would change order): an error."""
+    out = list(items)
+    for component in COMPONENTS:
+        for pos in range(len(out) - 1, -1, -1):
+            kind, owner, tokens = out[pos]
+            if kind == "chooses" and owner == component:  # just before its ("config", file, tokens) item
+                early = next((t[0].split("=")[0] for k, o, t in out[:pos] if k == "sub" and o == component), None)
+                if early:
+                    raise ConfigError(f"{early} comes before --config {out[pos + 1][1]!r}, which chooses the "
+                                      f"{component} and so resets its options; put {early} after --config")
+                break
+            if kind == "choice" and owner == component:
+                early = [item for item in out[:pos] if item[0] == "sub" and item[1] == component]
+                kept = [item for item in out[:pos + 1] if item not in early]
+                out = kept + early + out[pos + 1:]
+                break
     return out
 
 
-def _load_config_arg(value: str) -> str:
+def _load_config_arg(value: str) -> tuple[str, list[str]]:
+    """The --config file or inline YAML, checked and rewritten; and the components it chooses."""
     path = Path(value)
     if not path.is_file():
         if value.lstrip().startswith(("{", "[")) or ":" in value:
@@ -158,7 +191,10 @@ def _load_config_arg(value: str) -> str:
         loaded = {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {value!r} must hold a mapping of options, got {type(loaded).__name__}")
-    return yaml.safe_dump(_rewrite_config(loaded), sort_keys=False)
+    loaded = _rewrite_config(loaded)
+    section = loaded.get("fit") if isinstance(loaded.get("fit"), dict) else loaded
+    chosen = [o for o in COMPONENTS if isinstance(section.get(o), dict) and "class_path" in section[o]]
+    return yaml.safe_dump(loaded, sort_keys=False), chosen
 
 
 def _guarded_yaml_load(text: str) -> Any:

@@ -46,3 +46,8 @@ def shared_data() -> Path:
 #: options that make a digits run take a few seconds
 FAST = ["--victim.epochs", "3", "--attack.rounds", "2", "--attack.epochs_per_round", "2", "--budget", "200",
         "--progress_bar", "false"]
+#: FAST without the (JBDA) attack's options, and each attack's own: `--attack.rounds 2 --attack random` is an
+#: error (random has no rounds), no longer a silently dropped option
+FAST_RUN = ["--victim.epochs", "3", "--budget", "200", "--progress_bar", "false"]
+FAST_ATTACK = {"jbda": ["--attack.rounds", "2", "--attack.epochs_per_round", "2"],
+               "random": ["--attack.num_checkpoints", "2", "--attack.epochs", "2"]}

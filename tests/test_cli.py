@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import FAST, REPO
+from conftest import FAST_ATTACK, FAST_RUN, REPO
 from stealbench.cli import main
 from stealbench.defenses.base import Defense
 from stealbench.results import METRIC_KEYS
@@ -17,7 +17,9 @@ from stealbench.attacker.label_modes import make_label_mode
 
 
 def fit(tmp_path, *args):
-    return main(["fit", "--output_dir", str(tmp_path / "runs"), *FAST, *args])
+    attack = args[args.index("--attack") + 1] if "--attack" in args else "jbda"
+    # the attack's fast options after the arguments: they must belong to the attack chosen there
+    return main(["fit", "--output_dir", str(tmp_path / "runs"), *FAST_RUN, *args, *FAST_ATTACK.get(attack, [])])
 
 
 def only_run(tmp_path) -> Path:

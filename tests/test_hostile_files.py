@@ -96,3 +96,26 @@ def test_reader_names_the_file(tmp_path):
         safe_yaml.read_mapping(tmp_path / "missing.yaml", "grid file")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         safe_yaml.read_mapping(write(tmp_path, "list.yaml", "- 1\n"), "grid file")
+
+
+def printed_config(tmp_path, capsys, *args) -> dict:
+    import yaml
+
+    code, out, err = call(["fit", "--output_dir", str(tmp_path / "runs"), *args, "--print_config"], tmp_path, capsys)
+    assert code == 0, err
+    return yaml.safe_load(out)
+
+
+def test_options_before_a_later_choice_apply_to_the_chosen_component(tmp_path, capsys):
+    """`--attack.rounds 3 --attack activethief`: jsonargparse used to drop the 3 (activethief's default 5 ran)."""
+    cfg = printed_config(tmp_path, capsys, "--attack.rounds", "3", "--attack", "activethief")
+    assert cfg["attack"]["class_path"].endswith("ActiveThief") and cfg["attack"]["init_args"]["rounds"] == 3
+
+
+def test_repeating_a_defense_keeps_its_options(tmp_path, capsys):
+    """Decided: choosing the same defense again keeps the options given so far (it used to reset beta)."""
+    cfg = printed_config(tmp_path, capsys, "--defense", "deceptive", "--defense.beta", "0.3", "--defense", "deceptive")
+    assert cfg["defense"]["init_args"]["beta"] == 0.3
+    # options after a --config apply to the component the file chose
+    cfg = printed_config(tmp_path, capsys, "--config", "{defense: deceptive}", "--defense.beta", "0.3")
+    assert cfg["defense"]["init_args"]["beta"] == 0.3
