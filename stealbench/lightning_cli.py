@@ -263,6 +263,15 @@ class StealbenchCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # not super(): it warns when args are given while sys.argv is set, which is always the case here
         args = list(args)
+        printing = [a for a in args if a == "--print_config" or a.startswith("--print_config=")]
+        if printing:
+            # jsonargparse prints and exits inside parse_args, before any check of ours: check as `fit` would
+            # (parse, ranges, components built) without it, then let it print
+            self._parse([a for a in args if a not in printing], parser)
+            self.instantiate_classes()
+        self._parse(args, parser)
+
+    def _parse(self, args: list[str], parser: LightningArgumentParser) -> None:
         try:
             self.config = parser.parse_args(preprocess_args(args))
         except ArgumentError as exc:
