@@ -119,3 +119,28 @@ def test_repeating_a_defense_keeps_its_options(tmp_path, capsys):
     # options after a --config apply to the component the file chose
     cfg = printed_config(tmp_path, capsys, "--config", "{defense: deceptive}", "--defense.beta", "0.3")
     assert cfg["defense"]["init_args"]["beta"] == 0.3
+
+
+def test_victim_train_size_beyond_the_data_is_an_error(tmp_path, capsys):
+    """It used to be accepted and recorded in results.json as if the victim had trained on that many images."""
+    code, out, err = call(["fit", "--data", "digits", "--data.victim_train_size", "100000", "--output_dir",
+                           str(tmp_path / "runs"), "--progress_bar", "false"], tmp_path, capsys)
+    assert_short_error(code, out, err, "--data.victim_train_size 100000", "training images", "use at most")
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_victim_train_size_within_the_data_is_used():
+    from stealbench.data.digits import Digits
+
+    assert len(Digits(victim_train_size=100).splits().victim_y) == 100
+
+
+def test_oversized_images_are_refused_before_decoding(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        (tmp_path / "set" / split / "a").mkdir(parents=True)
+        Image.new("L", (1100, 8)).save(tmp_path / "set" / split / "a" / "big.png")
+    code, out, err = call(["fit", "--data", "imagefolder", "--data.root", str(tmp_path / "set"), "--output_dir",
+                           str(tmp_path / "runs"), "--progress_bar", "false"], tmp_path, capsys)
+    assert_short_error(code, out, err, "8x1100", "--data.image_size")
