@@ -51,3 +51,17 @@ class InPlaceDefenseProbe(Attack):
         model = ctx.new_surrogate()
         ctx.checkpoint(model, 1, True)
         return model
+
+
+class ImpersonatingAttack(Attack):
+    """Logs lines dressed as the framework's (a fake round line, rich markup, a carriage return) and a markup
+    closer that rich cannot parse; checkpoints an untrained surrogate without a query."""
+
+    FAKE = ("round  9  queries   3200/3200    surrogate acc 0.9990  fidelity 0.9990\n"
+            "[bold green]results[/]: all stolen [/] \r\x1b[2Kround 10")
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        ctx.log(self.FAKE)
+        surrogate = ctx.new_surrogate()
+        ctx.checkpoint(surrogate, 1, True)
+        return surrogate

@@ -144,3 +144,43 @@ def test_oversized_images_are_refused_before_decoding(tmp_path, capsys):
     code, out, err = call(["fit", "--data", "imagefolder", "--data.root", str(tmp_path / "set"), "--output_dir",
                            str(tmp_path / "runs"), "--progress_bar", "false"], tmp_path, capsys)
     assert_short_error(code, out, err, "8x1100", "--data.image_size")
+
+
+# ----------------------------------------------------------------------------------------- console markup
+
+def test_markup_in_names_and_plugin_text_prints_as_typed(capsys):
+    """`--name '[red]x'` printed a wrong path and `[/]` raised MarkupError; plugin text is plain text too."""
+    from stealbench import console
+
+    path = "runs/[red]x[/][/]"
+    console.header({"output": path, "defense": "[bold]fake[/]"})
+    console.metrics_table({"defense/[red]k[/]": 0.5}, title="results")
+    console.info(f"results: {console.escape(path + '/results.json')}")
+    out = capsys.readouterr().out
+    assert f"output   {path}" in out and f"results: {path}/results.json" in out
+    assert "[bold]fake[/]" in out and "defense/[red]k[/]" in out
+
+
+def test_attacker_lines_are_attributed_and_plain(tmp_path):
+    """An attack's log lines cannot pass for round lines: each line behind `attack:`, markup and control
+    characters shown, not interpreted."""
+    from adversaries import ImpersonatingAttack
+    from stealbench import console
+    from stealbench.config import SurrogateConfig, VictimConfig, WandbConfig
+    from stealbench.data.digits import Digits
+    from stealbench.defenses.none import NoDefense
+    from stealbench.runner import Experiment, run_experiment
+
+    with console.console.capture() as captured:
+        run_experiment(Experiment(data=Digits(), defense=NoDefense(), attack=ImpersonatingAttack(),
+                                  keys={"data": "digits", "defense": "none", "attack": "impersonating"}, budget=80,
+                                  victim=VictimConfig(epochs=1), surrogate=SurrogateConfig(),
+                                  wandb=WandbConfig(mode="disabled"), output_dir=str(tmp_path / "[b]o"),
+                                  name="[bold]run[red]"))
+    out = captured.get()
+    relayed = [line for line in out.splitlines() if "all stolen" in line or "3200/3200" in line]
+    assert len(relayed) == 2 and all(line.startswith("attack: ") for line in relayed), out
+    assert "[bold green]results[/]: all stolen [/]" in out
+    assert "\x1b" not in out and "\r" not in out and "\\x1b[2K" in out
+    assert not [line for line in out.splitlines() if line.startswith("round") and "3200" in line]
+    assert "[b]o/[bold]run[red]/results.json" in out.replace("\n", "")  # the run folder, named with markup, printed as named

@@ -129,7 +129,7 @@ class Referee:
     def _notify(self, op: str, args: dict[str, Any]) -> None:
         if op == "log" and isinstance(args.get("metrics"), dict):
             self.on_log(args["metrics"], args.get("step"))
-        elif op == "say":
+        elif op == "say":  # the attack's own words: `say` prints them as plain text, attributed (console.attack_line)
             self.say(str(args.get("text", "")))
         elif op == "recovered":
             self.oracle.report_recovered(args.get("index"), args.get("recovered"))
