@@ -184,3 +184,15 @@ def test_attacker_lines_are_attributed_and_plain(tmp_path):
     assert "\x1b" not in out and "\r" not in out and "\\x1b[2K" in out
     assert not [line for line in out.splitlines() if line.startswith("round") and "3200" in line]
     assert "[b]o/[bold]run[red]/results.json" in out.replace("\n", "")  # the run folder, named with markup, printed as named
+
+
+# ----------------------------------------------------------------------------------------------- test data
+
+def test_tests_needing_the_shared_data_skip_without_it(tmp_path):
+    from conftest import require_shared_data
+
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    with pytest.raises(pytest.skip.Exception, match="FashionMNIST not found under .*STEALBENCH_SHARED_DATA"):
+        require_shared_data(tmp_path)
+    (tmp_path / "FashionMNIST" / "raw").mkdir(parents=True)
+    assert require_shared_data(tmp_path) == tmp_path
