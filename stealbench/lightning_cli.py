@@ -143,6 +143,10 @@ def preprocess_args(args: list[str]) -> list[str]:
                 if not helping:
                     value = json.dumps(own_defaults(option, value))
             items.append(("other" if helping else "choice", option, [name, value]))
+        elif name == "--trainer" and not eq and i + 1 < len(args) and Path(args[i + 1]).is_file():
+            # jsonargparse reads this file itself (sub_configs): the same limits as --config, before it does
+            safe_yaml.read(args[i + 1], "--trainer")
+            items.append(("other", "", [token]))
         elif option and option.partition(".")[0] in COMPONENTS:  # --attack.rounds 3 (or --attack.rounds=3)
             takes = [token] if eq or i + 1 >= len(args) else [token, args[i + 1]]
             items.append(("sub", option.partition(".")[0], takes))
@@ -294,7 +298,7 @@ class StealbenchCLI(LightningCLI):
                 raise cause from None
             raise ConfigError(str(exc)) from exc
         check_architectures(self.config_init)
-        check_trainer(dict(self.config.trainer.clone().as_dict()))
+        check_trainer(_trainer_template(self.config))
 
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
@@ -304,10 +308,17 @@ class StealbenchCLI(LightningCLI):
         return Experiment(
             data=init.data, defense=init.defense, attack=init.attack, keys=keys, budget=cfg.budget,
             label_mode=cfg.label_mode, seed=cfg.seed, victim=init.victim, surrogate=init.surrogate,
-            wandb=init.wandb, trainer=dict(cfg.trainer.clone().as_dict()), output_dir=cfg.output_dir,
+            wandb=init.wandb, trainer=_trainer_template(cfg), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
             label_options=LabelOptions(cfg.label_options or {}), pool_data=init.get("pool_data"),
         )
+
+
+def _trainer_template(cfg: Any) -> dict[str, Any]:
+    """The --trainer.* options as Trainer keywords; `--trainer FILE` adds jsonargparse's `__path__` (not one)."""
+    template = dict(cfg.trainer.clone().as_dict())
+    template.pop("__path__", None)
+    return template
 
 
 def validate_config(cfg: Any) -> None:

@@ -57,6 +57,25 @@ def test_grid_refuses_hostile_files(tmp_path, capsys, content, expected):
     assert_short_error(code, out, err, "grid file", *expected)
 
 
+@pytest.mark.parametrize("content,expected", [c[1:] for c in HOSTILE if c[0] in ("alias-bomb", "binary",
+                                                                                 "duplicate-key")],
+                         ids=["alias-bomb", "binary", "duplicate-key"])
+def test_trainer_file_read_by_jsonargparse_has_the_same_limits(tmp_path, capsys, content, expected):
+    path = write(tmp_path, "trainer.yaml", content)
+    code, out, err = call(["fit", "--trainer", str(path), "--print_config"], tmp_path, capsys)
+    assert_short_error(code, out, err, "--trainer", *expected)
+
+
+def test_a_trainer_file_works(tmp_path, capsys):
+    """`--trainer FILE` used to fail on the `__path__` key jsonargparse adds."""
+    import yaml
+
+    path = write(tmp_path, "trainer.yaml", "accelerator: cpu\nprecision: 32-true\n")
+    code, out, err = call(["fit", "--trainer", str(path), "--print_config"], tmp_path, capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out)["trainer"]["precision"] == "32-true"
+
+
 @pytest.mark.parametrize("command", [["reproduce"], ["leaderboard", "runs", "--claims"]])
 def test_reproduction_and_claims_files_use_the_same_reader(tmp_path, capsys, command):
     path = write(tmp_path, "spec.yaml", BOMB)
