@@ -42,6 +42,8 @@ HOSTILE = [
 
 @pytest.mark.parametrize("content,expected", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
 def test_fit_config_refuses_hostile_files(tmp_path, capsys, content, expected):
+    import stealbench.lightning_cli  # noqa: F401 - Lightning's import time is not the reader's
+
     path = write(tmp_path, "hostile.yaml", content)
     started = time.perf_counter()
     code, out, err = call(["fit", "--config", str(path), "--output_dir", str(tmp_path / "runs")], tmp_path, capsys)
