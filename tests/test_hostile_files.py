@@ -182,6 +182,13 @@ def test_markup_in_names_and_plugin_text_prints_as_typed(capsys):
     assert "[bold]fake[/]" in out and "defense/[red]k[/]" in out
 
 
+def test_a_claims_file_title_with_markup_prints_as_written(capsys):
+    from stealbench.analysis.report import print_claims
+
+    print_claims([], "[/]paper [red]x")  # a `paper: title` from a user's claims file; `[/]` raised MarkupError
+    assert "claims: [/]paper [red]x" in capsys.readouterr().out
+
+
 def test_attacker_lines_are_attributed_and_plain(tmp_path):
     """An attack's log lines cannot pass for round lines: each line behind `attack:`, markup and control
     characters shown, not interpreted."""
