@@ -1,7 +1,7 @@
 """The one reader for YAML that users hand to stealbench: `--config` files and values, grid, reproduction and
 claims files.
 
-PyYAML's safe loader is safe against code execution, not against hostile sizes: a 342-byte alias bomb ("billion
+PyYAML's safe loader is safe against code execution, not against hostile sizes: a 300-byte alias bomb ("billion
 laughs") expands to billions of nodes, a 4 MB file takes minutes, deep nesting overflows the recursion limit,
 and a repeated key silently keeps the last value. Here each of those is a one-line ConfigError that names the
 limit, read before anything is built. No heavy imports (`grid --dry_run` and the analysis commands use it).
@@ -25,9 +25,6 @@ MAX_ALIASES = 100
 MAX_NODES = 100_000
 #: nesting of mappings and lists
 MAX_DEPTH = 50
-
-LIMITS = (f"{MAX_BYTES // 1_000_000} MB, {MAX_ALIASES} aliases, {MAX_NODES:,} nodes once aliases are expanded, "
-          f"nesting depth {MAX_DEPTH}, no repeated keys, UTF-8 text")
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -106,7 +103,7 @@ def loads(text: str) -> Any:
     """One YAML document from a string, within the limits (yaml.YAMLError otherwise)."""
     if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise Refused(f"larger than {MAX_BYTES // 1_000_000} MB ({MAX_BYTES:,} bytes), the limit for "
-                       "configuration; split it into smaller files")
+                      "configuration; split it into smaller files")
     loader = GuardedLoader(text)
     try:
         node = loader.get_single_node()  # aliases and depth are counted while composing
@@ -177,5 +174,5 @@ def message(exc: Exception) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
-__all__ = ["GuardedLoader", "LIMITS", "Refused", "MAX_ALIASES", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "loads",
+__all__ = ["GuardedLoader", "Refused", "MAX_ALIASES", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "loads",
            "message", "parse", "read", "read_mapping", "read_text"]
