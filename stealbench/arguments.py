@@ -130,13 +130,6 @@ def jsonargparse_message(message: str, prog: str, known: Iterable[str] = (),
     return f"{text} {help_hint(prog)}"
 
 
-def yaml_message(exc: Exception) -> str:
-    """A YAML parse error in one line: where, and what is wrong (PyYAML's own text spans five or more)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["invalid YAML"])[0]
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
-
-
 def check_folder(option: str, path: str | Path, *, file: bool = False) -> None:
     """A folder (or with `file`, a file) to be created: no existing file may stand where a folder must be."""
     path = Path(path)

@@ -31,6 +31,7 @@ USAGE = "usage: stealbench [--version] <command> [options]\n\ncommands:\n" + "".
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        check_utf8(argv)
         if not argv or argv[0] in ("-h", "--help"):
             print(USAGE, end="")
             return 0
@@ -87,6 +88,19 @@ def _uses_fork_server(args: list[str]) -> bool:
         elif arg.startswith("--sandbox="):
             mode = arg.split("=", 1)[1]
     return mode == "off" or bwrap_problem() is not None
+
+
+def check_utf8(argv: list[str]) -> None:
+    """Python decodes undecodable argv bytes to lone surrogates, which fail later (run folder names, results.json,
+    W&B) with a UnicodeEncodeError traceback: refuse them here, naming the option."""
+    for i, token in enumerate(argv):
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:
+            what = f"{argv[i - 1]} " if i and argv[i - 1].startswith("-") and "=" not in argv[i - 1] else ""
+            # the original bytes, undecodable ones as \xNN: what the user typed, printable on any terminal
+            shown = token.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+            raise ConfigError(f"{what}'{shown}' is not valid UTF-8 text; use UTF-8 names and paths") from None
 
 
 def plugins_command(argv: list[str]) -> int:

@@ -11,14 +11,22 @@ from .errors import ConfigError
 
 LabelMode = Literal["soft", "hard"]
 
+#: larger batches only exhaust memory (a batch of 10**6 CIFAR images is 12 GB as float32): refused at parse time
+MAX_BATCH_SIZE = 16384
+
 #: seeds must fit numpy's and Lightning's seed_everything range (unsigned 32 bits)
 SEED_RANGE = "0 <= seed < 2**32"
 
 
-def check_int(option: str, value: Any, minimum: int) -> None:
-    """`--option` must be an integer >= minimum (bool is not an integer here, whatever Python says)."""
+def check_int(option: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    """`--option` must be an integer >= minimum (and <= maximum; bool is not an integer here, whatever Python
+    says)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"--{option} must be an integer >= {minimum}, got {value!r}")
+        bound = f">= {minimum} and <= {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"--{option} must be an integer {bound}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"--{option} must be an integer <= {maximum} (the limit, to keep memory bounded), "
+                          f"got {value!r}")
 
 
 def check_float(option: str, value: Any, *, positive: bool, optional: bool = False) -> None:
@@ -44,7 +52,7 @@ class VictimConfig:
     Args:
         arch: registry key (`stealbench list architectures`) or any timm model name
         epochs: training epochs (>= 1)
-        batch_size: training batch size (>= 1)
+        batch_size: training batch size (1 to 16384)
         recipe: training recipe (`default`, `cifar-sgd`, `cifar-onecycle`, `adamw-cosine`; stealbench/recipes.py)
         lr: learning rate (> 0; null: the recipe's)
         weight_decay: weight decay (>= 0; null: the recipe's)
@@ -68,7 +76,7 @@ class VictimConfig:
     def __post_init__(self) -> None:
         # Lightning reads max_epochs=-1 as "no limit" and 0 as "no training": both must fail here, not later
         check_int("victim.epochs", self.epochs, 1)
-        check_int("victim.batch_size", self.batch_size, 1)
+        check_int("victim.batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         check_float("victim.lr", self.lr, positive=True, optional=True)  # None: the recipe's
         check_float("victim.weight_decay", self.weight_decay, positive=False, optional=True)
         if self.seed is not None:
@@ -83,7 +91,7 @@ class SurrogateConfig:
 
     Args:
         arch: registry key (`stealbench list architectures`) or any timm model name
-        batch_size: training batch size (>= 1)
+        batch_size: training batch size (1 to 16384)
         recipe: training recipe (`default`, `cifar-sgd`, `cifar-onecycle`, `adamw-cosine`; stealbench/recipes.py)
         lr: learning rate (> 0; null: the recipe's)
         weight_decay: weight decay (>= 0; null: the recipe's)
@@ -98,7 +106,7 @@ class SurrogateConfig:
     pretrained: bool = False  # start from timm's pretrained weights (timm architectures only; see models/timm_models)
 
     def __post_init__(self) -> None:
-        check_int("surrogate.batch_size", self.batch_size, 1)
+        check_int("surrogate.batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         check_float("surrogate.lr", self.lr, positive=True, optional=True)  # None: the recipe's
         check_float("surrogate.weight_decay", self.weight_decay, positive=False, optional=True)
 

@@ -105,8 +105,8 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
             report.skipped.append(run.name)
         else:
             todo.append(run)
-    out.info(f"grid {grid.name}: {len(runs)} runs, {len(report.skipped)} already complete, {len(todo)} to run "
-             f"-> {grid.output_dir}")
+    out.info(f"grid {out.escape(grid.name)}: {len(runs)} runs, {len(report.skipped)} already complete, "
+             f"{len(todo)} to run -> {out.escape(grid.output_dir)}")
     if not todo:
         return report
     show = sys.stdout.isatty() if progress is None else progress
@@ -115,13 +115,13 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
                    disable=not show, transient=False)
     with handle_signals():  # SIGTERM and Ctrl-C stop the grid, whichever run or phase is going on
         _loop(grid, todo, runner, report, bar, fail_fast, out)
-    summary = (f"grid {grid.name}: {len(report.completed)} completed now, {len(report.skipped)} were already "
-               f"complete, {len(report.failed)} failed"
+    summary = (f"grid {out.escape(grid.name)}: {len(report.completed)} completed now, {len(report.skipped)} were "
+               f"already complete, {len(report.failed)} failed"
                + (f", {len(report.busy)} left to another process" if report.busy else ""))
     out.info(summary + (" (interrupted)" if report.interrupted else ""))
     for name, message in report.failed:
-        out.info(f"  failed: {name}: {message.splitlines()[0] if message else ''}  (see "
-                 f"{Path(grid.output_dir) / name / 'error.txt'})")
+        out.info(f"  failed: {out.escape(name)}: {out.escape(message.splitlines()[0] if message else '')}  (see "
+                 f"{out.escape(Path(grid.output_dir) / name / 'error.txt')})")
     return report
 
 
@@ -130,7 +130,7 @@ def _loop(grid, todo, runner, report, bar, fail_fast, out) -> None:
     done_weight = 0.0
     spent = 0.0
     with bar:
-        task = bar.add_task(grid.name, total=len(todo), eta="?")
+        task = bar.add_task(out.escape(grid.name), total=len(todo), eta="?")
         for i, run in enumerate(todo, start=1):
             folder = run.folder(grid.output_dir)
             holder = is_busy(folder)
@@ -138,10 +138,10 @@ def _loop(grid, todo, runner, report, bar, fail_fast, out) -> None:
                 report.busy.append(run.name)
                 why = (f"in use by another process (pid {holder or 'unknown'})" if holder is not None
                        else "completed by another process")
-                out.info(f"grid run {i}/{len(todo)}: {run.name} skipped: {why}")
+                out.info(f"grid run {i}/{len(todo)}: {out.escape(run.name)} skipped: {why}")
                 bar.update(task, advance=1)
                 continue
-            out.info(f"[bold]grid run {i}/{len(todo)}[/]: {run.name}")
+            out.info(f"[bold]grid run {i}/{len(todo)}[/]: {out.escape(run.name)}")
             if folder.exists():
                 _prepare_folder(folder)
             t0 = time.perf_counter()
@@ -150,15 +150,16 @@ def _loop(grid, todo, runner, report, bar, fail_fast, out) -> None:
             except (RunInterrupted, KeyboardInterrupt) as exc:
                 report.interrupted = True
                 report.interrupt_code = exit_code(exc) or 130
-                out.info(f"grid {exc or 'interrupted'} during {run.name}; run the same command again to resume")
+                out.info(f"grid {out.escape(exc or 'interrupted')} during {out.escape(run.name)}; run the same "
+                         "command again to resume")
                 break
             except _Busy as exc:
                 report.busy.append(run.name)
-                out.info(f"grid run {run.name} skipped: {exc}")
+                out.info(f"grid run {out.escape(run.name)} skipped: {out.escape(exc)}")
             except BaseException as exc:  # noqa: BLE001 - one failed run must not stop the grid
                 message = f"{type(exc).__name__}: {exc}".strip()
                 report.failed.append((run.name, message))
-                out.info(f"[red]grid run failed[/]: {run.name}: {message}")
+                out.info(f"[red]grid run failed[/]: {out.escape(run.name)}: {out.escape(message)}")
                 if isinstance(exc, SystemExit) and exc.code in (0, None):
                     report.failed.pop()  # e.g. --help inside common options; nothing failed
                 if fail_fast:

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, get_loader as jsonargparse_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .arguments import check_folder, help_hint, jsonargparse_message, yaml_message
+from . import safe_yaml
+from .arguments import check_folder, help_hint, jsonargparse_message
 from .attacker.label_modes import LabelOptions, make_label_mode
 from .attacks.base import Attack
 from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
@@ -112,14 +113,16 @@ def _rewrite_config(cfg: Any) -> Any:
 
 
 def preprocess_args(args: list[str]) -> list[str]:
-    """Rewrite `--defense KEY`, `--defense.help KEY` and config files so that jsonargparse sees class paths."""
-    out: list[str] = []
+    """Rewrite `--defense KEY`, `--defense.help KEY` and config files so that jsonargparse sees class paths, and
+    keep a component's options with the component they are given for (see `_options_follow_choices`)."""
+    items: list[tuple[str, str, list[str]]] = []  # (kind, component(s) or the --config value, tokens)
     i = 0
     while i < len(args):
         token = args[i]
         name, eq, inline = token.partition("=")
         option = name[2:] if name.startswith("--") else None
-        if option and option.endswith(".help") and option[:-5] in COMPONENTS:
+        helping = bool(option and option.endswith(".help") and option[:-5] in COMPONENTS)
+        if helping:
             option = option[:-5]
         if option in COMPONENTS or name in ("-c", "--config"):
             if eq:
@@ -128,22 +131,57 @@ def preprocess_args(args: list[str]) -> list[str]:
                 i += 1
                 value = args[i]
             else:
-                out.append(token)
+                items.append(("other", "", [token]))
                 break
             if name in ("-c", "--config"):
-                value = _load_config_arg(value)
-            elif not value.lstrip().startswith(("{", "[")):
+                text, chosen = _load_config_arg(value)
+                items += [("chooses", c, []) for c in chosen] + [("config", value, [name, text])]
+                i += 1
+                continue
+            if not value.lstrip().startswith(("{", "[")):
                 value = resolve_component(option, value, shown=name[2:])
-                if not name.endswith(".help"):
+                if not helping:
                     value = json.dumps(own_defaults(option, value))
-            out += [name, value]
+            items.append(("other" if helping else "choice", option, [name, value]))
+        elif name == "--trainer" and not eq and i + 1 < len(args) and Path(args[i + 1]).is_file():
+            # jsonargparse reads this file itself (sub_configs): the same limits as --config, before it does
+            safe_yaml.read(args[i + 1], "--trainer")
+            items.append(("other", "", [token]))
+        elif option and option.partition(".")[0] in COMPONENTS:  # --attack.rounds 3 (or --attack.rounds=3)
+            takes = [token] if eq or i + 1 >= len(args) else [token, args[i + 1]]
+            items.append(("sub", option.partition(".")[0], takes))
+            i += len(takes) - 1
         else:
-            out.append(token)
+            items.append(("other", "", [token]))
         i += 1
+    return [t for _, _, tokens in _options_follow_choices(items) for t in tokens]
+
+
+def _options_follow_choices(items: list[tuple[str, str, list[str]]]) -> list:
+    """jsonargparse applies `--attack.rounds 3` to the attack chosen so far and drops it, without a word, when a
+    later `--attack random` replaces that attack. Options given before a later choice move behind it instead:
+    they apply to the chosen component, or fail there as "not an option of random". A later --config that
+    chooses the component cannot be reordered like that (its other values would change order): an error."""
+    out = list(items)
+    for component in COMPONENTS:
+        for pos in range(len(out) - 1, -1, -1):
+            kind, owner, tokens = out[pos]
+            if kind == "chooses" and owner == component:  # just before its ("config", file, tokens) item
+                early = next((t[0].split("=")[0] for k, o, t in out[:pos] if k == "sub" and o == component), None)
+                if early:
+                    raise ConfigError(f"{early} comes before --config {out[pos + 1][1]!r}, which chooses the "
+                                      f"{component} and so resets its options; put {early} after --config")
+                break
+            if kind == "choice" and owner == component:
+                early = [item for item in out[:pos] if item[0] == "sub" and item[1] == component]
+                kept = [item for item in out[:pos + 1] if item not in early]
+                out = kept + early + out[pos + 1:]
+                break
     return out
 
 
-def _load_config_arg(value: str) -> str:
+def _load_config_arg(value: str) -> tuple[str, list[str]]:
+    """The --config file or inline YAML, checked and rewritten; and the components it chooses."""
     path = Path(value)
     if not path.is_file():
         if value.lstrip().startswith(("{", "[")) or ":" in value:
@@ -151,16 +189,32 @@ def _load_config_arg(value: str) -> str:
         else:
             raise ConfigError(f"--config {value!r}: no such file")
     else:
-        text = path.read_text()
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {value!r} is not valid YAML ({yaml_message(exc)})") from None
+        text = safe_yaml.read_text(path, "--config")  # size, binary and encoding checked before parsing
+    loaded = safe_yaml.parse(text, f"--config {value!r}")
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {value!r} must hold a mapping of options, got {type(loaded).__name__}")
-    return yaml.safe_dump(_rewrite_config(loaded), sort_keys=False)
+    loaded = _rewrite_config(loaded)
+    section = loaded.get("fit") if isinstance(loaded.get("fit"), dict) else loaded
+    chosen = [o for o in COMPONENTS if isinstance(section.get(o), dict) and "class_path" in section[o]]
+    return yaml.safe_dump(loaded, sort_keys=False), chosen
+
+
+def _guarded_yaml_load(text: str) -> Any:
+    """jsonargparse's YAML loader behind safe_yaml's limits: every value and file jsonargparse parses itself
+    (`--trainer FILE`, `--label_options '{...}'`, the rewritten --config) passes them too."""
+    try:
+        safe_yaml.loads(text)
+    except safe_yaml.Refused as exc:  # not a YAMLError for jsonargparse: it would retry the value as a string
+        raise ConfigError(f"option value refused: {exc}") from None
+    except (yaml.YAMLError, ValueError):
+        pass  # plain bad YAML: jsonargparse's own loader decides (often: the value is a string)
+    return _JSONARGPARSE_YAML_LOAD(text)
+
+
+_JSONARGPARSE_YAML_LOAD = jsonargparse_loader("yaml")
+set_loader("yaml", _guarded_yaml_load, exceptions=(yaml.YAMLError,))
 
 
 class StealbenchCLI(LightningCLI):
@@ -217,6 +271,15 @@ class StealbenchCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # not super(): it warns when args are given while sys.argv is set, which is always the case here
         args = list(args)
+        printing = [a for a in args if a == "--print_config" or a.startswith("--print_config=")]
+        if printing:
+            # jsonargparse prints and exits inside parse_args, before any check of ours: check as `fit` would
+            # (parse, ranges, components built) without it, then let it print
+            self._parse([a for a in args if a not in printing], parser)
+            self.instantiate_classes()
+        self._parse(args, parser)
+
+    def _parse(self, args: list[str], parser: LightningArgumentParser) -> None:
         try:
             self.config = parser.parse_args(preprocess_args(args))
         except ArgumentError as exc:
@@ -239,7 +302,7 @@ class StealbenchCLI(LightningCLI):
                 raise cause from None
             raise ConfigError(str(exc)) from exc
         check_architectures(self.config_init)
-        check_trainer(dict(self.config.trainer.clone().as_dict()))
+        check_trainer(_trainer_template(self.config))
 
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
@@ -249,11 +312,18 @@ class StealbenchCLI(LightningCLI):
         return Experiment(
             data=init.data, defense=init.defense, attack=init.attack, keys=keys, budget=cfg.budget,
             label_mode=cfg.label_mode, seed=cfg.seed, victim=init.victim, surrogate=init.surrogate,
-            wandb=init.wandb, trainer=dict(cfg.trainer.clone().as_dict()), output_dir=cfg.output_dir,
+            wandb=init.wandb, trainer=_trainer_template(cfg), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
             label_options=LabelOptions(cfg.label_options or {}), pool_data=init.get("pool_data"),
             sandbox=cfg.sandbox,
         )
+
+
+def _trainer_template(cfg: Any) -> dict[str, Any]:
+    """The --trainer.* options as Trainer keywords; `--trainer FILE` adds jsonargparse's `__path__` (not one)."""
+    template = dict(cfg.trainer.clone().as_dict())
+    template.pop("__path__", None)
+    return template
 
 
 def validate_config(cfg: Any) -> None:

@@ -75,7 +75,11 @@ def check_name(name: str) -> str:
     if Path(name).is_absolute() or _BAD_CHARS.search(name):
         raise ConfigError(f"--name {name!r} must be a single folder name without '/', '\\' or control characters; "
                           "to write elsewhere, set --output_dir (the run folder is always <output_dir>/<name>)")
-    if len(name) > MAX_NAME_LENGTH or len(name.encode()) > MAX_NAME_LENGTH:
+    try:
+        encoded = name.encode()
+    except UnicodeEncodeError:  # undecodable bytes from argv (lone surrogates)
+        raise ConfigError(f"--name {ascii(name)} is not valid UTF-8 text; use a UTF-8 folder name") from None
+    if len(name) > MAX_NAME_LENGTH or len(encoded) > MAX_NAME_LENGTH:
         raise ConfigError(f"--name is {len(name)} characters long; run folder names are at most {MAX_NAME_LENGTH}")
     return name
 

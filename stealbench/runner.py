@@ -222,7 +222,7 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
                                splits.victim_x, splits.victim_y, data.num_classes, victim_settings,
                                check_x=splits.holdout_x, check_y=splits.holdout_y)
     verb = {"trained": "trained", "cache": "loaded from cache", "checkpoint": "loaded from checkpoint"}[victim.origin]
-    console.info(f"victim {verb}" + (f" ({victim.path})" if victim.path else "")
+    console.info(f"victim {verb}" + (f" ({console.escape(victim.path)})" if victim.path else "")
                  + f" in {time.perf_counter() - t0:.1f}s")
     victim_net = victim.net.to(device).eval()
     for p in victim_net.parameters():
@@ -290,8 +290,9 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
     referee = Referee(
         oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
         evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),  # weights come over
-        seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log, say=console.info,
-        attack_name=attack_name, defense_name=oracle_name, answer_timeout=exp.timeouts.answer,
+        seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log,
+        say=console.attack_line, attack_name=attack_name, defense_name=oracle_name,
+        answer_timeout=exp.timeouts.answer,
     )
     spec = AttackerSpec(
         attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
@@ -359,8 +360,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     console.metrics_table(shown, title=f"results ({elapsed:.1f}s, {sealed})")
     # known only now: the attacker's side has ended
     tracker.add_config({"reproducibility": reproducibility, "sealed": sealed})
-    console.info(tracker.finish(shown, files=[run_dir / RESULTS_FILE]))
-    console.info(f"results: {run_dir / RESULTS_FILE}")
+    console.info(console.escape(tracker.finish(shown, files=[run_dir / RESULTS_FILE])))
+    console.info(f"results: {console.escape(run_dir / RESULTS_FILE)}")
     return results
 
 

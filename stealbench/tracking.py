@@ -79,8 +79,9 @@ class Tracker:
                 raise ConfigError(f"--wandb.mode online: W&B at {_host()} did not accept the run "
                                   f"({_first_line(exc)}); check the network and run `wandb login`, or use "
                                   "--wandb.mode offline") from exc
-            console.info(f"[yellow]warning[/]: W&B at {_host()} did not answer within {INIT_TIMEOUT:.0f}s "
-                         f"({_first_line(exc)}); logging offline instead (upload later with `wandb sync`)")
+            console.info(f"[yellow]warning[/]: W&B at {console.escape(_host())} did not answer within "
+                         f"{INIT_TIMEOUT:.0f}s ({console.escape(_first_line(exc))}); logging offline instead "
+                         "(upload later with `wandb sync`)")
             self.mode = "offline"
             self.run = wandb.init(mode="offline", **kwargs)
         self.run.define_metric("queries")

@@ -163,29 +163,29 @@ def _load_cached(path: Path, net: nn.Module, entry_key: str) -> bool:
         blob = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
         state, stored_key = blob["state_dict"], blob["meta"].get("key")
     except sealed_file.NotSealed:
-        console.info(f"[yellow]warning[/]: cached victim {path} is not sealed (written by an older stealbench); "
+        console.info(f"[yellow]warning[/]: cached victim {console.escape(path)} is not sealed (written by an older stealbench); "
                      "retraining and replacing it")
         return False
     except sealed_file.BrokenSeal:
-        console.info(f"[yellow]warning[/]: cached victim {path} fails its checksum (the file is damaged or was "
+        console.info(f"[yellow]warning[/]: cached victim {console.escape(path)} fails its checksum (the file is damaged or was "
                      "rewritten by someone without the cache's key); retraining and replacing it")
         return False
     except Exception as exc:  # noqa: BLE001 - any unreadable entry is retrained, not fatal
-        console.info(f"[yellow]warning[/]: ignoring unreadable cached victim {path}: "
-                     f"{(str(exc) or type(exc).__name__).splitlines()[0]}; retraining")
+        console.info(f"[yellow]warning[/]: ignoring unreadable cached victim {console.escape(path)}: "
+                     f"{console.escape((str(exc) or type(exc).__name__).splitlines()[0])}; retraining")
         return False
     if stored_key != entry_key:  # a sealed entry of another victim, copied over this one
-        console.info(f"[yellow]warning[/]: cached victim {path} was stored for another victim (key {stored_key!r}, "
+        console.info(f"[yellow]warning[/]: cached victim {console.escape(path)} was stored for another victim (key {stored_key!r}, "
                      f"not {entry_key!r}); retraining and replacing it")
         return False
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        console.info(f"[yellow]warning[/]: cached victim {path} does not fit the architecture: "
-                     f"{str(exc).splitlines()[0]}; retraining")
+        console.info(f"[yellow]warning[/]: cached victim {console.escape(path)} does not fit the architecture: "
+                     f"{console.escape(str(exc).splitlines()[0])}; retraining")
         return False
     if non_finite_tensors(net):  # written by an older version that cached diverged victims
-        console.info(f"[yellow]warning[/]: cached victim {path} holds NaN/inf weights; retraining")
+        console.info(f"[yellow]warning[/]: cached victim {console.escape(path)} holds NaN/inf weights; retraining")
         return False
     return True
 
@@ -248,14 +248,15 @@ def obtain_victim(make_net: Callable[[], nn.Module], cfg: VictimConfig, data_ide
         path = root / "victims" / f"{cache_key(data_identity, cfg, seed, net, settings.trainer)}.pt"
     usable = path is not None and not refuse
     if usable and path.is_dir():
-        console.info(f"[yellow]warning[/]: the victim cache entry {path} is a folder, not a file; training without "
-                     "the cache (remove that folder to cache again)")
+        console.info(f"[yellow]warning[/]: the victim cache entry {console.escape(path)} is a folder, not a file; "
+                     "training without the cache (remove that folder to cache again)")
         usable = False
     if usable and path.exists() and _load_cached(path, net, path.stem):
         result = _checked(VictimResult(net.eval(), "cache", str(path)), check_x, check_y, num_classes)
         if not result.near_chance:
             return result
-        console.info(f"[yellow]warning[/]: the cached victim {path} is near chance accuracy; retraining")
+        console.info(f"[yellow]warning[/]: the cached victim {console.escape(path)} is near chance accuracy; "
+                     "retraining")
         torch.manual_seed(seed)
         net = make_net()
 
@@ -286,7 +287,7 @@ def obtain_victim(make_net: Callable[[], nn.Module], cfg: VictimConfig, data_ide
         if result.not_cached is None:
             result.path = str(path)
     if result.not_cached:
-        console.info(f"victim not cached: {result.not_cached}")
+        console.info(f"victim not cached: {console.escape(result.not_cached)}")
     return result
 
 

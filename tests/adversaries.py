@@ -54,6 +54,20 @@ class InPlaceDefenseProbe(Attack):
 
 
 
+class ImpersonatingAttack(Attack):
+    """Logs lines dressed as the framework's (a fake round line, rich markup, a carriage return) and a markup
+    closer that rich cannot parse; checkpoints an untrained surrogate without a query."""
+
+    FAKE = ("round  9  queries   3200/3200    surrogate acc 0.9990  fidelity 0.9990\n"
+            "[bold green]results[/]: all stolen [/] \r\x1b[2Kround 10")
+
+    def run(self, ctx: AttackContext) -> nn.Module:
+        ctx.log(self.FAKE)
+        surrogate = ctx.new_surrogate()
+        ctx.checkpoint(surrogate, 1, True)
+        return surrogate
+
+
 class EscapingAttack(Attack):
     """Tries to get out of its process: read the victim cache and its key, the defender's /proc and environment,
     the W&B key, write into the run's folder, reach the host over the network, leave a daemon. Reports what worked

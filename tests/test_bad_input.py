@@ -71,6 +71,10 @@ FIT_CASES = [
     ("victim-seed-not-a-number", ["--victim.seed", "abc"], ["--victim.seed", "integer", "'abc'"]),
     ("victim-checkpoint-missing", ["--victim.checkpoint", "no/such/victim.pt"], ["--victim.checkpoint",
                                                                                  "no/such/victim.pt"]),
+    ("victim-batch-size-huge", ["--victim.batch_size", "1000000"], ["--victim.batch_size", "<= 16384", "1000000"]),
+    ("surrogate-batch-size-huge", ["--surrogate.batch_size", "99999"], ["--surrogate.batch_size", "<= 16384"]),
+    ("data-image-size-huge", ["--data", "imagefolder", "--data.root", ".", "--data.image_size", "100000"],
+     ["--data.image_size", "1024", "100000"]),
     ("surrogate-batch-size-zero", ["--surrogate.batch_size", "0"], ["--surrogate.batch_size", ">= 1"]),
     ("surrogate-lr-negative", ["--surrogate.lr", "-1"], ["--surrogate.lr", "> 0"]),
     ("surrogate-weight-decay-negative", ["--surrogate.weight_decay", "-0.5"], ["--surrogate.weight_decay"]),
@@ -100,6 +104,13 @@ FIT_CASES = [
     ("defense-option-out-of-range", ["--defense", "deceptive", "--defense.beta", "-1"], ["defense.beta", "> 0"]),
     ("defense-option-unknown", ["--defense", "deceptive", "--defense.bogus", "1"], ["--defense.bogus", "deceptive"]),
     ("defense-option-of-default-defense", ["--defense.beta", "0.5"], ["--defense.beta", "none"]),
+    # an option given before a later choice of its component belongs to the chosen one, or fails there
+    ("attack-option-before-another-attack", ["--attack.rounds", "3", "--attack", "random"],
+     ["--attack.rounds", "not an option of random"]),
+    ("defense-option-before-another-defense", ["--defense", "deceptive", "--defense.beta", "0.3", "--defense", "topk"],
+     ["--defense.beta", "not an option of topk"]),
+    ("attack-option-before-a-config-choosing-the-attack", ["--attack.rounds", "3", "--config", "{attack: random}"],
+     ["--attack.rounds", "before --config", "after --config"]),
     ("attack-rounds-not-a-number", ["--attack.rounds", "abc"], ["--attack.rounds", "integer", "'abc'"]),
     ("attack-rounds-zero", ["--attack.rounds", "0"], ["attack.rounds", "1"]),
     ("data-pool-fraction-out-of-range", ["--data.pool_fraction", "1.5"], ["data.pool_fraction", "(0, 1)"]),
@@ -128,6 +139,21 @@ def test_fit_rejects_bad_input_at_parse_time(tmp_path, capsys, monkeypatch, args
     code, out, err = call(["fit", "--output_dir", str(tmp_path / "runs"), *args], tmp_path, capsys)
     assert_short_error(code, out, err, *expected)
     assert snapshot(tmp_path) == before, "a parse error wrote files"
+
+
+PRINT_CONFIG_CASES = ["victim-epochs-zero", "victim-batch-size-zero", "budget-zero", "seed-negative",
+                      "defense-option-out-of-range", "victim-arch-unknown", "trainer-devices-zero",
+                      "name-escapes-output-dir", "config-with-bad-victim-epochs", "attack-option-before-another-attack"]
+
+
+@pytest.mark.parametrize("args,expected", [pytest.param(a, e, id=i) for i, a, e in FIT_CASES
+                                           if i in PRINT_CONFIG_CASES])
+def test_print_config_validates_like_fit(tmp_path, capsys, monkeypatch, args, expected):
+    """--print_config used to print whatever parsed; it must refuse what `fit` refuses, in the same words."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(["fit", "--output_dir", str(tmp_path / "runs"), *args, "--print_config"], tmp_path, capsys)
+    assert_short_error(code, out, err, *expected)
+    assert out == "", "printed a configuration that fit would refuse"
 
 
 @pytest.mark.parametrize("option,below", [("--output_dir", ""), ("--output_dir", "sub/dir"),

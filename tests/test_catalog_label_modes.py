@@ -1,6 +1,5 @@
 """Issue 4 label modes: soft/hard unchanged, invert (reverse sigmoid), smooth (averaged answers, exact counting)."""
 
-import math
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ from stealbench.defenses.noise import LogitNoise
 from stealbench.errors import ConfigError
 from stealbench.defender.oracle import Oracle
 from stealbench.attacker.label_modes import LabelOptions, ModeOracle, effect_removed, make_label_mode
-from stealbench.attacker.label_modes.estimate import estimate_reverse_sigmoid
 from stealbench.attacker.label_modes.reverse_sigmoid import REPRODUCE_TOL, invert_reverse_sigmoid
 
 

@@ -3,7 +3,6 @@ checks them, and the built-in reproductions ship inside the installed package.""
 
 from __future__ import annotations
 
-import json
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path

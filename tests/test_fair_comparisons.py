@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from adversaries import InPlaceDefenseProbe, SnoopingAttack
-from conftest import FAST
 from stealbench.cli import main
 from stealbench.config import SurrogateConfig, VictimConfig, WandbConfig
 from stealbench.data.digits import Digits

@@ -120,21 +120,10 @@ def reproduction_file(name: str, quick: bool = False) -> Path:
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    import yaml
+    """A grid, reproduction or claims file, read within safe_yaml's limits (size, aliases, repeated keys)."""
+    from ..safe_yaml import read_mapping
 
-    from ..arguments import yaml_message
-
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {str(path)!r} does not exist") from exc
-    except OSError as exc:  # a folder, no permission, ...
-        raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {yaml_message(exc)}") from exc
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{what} {str(path)!r} must hold a mapping")
-    return spec
+    return read_mapping(path, what)
 
 
 def load_claims_spec(name: str) -> ClaimsSpec:

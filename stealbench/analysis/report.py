@@ -106,7 +106,8 @@ def print_claims(results: list[ClaimResult], title: str) -> None:
     from rich.text import Text
 
     console = Console(highlight=False, width=None if os.isatty(1) else 200)
-    table = Table(title=f"claims: {title}", title_justify="left", show_lines=True)
+    # the title is the claims file's `paper: title`: user text, printed as written (not rich markup)
+    table = Table(title=Text(f"claims: {title}"), title_justify="left", show_lines=True)
     for col in ("#", "claim", "primary setting", "estimate [95% interval] (n)", "verdict"):
         table.add_column(col)
     for i, res in enumerate(results, start=1):

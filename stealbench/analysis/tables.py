@@ -186,7 +186,7 @@ def print_table(rows: list[Row], problems: list[tuple[str, str]], title: str,
 def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path, sources: list[str],
                    plots: list[Path], bests: list[BestResponse] | None = None, extra: str = "") -> None:
     n_runs = sum(len(r.runs) for r in rows)
-    parts = [f"# stealbench leaderboard\n",
+    parts = ["# stealbench leaderboard\n",
              f"{n_runs} runs from {', '.join(sources)}; {len(rows)} rows (seeds aggregated: mean ± sample std).",
              "Ranked within each data / attack / label mode / budget by attacker accuracy (lower = stronger "
              "defense). Acc drop: undefended minus defended attacker accuracy at equal budget, paired by seed. "

@@ -120,7 +120,7 @@ def _print_equal_cost(entries, title: str) -> None:
     from rich.text import Text
 
     console = Console(highlight=False, width=None if os.isatty(1) else 320)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")  # knob names come from the runs' configs
     cols = equal_cost_columns(entries)
     for col in cols:
         table.add_column(col, justify="right" if col in ("budget", "rank") else "left")

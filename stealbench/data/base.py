@@ -10,6 +10,10 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
+#: the largest image side a data set may load or resize to: a 1024x1024 RGB image is 12 MB as float32, and
+#: `--data.image_size 100000` would ask for 120 GB per image (the OOM killer, not a message, used to answer)
+MAX_IMAGE_SIZE = 1024
+
 
 @dataclass
 class Splits:
@@ -108,6 +112,12 @@ class ImageDataset:
             holdout, train = stratified_split(train_y, self.holdout_fraction, g)
             holdout_x, holdout_y = train_x[holdout], train_y[holdout]
             train_x, train_y = train_x[train], train_y[train]
+            if self.victim_train_size is not None and self.victim_train_size > len(train_y):
+                # it would be recorded as if used while the victim trained on fewer images
+                raise ConfigError(
+                    f"--data.victim_train_size {self.victim_train_size} is more than the {len(train_y)} training "
+                    f"images {self.key!r} has available ({len(train_y) + len(holdout_y)} in its training part, "
+                    f"{len(holdout_y)} kept as the defender's holdout); use at most {len(train_y)}, or null for all")
             if self.victim_train_size is not None and self.victim_train_size < len(train_y):
                 keep, _ = stratified_split(train_y, self.victim_train_size / len(train_y), g)
                 train_x, train_y = train_x[keep], train_y[keep]

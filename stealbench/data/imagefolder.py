@@ -22,7 +22,7 @@ from torch import Tensor
 from .. import hookimpl
 from ..augment import check_augmentation
 from ..errors import ConfigError, DataNotFoundError
-from .base import ImageDataset
+from .base import MAX_IMAGE_SIZE, ImageDataset
 
 #: the file types torchvision's ImageFolder accepts
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -45,6 +45,9 @@ def decode_images(paths: Sequence[Path], *, channels: int, size: tuple[int, int]
     def read(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
         with Image.open(path) as img:
             original = img.size  # (width, height)
+            if size is None and max(original) > MAX_IMAGE_SIZE:  # before decoding: it would not fit in memory
+                raise ConfigError(f"{what}: {path} is {original[1]}x{original[0]} pixels, more than the limit of "
+                                  f"{MAX_IMAGE_SIZE}; pass --data.image_size N (at most {MAX_IMAGE_SIZE}) to resize")
             img = img.convert(mode)
             if size is not None and (img.height, img.width) != tuple(size):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=None)
@@ -91,8 +94,9 @@ class ImageFolder(ImageDataset):
                  holdout_fraction: float = 0.1) -> None:
         if channels not in (1, 3):
             raise ConfigError(f"--data.channels must be 1 (grey) or 3 (RGB), got {channels}")
-        if image_size is not None and image_size < 1:
-            raise ConfigError(f"--data.image_size must be a positive number of pixels, got {image_size}")
+        if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"--data.image_size must be between 1 and {MAX_IMAGE_SIZE} pixels (the limit, to keep "
+                              f"memory bounded), got {image_size}")
         check_augmentation(augment, "--data.augment")
         self.root, self.image_size, self.channels, self.augment = root, image_size, channels, augment
         base = Path(root).expanduser()

@@ -170,7 +170,7 @@ class Referee:
             metrics = schema.attack_metrics(args["metrics"])
             if metrics:
                 self.on_log(metrics, args.get("step"))
-        elif op == "say":
+        elif op == "say":  # the attack's own words: `say` prints them as plain text, attributed (console.attack_line)
             self.say(args["text"])
         elif op == "recovered":
             self.oracle.report_recovered(args["index"], args["recovered"])
