@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         command, rest = argv[0], argv[1:]
         if command == "fit":
             if _uses_fork_server(rest):
-                from .attacker.launch import warm_up
+                from .forkserver import warm_up
 
                 warm_up()  # the attacker's fork server imports torch while this process parses and trains the victim
             from .lightning_cli import fit_main

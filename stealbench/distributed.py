@@ -205,11 +205,11 @@ class WorkerSetup(Callback):
 
 
 def quiet_workers() -> None:
-    """stealbench's console quiet (training.quiet_lightning), plus the process-group banners of every rank."""
+    """stealbench's console quiet (quiet.quiet_lightning), plus the process-group banners of every rank."""
     import logging
     import warnings
 
-    from .training import quiet_lightning
+    from .quiet import quiet_lightning
 
     quiet_lightning()
     for name in ("lightning.fabric.utilities.distributed", "lightning.pytorch.strategies.ddp"):
@@ -267,7 +267,7 @@ def launching(parallel: Parallel | None, trainer, loader: Any, *, log_name: str,
 
     _register_reducers()
     if trainer.strategy.launcher is not None and getattr(trainer.strategy, "_start_method", None) == "forkserver":
-        from .attacker.launch import warm_up
+        from .forkserver import warm_up
 
         warm_up()  # the fork server with stealbench's imports (already running under `stealbench fit`)
     callback = parallel.callback

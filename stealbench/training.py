@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -14,23 +12,13 @@ from torch import Tensor, nn
 
 from . import distributed
 from .augment import BatchAugment, dataset_augmentation
+from .quiet import quiet_lightning
 from .recipes import Recipe, get_recipe
 
 
 # Keys of --trainer that stealbench sets per phase; the user's values for these are replaced.
 PHASE_KEYS = ("max_epochs", "min_epochs", "max_steps", "logger", "enable_checkpointing", "enable_progress_bar",
               "enable_model_summary", "num_sanity_val_steps", "callbacks", "default_root_dir")
-
-
-def quiet_lightning() -> None:
-    """Keep the console for stealbench's own lines: no GPU/TPU banners, no small-data warnings."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed", "lightning.pytorch.trainer.connectors.signal_connector"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.*treespec.*")
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:

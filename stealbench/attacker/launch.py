@@ -12,7 +12,6 @@ With ``--sandbox bwrap`` the attacker is instead a fresh ``python -m stealbench.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import signal
@@ -22,29 +21,11 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any, Iterable
 
+from ..forkserver import context as _context
+from ..forkserver import warm_up
 from ..reproducibility import thread_counts
 from ..transport import encode
 from .sandbox import bwrap_command, sandbox_env
-
-_PRELOAD = ["stealbench.attacker.process"]
-
-
-def _context():
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
-        return ctx
-    return multiprocessing.get_context("spawn")  # no forkserver on this platform: a fresh interpreter each time
-
-
-def warm_up() -> None:
-    """Start the server now (its imports overlap the main process's own), instead of at the first attack."""
-    ctx = _context()
-    if ctx.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
 
 def _plain_env() -> dict[str, str]:
     """The environment an unsandboxed attacker gets: this process's, less its secrets (W&B keys, cache folder)."""

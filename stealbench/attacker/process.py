@@ -153,7 +153,7 @@ def run_attacker(conn, spec: AttackerSpec) -> None:
     os.environ.update(spec.env)
     sys.path[:] = spec.sys_path
     apply_thread_counts(spec.threads)
-    from ..training import quiet_lightning
+    from ..quiet import quiet_lightning
 
     quiet_lightning()
     channel = PipeChannel(conn)
