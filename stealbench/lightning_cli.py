@@ -26,7 +26,7 @@ from . import safe_yaml
 from .arguments import check_folder, help_hint, jsonargparse_message
 from .attacker.label_modes import LabelOptions, make_label_mode
 from .attacks.base import Attack
-from .config import SEED_RANGE, SurrogateConfig, VictimConfig, WandbConfig, check_int, check_seed
+from .config import SEED_RANGE, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, check_int, check_seed
 from .data.base import ImageDataset
 from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
@@ -250,6 +250,7 @@ class StealbenchCLI(LightningCLI):
         parser.add_class_arguments(VictimConfig, "victim")
         parser.add_class_arguments(SurrogateConfig, "surrogate")
         parser.add_class_arguments(WandbConfig, "wandb")
+        parser.add_class_arguments(Timeouts, "timeouts")  # seconds per phase; a plugin that never returns
         parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries (>= 1)")
         # a Literal, not type=str plus choices: jsonargparse shows the latter's type as a lambda in --help
         modes = get_catalog().label_modes
@@ -315,7 +316,7 @@ class StealbenchCLI(LightningCLI):
             wandb=init.wandb, trainer=_trainer_template(cfg), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
             label_options=LabelOptions(cfg.label_options or {}), pool_data=init.get("pool_data"),
-            sandbox=cfg.sandbox,
+            sandbox=cfg.sandbox, timeouts=init.timeouts,
         )
 
 

@@ -126,6 +126,18 @@ def test_timeouts_are_checked():
         Timeouts(attack=0)
 
 
+def test_timeouts_are_fit_options(capsys):
+    from stealbench.cli import main
+
+    assert main(["fit", "--timeouts.attack", "-5"]) == 2
+    assert "--timeouts.attack must be a finite number > 0, got -5.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # jsonargparse prints the config and exits
+        main(["fit", "--timeouts.answer", "60", "--print_config"])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "answer: 60.0" in printed and "attack: 172800.0" in printed
+
+
 _SLEEPER = """
 import sys
 sys.path.insert(0, {tests!r})
