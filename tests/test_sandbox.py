@@ -90,6 +90,7 @@ def _escape(folder: Path, port: int, mode: str) -> tuple[dict, dict, str]:
     said: list[str] = []
     with pytest.MonkeyPatch.context() as patch:  # the console wraps long lines: take the messages themselves
         patch.setattr(console, "info", said.append)
+        patch.setattr(console, "attack_line", said.append)  # the attack's own lines
         results = run_experiment(exp)
     line = next(m for m in said if m.startswith("ESCAPE "))
     return results, json.loads(line.removeprefix("ESCAPE ")), marker
