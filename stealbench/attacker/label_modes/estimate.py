@@ -29,6 +29,7 @@ from .reverse_sigmoid import _EPS, _Branches, _floor_values
 _L = math.log((1 - _EPS) / _EPS)  # logit(1 - eps)
 _CAP = 1.0  # |sum - 1| of a row without any preimage
 _TOL = 1e-5  # a row is explained when its preimages sum to 1 within about this much (float32 answers, tables)
+_C_MAX = 0.999  # c = f(eps) - eps < 1 for any beta (f is clipped to [0, 1])
 _FREE = 8  # entries of a row whose branch is searched (see _searched_entries); the others sit on the low branch
 
 
@@ -113,7 +114,7 @@ def _ridge_from_saturated(rows: Tensor, free: Tensor) -> float | None:
     floor = _floor_values(rows[few])
     f_eps = floor / (1 - (rows.shape[-1] - 2) * floor)
     c = float(f_eps.median()) - _EPS
-    return c if 0 < c < 0.5 else None
+    return c if 0 < c < _C_MAX else None
 
 
 def _pick(free: Tensor, max_rows: int) -> Tensor:
@@ -166,13 +167,20 @@ def _root_cluster(log_gs: np.ndarray, log_c: float, rows: Tensor, floor: Tensor,
     return best_count, best_at
 
 
-def _median_log_residual(c: float, gamma: float, rows: Tensor, floor: Tensor, order: Tensor, table: Tensor,
-                         points: int) -> float:
+def _residuals(c: float, gamma: float, rows: Tensor, floor: Tensor, order: Tensor, table: Tensor,
+               points: int = 4001) -> Tensor | None:
+    """Per row, |sum - 1| of its best branch assignment under (c, gamma); None where beta leaves (0, 100)."""
     beta = beta_from_ridge(c, gamma)
     if not 0 < beta < 100:
-        return 0.0
+        return None
     br = _Branches(beta, gamma, points=points)
-    return float(torch.log10(_best_sums(br, br.f_eps / floor, rows, order, table) + 1e-12).median())
+    return _best_sums(br, br.f_eps / floor, rows, order, table)
+
+
+def _median_log_residual(c: float, gamma: float, rows: Tensor, floor: Tensor, order: Tensor, table: Tensor,
+                         points: int) -> float:
+    r = _residuals(c, gamma, rows, floor, order, table, points)
+    return 0.0 if r is None else float(torch.log10(r + 1e-12).median())
 
 
 def _ridge_candidates(rows: Tensor, floor: Tensor, order: Tensor, table: Tensor, keep: int = 3) -> list[float]:
@@ -186,7 +194,7 @@ def _ridge_candidates(rows: Tensor, floor: Tensor, order: Tensor, table: Tensor,
         return min(_median_log_residual(math.exp(log_c), math.exp(lg), rows, floor, order, table, points)
                    for lg in log_gs)
 
-    log_cs = np.linspace(math.log(1e-4), math.log(0.999), 48)  # c = f(eps) - eps < 1 for any beta
+    log_cs = np.linspace(math.log(1e-4), math.log(_C_MAX), 48)
     values = np.array([ridge(lc, points=1001) for lc in log_cs])
     minima = [i for i in range(len(values)) if (i == 0 or values[i] <= values[i - 1])
               and (i == len(values) - 1 or values[i] <= values[i + 1])]
@@ -213,14 +221,11 @@ def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_
 
     def score(theta) -> float:
         log_c, log_g = float(theta[0]), float(theta[1])
-        if not (-12 < log_c < math.log(0.5) and -9 < log_g < 3):
+        if not (-12 < log_c < math.log(_C_MAX) and -9 < log_g < 3):
             return 2.0
-        gamma = math.exp(log_g)
-        beta = beta_from_ridge(math.exp(log_c), gamma)
-        if not 0 < beta < 100:
+        r = _residuals(math.exp(log_c), math.exp(log_g), rows, floor, order, table)
+        if r is None:
             return 2.0
-        br = _Branches(beta, gamma, points=4001)
-        r = _best_sums(br, br.f_eps / floor, rows, order, table)
         return (r / (r + _TOL)).mean().item()  # a soft count of the rows the parameters do not explain
 
     log_gs = np.linspace(math.log(1e-3), math.log(10.0), 400)
