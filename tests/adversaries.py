@@ -149,6 +149,12 @@ def _channel():
     return next(obj for obj in gc.get_objects() if isinstance(obj, PipeChannel))
 
 
+def _report(text: str) -> None:
+    """What the attack got, for the test: written to $ADVERSARY_REPORT (these adversaries run with --sandbox off)."""
+    with open(os.environ["ADVERSARY_REPORT"], "w") as fh:
+        fh.write(text)
+
+
 class ForgedReportAttack(Attack):
     """One query, one checkpoint, then a forged final report: measured metrics as its label mode's figures."""
 
@@ -192,8 +198,7 @@ class BadRoundAttack(Attack):
             got = "accepted"
         except Exception as exc:  # noqa: BLE001
             got = f"{type(exc).__name__}: {exc}"
-        with open(os.environ["ADVERSARY_REPORT"], "w") as fh:
-            fh.write(got)
+        _report(got)
         ctx.checkpoint(model, 1, True)
         return model
 
@@ -207,8 +212,7 @@ class GreedySeedSetAttack(Attack):
             got = f"got {len(x)}"
         except Exception as exc:  # noqa: BLE001
             got = f"{type(exc).__name__}: {exc}"
-        with open(os.environ["ADVERSARY_REPORT"], "w") as fh:
-            fh.write(got)
+        _report(got)
         x, _ = ctx.seed_set(2)
         model = ctx.new_surrogate()
         ctx.checkpoint(model, 1, True)

@@ -11,23 +11,16 @@ import stat
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from stealbench import sealed_file
 from stealbench.analysis.leaderboard import build
 from stealbench.cli import main
 from stealbench.config import VictimConfig
 from stealbench.training import TrainSettings
+from test_bad_input_runtime import _Tiny  # the same tiny net the cache tests there use
 from test_leaderboard import write_run
 
 
-class _Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(16, 4)
-
-    def forward(self, x):
-        return self.lin(x.flatten(1))
 
 
 def _obtain(cache: Path, seed: int = 0):
