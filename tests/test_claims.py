@@ -199,3 +199,55 @@ def test_a_part_that_selects_nothing_is_not_checked_and_says_which_field_matched
     res = verdict(claim({**part(at_least=0.2), "primary": {"attack": "random"}}), records)
     assert res.verdict == "not checked"
     assert "no runs record with attack random; values measured: jbda" in res.why
+
+
+# ------------------------------------------------------------------------------------------- the best response
+
+def test_a_part_with_a_best_response_is_judged_there_too_beside_the_fixed_verdict():
+    """The non-adaptive attacker shows the drop, the best response erases it: the fixed verdict stands and the
+    claim against the best response says not reproduced."""
+    soft = rec(0.2, 100, acc_drop=Value([0.30, 0.32, 0.31]))
+    best = Record("runs", {**soft.fields, "label_mode": "invert"}, {"acc_drop": Value([0.01, 0.02, 0.00])}, "inv")
+    soft_primary = {"gamma": 0.2, "label_mode": "soft"}
+    res = verdict(claim(part(at_least=0.2, primary=soft_primary, best_response={"label_mode": "invert"})),
+                  [soft, best])
+    assert res.verdict == "reproduced"
+    assert res.best_response_verdict == "not reproduced"
+    assert res.best_response[0].budgets[0].record is best
+    # without the key nothing is judged against a best response
+    assert verdict(claim(part(at_least=0.2, primary=soft_primary)), [soft, best]).best_response_verdict is None
+
+
+def test_best_response_parse_errors():
+    with pytest.raises(ConfigError, match="best_response"):
+        claim(part(at_least=0.2, best_response="invert"))
+    with pytest.raises(ConfigError, match="utility records have no attacker"):
+        claim({"metric": "acc_change", "source": "utility", "primary": {"gamma": 0.2}, "at_most": 0.0,
+               "best_response": {"label_mode": "invert"}})
+
+
+def test_an_adaptive_mode_is_paired_with_the_undefended_soft_attacker(tmp_path):
+    """records: the invert attacker has no undefended runs of its own; its drop and hard_advantage come from the
+    soft-label baseline and the hard-label attacker at the same seed and budget."""
+    from fake_runs import fake_run
+
+    from stealbench.analysis.records import run_records
+    from stealbench.analysis.runs import load_folders
+
+    rs = {"beta": 1.0, "gamma": 0.2}
+    for seed, (a0, a_inv, a_hard) in enumerate([(0.90, 0.85, 0.80), (0.92, 0.88, 0.81)]):
+        fake_run(tmp_path, seed=seed, acc=a0)
+        fake_run(tmp_path, defense="deceptive", params=rs, seed=seed, acc=0.5)
+        fake_run(tmp_path, defense="deceptive", params=rs, mode="invert", label_options=rs, seed=seed, acc=a_inv)
+        fake_run(tmp_path, defense="deceptive", params=rs, mode="hard", seed=seed, acc=a_hard)
+        fake_run(tmp_path, mode="hard", seed=seed, acc=a_hard + 0.01)
+    runs, problems = load_folders([tmp_path])
+    assert not problems
+    records, _ = run_records(runs)
+    inv = [r for r in records if str(r.get("label_mode")).startswith("invert")]
+    assert len(inv) == 1 and inv[0].get("baseline_label_mode") == "soft"
+    assert inv[0].metrics["acc_drop"].values == pytest.approx([0.05, 0.04])
+    assert inv[0].metrics["hard_advantage"].values == pytest.approx([-0.05, -0.07])
+    assert "none (soft)" in inv[0].context
+    hard = [r for r in records if r.get("label_mode") == "hard" and r.get("defense") == "deceptive"]
+    assert hard[0].get("baseline_label_mode") == "hard"  # the hard attacker keeps its own baseline

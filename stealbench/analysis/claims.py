@@ -16,6 +16,11 @@ list next to its runs, and ``fixed:`` saying when the claims were fixed (before 
             metric: acc_drop_relative     # a key of Record.metrics
             at_least: 0.2                 # exactly one of at_least: X, at_most: X, equivalent: {to: X, margin: m}
             budgets: every                # runs: every (holds at every budget), max ("up to"), or pin `budget:`
+            best_response: {label_mode: invert-beta1.0-gamma0.2}  # optional: the attacker's best response
+
+`best_response:` names the fields that turn the primary setting into the attacker's best response to the defense
+(an adaptive label mode, issue 17): the part is judged there too, by the same test, and the report shows that
+verdict beside the non-adaptive one. A claim about what an attacker can or cannot do should name one.
 
 The primary selection must name one setting: its records may differ only in budget. `select`-style values in
 primary/secondary are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}).
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError
@@ -54,7 +59,7 @@ SOURCES = tuple(METRICS)
 RATIO_METRICS = ("query_multiplier", "error_multiplier")
 TESTS = ("at_least", "at_most", "equivalent")
 QUANTIFIERS = ("every", "max")
-PART_KEYS = {"label", "source", "primary", "secondary", "metric", "budgets", *TESTS}
+PART_KEYS = {"label", "source", "primary", "secondary", "metric", "budgets", "best_response", *TESTS}
 CLAIM_KEYS = {"id", "text", "paper", "parts", "note"}
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive", "not testable", "not checked")
 
@@ -155,6 +160,14 @@ class Part:
     budgets: str = "every"
     secondary: dict[str, Any] | None = None
     label: str = ""
+    #: fields that turn `primary` into the attacker's best response (judged beside it, by the same test)
+    best_response: dict[str, Any] | None = None
+
+    def against_best_response(self) -> "Part | None":
+        """This part at the best response's setting (no secondary settings), or None without one."""
+        if self.best_response is None:
+            return None
+        return replace(self, primary={**self.primary, **self.best_response}, secondary=None, best_response=None)
 
     def goal(self) -> str:
         if self.test == "equivalent":
@@ -200,6 +213,10 @@ class ClaimResult:
     verdict: str
     why: str
     parts: list[PartResult]
+    #: the parts that name a best response, judged there (same order); the claim's verdict against it
+    best_response: list[PartResult] = field(default_factory=list)
+    best_response_verdict: str | None = None
+    best_response_why: str = ""
 
 
 # ----------------------------------------------------------------------------------------------------- parsing
@@ -295,7 +312,14 @@ def _parse_part(raw: Any, where: str) -> Part:
         raise ConfigError(f"{where}: budgets {budgets!r} must be every (holds at every budget) or max (\"up to\")")
     if source == "utility" and "budgets" in raw:
         raise ConfigError(f"{where}: utility records have no budgets; drop `budgets:`")
-    return Part(source, primary, raw["metric"], test, value, margin, budgets, secondary, str(raw.get("label", "")))
+    best = raw.get("best_response")
+    if best is not None:
+        best = _selection(best, where, "best_response")
+        if source != "runs":
+            raise ConfigError(f"{where}: `best_response:` needs runs records (an attacker's setting); utility "
+                              "records have no attacker")
+    return Part(source, primary, raw["metric"], test, value, margin, budgets, secondary, str(raw.get("label", "")),
+                best)
 
 
 __all__ = ["CLAIM_KEYS", "FIELDS", "METRICS", "PART_KEYS", "QUANTIFIERS", "SOURCES", "TESTS", "VERDICTS",

@@ -42,11 +42,15 @@ class ClaimsSpec:
 
 
 def parse_fixed(raw: Any, where: str = "`fixed:`") -> dict[str, str]:
-    """`fixed: {date: 2026-12-03, commit: 58109f7}`: when the claims were fixed, printed in the report."""
-    if not isinstance(raw, dict) or set(raw) != {"date", "commit"}:
-        raise ConfigError(f"{where} must be {{date: YYYY-MM-DD, commit: HASH}}: when the claims were fixed, before "
-                          "the runs")
-    return {"date": str(raw["date"]), "commit": str(raw["commit"])}
+    """`fixed: {date: 2026-12-03, commit: 58109f7}`: when the claims were fixed, printed in the report; an optional
+    `amended:` says what was added later, when, and what had been seen by then (printed as written)."""
+    if not isinstance(raw, dict) or not {"date", "commit"} <= set(raw) <= {"date", "commit", "amended"}:
+        raise ConfigError(f"{where} must be {{date: YYYY-MM-DD, commit: HASH}} (and optionally amended: TEXT): when "
+                          "the claims were fixed, before the runs")
+    fixed = {"date": str(raw["date"]), "commit": str(raw["commit"])}
+    if raw.get("amended"):
+        fixed["amended"] = " ".join(str(raw["amended"]).split())
+    return fixed
 
 
 def parse_sweep(raw: Any) -> SweepSpec | None:

@@ -3,7 +3,8 @@
 Runs: the leaderboard's rows give the labels, grouping and pairing (stealbench.analysis.rows); each seed's
 largest-budget run gives the curve. Every checkpoint q of the undefended curve becomes a record at budget q:
 surrogate accuracy, the paired accuracy drop (undefended minus defended, same seed, at q) and the query
-multiplier at q (`curves.query_multiplier`, reading both curves alike). This is what runs at budget q
+multiplier at q (`curves.query_multiplier`, reading both curves alike). An adaptive label mode without undefended
+runs of its own is paired with the undefended soft-label attacker (`baseline_label_mode`). This is what runs at budget q
 would measure, because the built-in attacks train from scratch at every checkpoint on a prefix of the same
 queries (JBDA with reinit_each_round, natural samples with retrain_from_scratch), each training call drawing the
 same seed whatever the budget; a warm-started attack would need one run per budget instead.
@@ -65,6 +66,11 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
     records: list[Record] = []
     for (data, attack, label_mode, setting, defense), by_seed in sorted(longest.items()):
         base = longest.get((data, attack, label_mode, setting, BASELINE), {})
+        base_mode = label_mode
+        if not base and label_mode not in ("soft", "hard"):
+            # an adaptive mode (the best response to one defense) is not run against no defense: its drop is
+            # measured from the undefended soft-label attacker, the attacker the defense has to beat
+            base, base_mode = longest.get((data, attack, "soft", setting, BASELINE), {}), "soft"
         any_run = next(iter(by_seed.values()))
         key, params = any_run.identity["defense"], defense_params(any_run)
         baseline = defense == BASELINE and key == BASELINE
@@ -83,8 +89,10 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
             context = ""
             if not baseline and base:
                 metrics.update(_paired(base, by_seed, q))
+                fields["baseline_label_mode"] = base_mode
                 if "baseline_acc" in metrics:
-                    context = (f"none {metrics['baseline_acc'].mean:.3f} → "
+                    context = (f"none{'' if base_mode == label_mode else f' ({base_mode})'} "
+                               f"{metrics['baseline_acc'].mean:.3f} → "
                                f"{metrics['surrogate_acc'].mean:.3f}")
             if all(r.budget == q for r in by_seed.values()):  # figures of whole runs: at their own budget
                 for name, metric in _RUN_METRICS.items():
@@ -134,13 +142,14 @@ def _paired(base: dict[int, Run], defended: dict[int, Run], q: float) -> dict[st
 
 
 def _hard_advantage(records: list[Record], per_seed_acc: dict[tuple, dict[int, float]]) -> None:
-    """On soft-label records against a defense: hard-label minus soft-label attacker accuracy, same defense, budget
-    and seeds. Positive: the attacker does better by discarding the probabilities."""
+    """On records of attackers that use the probabilities (soft or adaptive label modes) against a defense:
+    hard-label minus that attacker's accuracy, same defense, budget and seeds. Positive: the attacker does better
+    by discarding the probabilities."""
     for rec in records:
         f = rec.fields
-        if f["label_mode"] != "soft" or f["defense"] == BASELINE:
+        if f["label_mode"] == "hard" or f["defense"] == BASELINE:
             continue
-        key = (f["data"], f["attack_label"], "soft", f["setting"], f["defense_label"], f["budget"])
+        key = (f["data"], f["attack_label"], f["label_mode"], f["setting"], f["defense_label"], f["budget"])
         soft = per_seed_acc.get(key, {})
         hard = per_seed_acc.get((*key[:2], "hard", *key[3:]), {})
         diffs = [hard[s] - soft[s] for s in sorted(set(soft) & set(hard))]

@@ -113,7 +113,10 @@ def print_claims(results: list[ClaimResult], title: str) -> None:
     for i, res in enumerate(results, start=1):
         settings = "\n".join(_primary_text(p) for p in res.parts)
         measured = "\n".join(_estimate_text(p) for p in res.parts)
-        table.add_row(str(i), Text(res.claim.text), Text(settings), Text(measured), Text(f"{res.verdict}: {res.why}"))
+        verdict = f"{res.verdict}: {res.why}"
+        if res.best_response_verdict:
+            verdict += f"\nagainst the best response: {res.best_response_verdict}: {res.best_response_why}"
+        table.add_row(str(i), Text(res.claim.text), Text(settings), Text(measured), Text(verdict))
     console.print(table)
 
 
@@ -148,7 +151,10 @@ def render(rep, results: list[ClaimResult], records: list[Record], figures: list
 def fixed_line(fixed: dict[str, str] | None) -> str:
     if not fixed:
         return "Claims: when they were fixed is not recorded (no `fixed:` in the file)."
-    return f"Claims fixed on {fixed['date']} at commit {fixed['commit']}, before the runs they are judged on."
+    line = f"Claims fixed on {fixed['date']} at commit {fixed['commit']}, before the runs they are judged on."
+    if fixed.get("amended"):
+        line += f" Amended: {fixed['amended']}"
+    return line
 
 
 def _primary_text(p: PartResult) -> str:
@@ -183,20 +189,38 @@ def _test_text(p: PartResult) -> str:
 
 def claims_table(results: list[ClaimResult]) -> list[str]:
     """Markdown: one row per claim part (primary setting, estimate with its 95% interval and n, test, verdict)."""
+    best = any(r.best_response_verdict for r in results)
     lines = ["| # | claim | the paper | primary setting | stealbench measured [95% interval] (n seeds) | test | "
-             "verdict |", "|---|---|---|---|---|---|---|"]
+             "verdict |" + (" against the attacker's best response |" if best else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if best else "")]
     for i, res in enumerate(results, start=1):
         settings = "<br>".join(_cell(_primary_text(p)) for p in res.parts)
         measured = "<br>".join(_cell(_estimate_text(p)) for p in res.parts)
         tests = "<br>".join(_cell(_test_text(p)) for p in res.parts)
         verdict = f"**{VERDICT_MARK[res.verdict]}** — {res.why}"
-        lines.append(f"| {i} | {_cell(res.claim.text)} | {_cell(res.claim.paper)} | {settings} | {measured} | "
-                     f"{tests} | {_cell(verdict)} |")
+        row = (f"| {i} | {_cell(res.claim.text)} | {_cell(res.claim.paper)} | {settings} | {measured} | "
+               f"{tests} | {_cell(verdict)} |")
+        if best:
+            row += f" {_cell(_best_response_text(res))} |"
+        lines.append(row)
     lines.append("")
     notes = [(i, r.claim.note) for i, r in enumerate(results, start=1) if r.claim.note]
     if notes:
         lines += ["Notes:", ""] + [f"{i}. {' '.join(note.split())}" for i, note in notes] + [""]
     return lines
+
+
+def _best_response_text(res: ClaimResult) -> str:
+    """The claim against the attacker's best response: its setting, estimate and verdict per part, or why none."""
+    if res.best_response_verdict is None:
+        return "no best response named (not a claim about the attacker, or none run)"
+    parts = [f"{_best_setting(p)}: {_estimate_text(p)}" for p in res.best_response]
+    return f"**{VERDICT_MARK[res.best_response_verdict]}** — " + "; ".join(parts)
+
+
+def _best_setting(p: PartResult) -> str:
+    return (f"{p.part.label} " if p.part.label else "") + ", ".join(
+        f"{k}={v}" for k, v in p.part.primary.items() if k in ("label_mode", "attack"))
 
 
 def _budget_rows(results: list[BudgetResult]) -> list[str]:
@@ -226,6 +250,12 @@ def claim_details(results: list[ClaimResult]) -> list[str]:
                 lines += ["Primary (decides):", ""] + _budget_rows(p.budgets)
             if p.secondary:
                 lines += [f"Secondary `{part.secondary}` (never decides):", ""] + _budget_rows(p.secondary)
+        for p in res.best_response:
+            part = p.part
+            lines += [f"Against the attacker's best response, part {part.label or part.metric}: `{part.metric}` "
+                      f"{part.goal()} at `{part.primary}`: **{p.verdict}** ({p.why})", ""]
+            if p.budgets:
+                lines += _budget_rows(p.budgets)
     return lines
 
 

@@ -8,7 +8,9 @@ rejects (its interval lies inside what the claim asserts), *fails* when the fail
 ceiling) is *not testable*. Over budgets: `every` needs every budget to reproduce and fails when one fails; `max`
 ("up to") reproduces when some budget does and fails when every budget fails. Over parts: all alike → that verdict;
 some reproduced and some not → *partly*; a failure with nothing holding → not reproduced; otherwise inconclusive.
-Secondary settings are judged the same way, record by record, and reported; they never decide.
+Secondary settings are judged the same way, record by record, and reported; they never decide. A part that names
+a `best_response:` is judged again at that setting; those parts combine into the claim's verdict against the
+attacker's best response, reported beside the non-adaptive verdict.
 """
 
 from __future__ import annotations
@@ -187,7 +189,15 @@ def evaluate(claims: list[Claim], records: list[Record]) -> list[ClaimResult]:
         parts = [evaluate_part(p, records, f"claim {claim.id!r} part {i}") for i, p in enumerate(claim.parts)]
         why = "; ".join(f"{p.part.label or p.part.metric}: {p.verdict} ({p.why})" if len(parts) > 1 else p.why
                         for p in parts)
-        results.append(ClaimResult(claim, combine([p.verdict for p in parts]), why, parts))
+        result = ClaimResult(claim, combine([p.verdict for p in parts]), why, parts)
+        best = [(i, p.against_best_response()) for i, p in enumerate(claim.parts) if p.best_response is not None]
+        if best:
+            result.best_response = [evaluate_part(p, records, f"claim {claim.id!r} part {i} (best response)")
+                                    for i, p in best]
+            result.best_response_verdict = combine([p.verdict for p in result.best_response])
+            result.best_response_why = "; ".join(f"{p.part.label or p.part.metric}: {p.verdict} ({p.why})"
+                                                 for p in result.best_response)
+        results.append(result)
     return results
 
 

@@ -59,7 +59,8 @@ def check_reproduction(target: str) -> None:
                                                       f"{type(exc).__name__}: {exc}"))
         for claim in grid.claims.claims:
             for i, part in enumerate(claim.parts):
-                unknown = sorted((set(part.primary) | set(part.secondary or {})) - fields[part.source])
+                unknown = sorted((set(part.primary) | set(part.secondary or {}) | set(part.best_response or {}))
+                                 - fields[part.source])
                 if unknown:
                     failures.append(("reproduction-select", f"{path.name}: claim {claim.id!r} part {i} selects on "
                                      f"{unknown}, which {part.source} records lack (they have "
