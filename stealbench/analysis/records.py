@@ -84,12 +84,12 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
             # defense parameters first: a parameter named like an identity field must not overwrite it
             fields = {**params, "data": data, "attack": any_run.identity["attack"], "attack_label": attack,
                       "label_mode": label_mode, "setting": setting, "defense": key, "defense_label": defense,
-                      "budget": int(q), "seeds": sorted(accs)}
+                      "budget": int(q), "seeds": sorted(accs),
+                      "baseline_label_mode": None if baseline or not base else base_mode}
             metrics = {"surrogate_acc": value(list(accs.values()))}
             context = ""
             if not baseline and base:
                 metrics.update(_paired(base, by_seed, q))
-                fields["baseline_label_mode"] = base_mode
                 if "baseline_acc" in metrics:
                     context = (f"none{'' if base_mode == label_mode else f' ({base_mode})'} "
                                f"{metrics['baseline_acc'].mean:.3f} → "
