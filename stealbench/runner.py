@@ -40,6 +40,7 @@ from .defender.schema import attack_metrics
 from .defenses.base import Defense, DefenseSetup
 from .devices import check_accelerator
 from .errors import ConfigError, DefenseOutputError, StealbenchError
+from .evaluator.client import EvaluatorFailed, SurrogateEvaluator
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
@@ -176,17 +177,23 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     logger = tracker.lightning_logger()
     # the sandboxed attacker's interpreter starts now and imports torch while the victim trains
     early = start_sandbox(_hidden_from_attacker(exp), str(device)) if sandbox == "bwrap" else None
+    # the surrogate's code runs only in its evaluator's process (the evaluation images and nothing else): it
+    # builds the architecture while the victim trains
+    evaluator = SurrogateEvaluator(sandbox, _hidden_from_attacker(exp), str(device))
     try:
+        evaluator.start().prepare(exp.surrogate.arch, num_classes=exp.data.num_classes, input_shape=exp.data.input_shape,
+                          mean=exp.data.mean, std=exp.data.std, eval_x=splits.eval_x)
         defended = _defender_phase(exp, catalog, splits, settings, device, logger)
-        defended.make_net(exp.surrogate.arch)  # a broken surrogate architecture is named here, not by the attack
+        evaluator.wait_ready()  # a broken surrogate architecture is named here, not by the attack
         oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                         num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"),
                         benign_x=splits.eval_x, benign_generator=role_generator(exp.seed, "evaluation"))
         referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
                                         logger, tracker, _who(exp, catalog, "attack"), _who(exp, catalog, "defense"),
-                                        sandbox, early)
+                                        sandbox, early, evaluator)
         defended.metrics.update(_utility(exp, splits, defended, oracle))
     finally:
+        evaluator.close()
         if early is not None:
             stop_attacker(*early, timeout=1.0)  # a no-op after the attack; else the waiting sandbox ends now
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
@@ -267,12 +274,17 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
 def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
                   device: torch.device, oracle: Oracle, defended: Defended, logger,
                   tracker: Tracker, attack_name: str, oracle_name: str, sandbox: str = "off",
-                  early=None) -> tuple[Referee, dict[str, Any]]:
-    """The attack, in the attacker's own process; this side answers its queries and evaluates its checkpoints."""
+                  early=None, evaluator: SurrogateEvaluator | None = None) -> tuple[Referee, dict[str, Any]]:
+    """The attack, in the attacker's own process; this side answers its queries and scores its checkpoints from
+    the outputs of the evaluator's process."""
     data = exp.data
 
-    def evaluate(net) -> dict[str, float]:
-        probs = predict_probs(net, splits.eval_x, device)
+    def evaluate(state: dict[str, torch.Tensor]) -> dict[str, float]:
+        try:
+            probs = evaluator.outputs(state)
+        except EvaluatorFailed as exc:  # the run ends: a surrogate that cannot be evaluated gives no measurement
+            raise AttackerFailed(f"attack {attack_name}: the surrogate ({exp.surrogate.arch}) cannot be evaluated: "
+                                 f"{exc}", exc.details) from None
         if not torch.isfinite(probs).all():  # argmax of NaN is class 0: an accuracy, but not a measurement
             raise AttackerFailed(f"attack {attack_name} broke rule [finite-surrogate]: its checkpoint gives NaN or "
                                  "infinite outputs on the evaluation set")
@@ -289,7 +301,7 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
 
     referee = Referee(
         oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
-        evaluate=evaluate, build_surrogate=lambda: defended.make_net(exp.surrogate.arch),  # weights come over
+        evaluate=evaluate,
         seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log,
         say=console.attack_line, attack_name=attack_name, defense_name=oracle_name,
         answer_timeout=exp.timeouts.answer,

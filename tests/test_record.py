@@ -86,7 +86,7 @@ def referee(logs=None, pool=451):
 
     oracle = Oracle(tiny_net(), NoDefense(), budget=10, input_shape=SHAPE, num_classes=10)
     return Referee(oracle=oracle, pool_x=torch.rand(pool, *SHAPE), pool_truth=torch.arange(pool) % 10,
-                   pool_labels=None, evaluate=lambda net: {}, build_surrogate=tiny_net,
+                   pool_labels=None, evaluate=lambda state: {},
                    seed_generator=torch.Generator().manual_seed(0), on_point=lambda p: None,
                    on_log=lambda m, s: logs.append((m, s)) if logs is not None else None, say=lambda t: None,
                    attack_name="'hostile'")

@@ -94,9 +94,11 @@ class SandboxedProcess:
         self._signal(signal.SIGKILL)
 
 
-def start_sandbox(hide: Iterable[str], device: str) -> tuple[SandboxedProcess, Connection]:
+def start_sandbox(hide: Iterable[str], device: str,
+                  module: str = "stealbench.attacker.entry") -> tuple[SandboxedProcess, Connection]:
     """Start the sandboxed attacker's process now: it imports torch and Lightning (seconds) while the defender
-    trains the victim, then waits for its spec (start_attacker)."""
+    trains the victim, then waits for its spec (start_attacker). `module`: another sealed entry point (the
+    surrogate evaluator's)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         fd = theirs.fileno()
@@ -105,7 +107,7 @@ def start_sandbox(hide: Iterable[str], device: str) -> tuple[SandboxedProcess, C
                                                           os.path.dirname(os.path.abspath(sys.executable))]
         # bwrap itself gets the whitelisted environment too: its init process (pid 1 in the sandbox) keeps the
         # environment bwrap was started with, and the attack can read /proc/1/environ
-        popen = subprocess.Popen(bwrap_command(hide, keep, fd, device), pass_fds=(fd,), stdin=subprocess.DEVNULL,
+        popen = subprocess.Popen(bwrap_command(hide, keep, fd, device, module), pass_fds=(fd,), stdin=subprocess.DEVNULL,
                                  start_new_session=True, env=sandbox_env())
     finally:
         theirs.close()

@@ -92,8 +92,10 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def bwrap_command(hide: Iterable[str | Path], keep: Iterable[str | Path], fd: int, device: str) -> list[str]:
-    """The bwrap command line that starts `python -m stealbench.attacker.entry --fd FD` sealed.
+def bwrap_command(hide: Iterable[str | Path], keep: Iterable[str | Path], fd: int, device: str,
+                  module: str = "stealbench.attacker.entry") -> list[str]:
+    """The bwrap command line that starts `python -m MODULE --fd FD` sealed (the attacker's entry, or the
+    surrogate evaluator's).
 
     `hide`: folders (or files) the attack must not see; `keep`: folders it needs to read (the code on sys.path),
     bound back where a hidden folder holds them.
@@ -125,7 +127,7 @@ def bwrap_command(hide: Iterable[str | Path], keep: Iterable[str | Path], fd: in
     args += ["--chdir", "/tmp", "--clearenv"]
     for name, value in sandbox_env().items():
         args += ["--setenv", name, value]
-    return args + ["--", sys.executable, "-m", "stealbench.attacker.entry", "--fd", str(fd)]
+    return args + ["--", sys.executable, "-m", module, "--fd", str(fd)]
 
 
 def secret_paths(extra: Iterable[str | Path] = ()) -> list[Path]:

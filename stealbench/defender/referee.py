@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..attacks.base import class_balanced_indices
 from ..errors import BudgetExceededError, ConfigError, DefenseOutputError, OracleInputError, StealbenchError
@@ -52,8 +52,10 @@ class Referee:
     pool_x: Tensor
     pool_truth: Tensor  # ground truth of the pool: only for choosing the seed set here
     pool_labels: Tensor | None  # labels the attacker legitimately has (a --pool_data set's own), else None
-    evaluate: Callable[[nn.Module], dict[str, float]]  # surrogate -> surrogate/acc, surrogate/fidelity
-    build_surrogate: Callable[[], nn.Module]
+    #: the surrogate's weights -> surrogate/acc, surrogate/fidelity (scored from the outputs of the evaluator's
+    #: process, stealbench.evaluator: the surrogate's code never runs beside the victim); ConfigError when the
+    #: weights do not fit the run's surrogate architecture
+    evaluate: Callable[[dict[str, Tensor]], dict[str, float]]
     seed_generator: torch.Generator
     on_point: Callable[[dict[str, Any]], None]
     on_log: Callable[[dict[str, float], int | None], None]
@@ -77,13 +79,7 @@ class Referee:
         return {"answers": answers, "used": self.oracle.used}
 
     def checkpoint(self, state: dict[str, Tensor], round: int, retrained: bool) -> None:
-        net = self.build_surrogate()
-        try:
-            net.load_state_dict(state, strict=True)
-        except (RuntimeError, TypeError) as exc:
-            raise ConfigError("ctx.checkpoint got a model that is not the run's surrogate architecture (build it "
-                              f"with ctx.new_surrogate()): {str(exc).splitlines()[0]}") from exc
-        point = {"queries": self.oracle.used, "round": int(round), **self.evaluate(net),
+        point = {"queries": self.oracle.used, "round": int(round), **self.evaluate(state),
                  "retrained_from_scratch": bool(retrained)}
         self.curve.append(point)
         self.on_point(point)
