@@ -12,6 +12,7 @@ A grid file (see configs/experiments/) names the dimensions; every combination i
     attacks: [{name: jbda, rounds: 9}, {name: random, budgets: [500, 2000]}]  # `budgets` overrides per attack
     label_modes: [soft, hard, invert, {mode: average, k: 4}]   # default [soft]; options -> --label_options.*
     budgets: [400, 1600, 6400]
+    pools: [own, {name: fashion-mnist, root: ../shared/data}]   # default [own]: the attacker's pool (--pool_data)
     seeds: [0, 1, 2]               # default [0]
     exclude: [{attack: random, label_mode: hard}]   # optional: skip combinations matching all given fields
 
@@ -19,6 +20,10 @@ An entry is a registry key or a mapping with `name`, an optional `label` and its
 (`--defense.beta 1.0`). Its label (used in run names) is the name followed by its parameters, except `root` and
 `download`, which say where data lives, not what is measured. Run names are deterministic,
 `<data>_<defense>_<attack>_<label mode>_b<budget>_s<seed>`, so a grid re-run skips the runs already complete.
+
+Pools are the attacker's data: `own` (the victim data set's own pool split) or another registered data set
+(`--pool_data`, an out-of-distribution pool, see stealbench/pools.py); a run with another pool is named
+`<data>-pool-<pool>_...` and its identity carries `pool`.
 
 Label modes are any registered mode (`stealbench list label_modes`); a mapping names it with `mode:` and gives
 its options, and its label is the key followed by its options sorted by name (`average-k4`), as the run's
@@ -37,11 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .analysis.labels import OWN_POOL  # the `pools:` entry that means the victim data set's own pool split
 from .errors import ConfigError
 
 #: top-level keys of a grid file
 GRID_KEYS = ("name", "description", "output_dir", "common", "data", "defenses", "attacks", "label_modes", "budgets",
-             "seeds", "exclude")
+             "pools", "seeds", "exclude")
 #: entry parameters that say where data lives, not what is measured: left out of labels
 NON_IDENTITY_PARAMS = frozenset({"root", "download"})
 _COMPONENTS = {"data": "datasets", "defenses": "defenses", "attacks": "attacks"}
@@ -229,6 +235,7 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
     defenses = _entries(spec, "defenses")
     attacks = _entries(spec, "attacks")
     label_modes = _label_modes(spec.get("label_modes", ["soft"]))
+    pools = _entries(spec, "pools", [OWN_POOL])
     seeds = _int_list(spec.get("seeds", [0]), "grid `seeds:`")
     budgets = _int_list(spec["budgets"], "grid `budgets:`") if "budgets" in spec else None
     for attack in attacks:
@@ -241,7 +248,8 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
     if not isinstance(common, dict):
         raise ConfigError("grid `common:` must be a mapping of fit options")
     common = flatten_options(common)
-    reserved = {"data", "defense", "attack", "budget", "seed", "label_mode", "name", "output_dir"} & set(common)
+    reserved = {"data", "defense", "attack", "budget", "seed", "label_mode", "name", "output_dir",
+                "pool_data"} & set(common)
     if reserved:
         raise ConfigError(f"grid `common:` must not set {sorted(reserved)}: they are grid dimensions")
     exclude = spec.get("exclude") or []
@@ -265,7 +273,11 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
         common_args += [f"--{key}", format_value(value)]
 
     runs: list[GridRun] = []
-    for d in data:
+    for d, pool in ((d, p) for d in data for p in pools):
+        own = pool.name == OWN_POOL
+        data_part = d.label if own else f"{d.label}-pool-{pool.label}"
+        pool_args = [] if own else ["--pool_data", pool.name] + [
+            arg for key, value in pool.params.items() for arg in (f"--pool_data.{key}", format_value(value))]
         for seed in seeds:
             for attack in attacks:
                 for mode in label_modes:
@@ -275,14 +287,15 @@ def expand(spec: dict[str, Any], *, name: str, output_dir: str) -> list[GridRun]
                             if defense.name != "none" and not mode.answers(defense.name):
                                 continue  # the mode is not built against this defense (see the module doc)
                             identity = {"data": d.label, "defense": defense.label, "attack": attack.label,
-                                        "label_mode": label_mode, "budget": budget, "seed": seed}
+                                        "label_mode": label_mode, "budget": budget, "seed": seed,
+                                        "pool": pool.label}
                             if excluded({**identity, "data_key": d.name, "defense_key": defense.name,
                                          "attack_key": attack.name}):
                                 continue
-                            run_name = (f"{d.label}_{defense.label}_{attack.label}_{label_mode}_b{budget}"
+                            run_name = (f"{data_part}_{defense.label}_{attack.label}_{label_mode}_b{budget}"
                                         f"_s{seed}")
                             args = ["--data", d.name, "--defense", defense.name, "--attack", attack.name]
-                            args += common_args
+                            args += pool_args + common_args
                             for option, entry in (("data", d), ("defense", defense), ("attack", attack)):
                                 for key, value in entry.params.items():
                                     args += [f"--{option}.{key}", format_value(value)]
@@ -333,7 +346,10 @@ def check_keys(grid_spec_runs: Iterable[GridRun]) -> None:
     catalog = get_catalog()
     seen: set[tuple[str, str]] = set()
     for run in grid_spec_runs:
-        for option, kind in (("--data", "datasets"), ("--defense", "defenses"), ("--attack", "attacks")):
+        for option, kind in (("--data", "datasets"), ("--pool_data", "datasets"), ("--defense", "defenses"),
+                             ("--attack", "attacks")):
+            if option not in run.args:
+                continue
             key = run.args[run.args.index(option) + 1]
             if (kind, key) in seen or "." in key:
                 continue

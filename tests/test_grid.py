@@ -70,6 +70,27 @@ def test_expand_labels_leave_out_data_locations_and_exclude_rules_apply():
     assert [r for r in runs if r.identity["defense"] == "none" and r.identity["budget"] == 100]
 
 
+def test_pools_are_a_dimension_with_the_own_pool_unnamed_and_others_passed_as_pool_data():
+    spec = {**SPEC, "data": [{"name": "mnist", "root": "../shared/data"}],
+            "pools": ["own", {"name": "fashion-mnist", "root": "../shared/data"}],
+            "exclude": [{"pool": "fashion-mnist", "attack": "jbda-rounds2"}]}
+    runs = expand(spec, name="g", output_dir="out")
+    own = [r for r in runs if r.identity["pool"] == "own"]
+    ood = [r for r in runs if r.identity["pool"] == "fashion-mnist"]
+    assert len(own) == len(expand({**spec, "pools": ["own"]}, name="g", output_dir="out"))
+    assert own and all("--pool_data" not in r.args and r.name.startswith("mnist_") for r in own)
+    assert ood and all(r.name.startswith("mnist-pool-fashion-mnist_") for r in ood)
+    assert all(opt(r.args, "--pool_data") == "fashion-mnist" and opt(r.args, "--pool_data.root") == "../shared/data"
+               for r in ood)
+    assert {r.identity["attack"] for r in ood} == {"nat"}  # the exclude rule named the pool
+    assert len({r.name for r in runs}) == len(runs)
+    with pytest.raises(ConfigError, match="grid dimensions"):
+        expand({**spec, "common": {"pool_data": "fashion-mnist"}}, name="g", output_dir="out")
+    typo = expand({**spec, "pools": [{"name": "fashon-mnist"}]}, name="g", output_dir="out")
+    with pytest.raises(ConfigError, match="fashon-mnist"):
+        grid_mod.check_keys(typo)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"defenses": ["none", "none"]}, "same label"),
     ({"budgets": None, "attacks": ["jbda"]}, "budgets"),

@@ -65,16 +65,36 @@ def test_quick_reproduction_reports_every_claim_and_resumes(tmp_path, one_thread
     assert claim_rows(rebuilt) == claim_rows(resumed)
 
 
-def _run(defense, seed, curve, label_mode="soft", gamma=0.2):
+def _run(defense, seed, curve, label_mode="soft", gamma=0.2, pool=None):
     identity = {"data": "digits", "defense": defense, "attack": "jbda", "victim_arch": "cnn", "surrogate_arch": "cnn",
                 "budget": curve[-1][0], "seed": seed, "label_mode": label_mode}
     config = {"defense": {"class_path": "x", "init_args": {"beta": 1.0, "gamma": gamma}}} if defense != "none" else {}
+    if pool:  # an out-of-distribution attacker pool (--pool_data), as the runner records it
+        identity["pool_data"] = pool
+        config["pool_data"] = {"class_path": f"x.{pool}", "init_args": {"root": "/somewhere"}}
     metrics = {k: 0.0 for k in ("victim/acc", "victim/acc_defended", "defense/top1_changed", "defense/kl_nats",
                                 "defense/kl_nats_rev", "defense/l1", "surrogate/fidelity", "queries")}
     metrics["surrogate/acc"] = curve[-1][1]
     return Run(f"/nonexistent/{defense}{seed}{label_mode}", identity, metrics,
                [{"queries": q, "round": i, "surrogate/acc": a, "surrogate/fidelity": a}
                 for i, (q, a) in enumerate(curve)], config)
+
+
+def test_records_keep_attacker_pools_apart_and_pair_each_with_its_own_baseline():
+    runs = [_run("none", 0, [(100, 0.7)]), _run("deceptive", 0, [(100, 0.5)]),
+            _run("none", 0, [(100, 0.4)], pool="fashion-mnist"), _run("deceptive", 0, [(100, 0.35)], pool="fashion-mnist")]
+    records, problems = run_records(runs)
+    assert not problems
+    defended = {r.fields["pool"]: r for r in records if r.fields["defense"] == "deceptive"}
+    assert sorted(defended) == ["fashion-mnist", "own"]
+    # each pool's defended run against the undefended run of the same pool: 0.7 - 0.5 and 0.4 - 0.35
+    assert defended["own"].metrics["acc_drop"].mean == pytest.approx(0.2)
+    assert defended["fashion-mnist"].metrics["acc_drop"].mean == pytest.approx(0.05)
+    assert "pool=fashion-mnist" in defended["fashion-mnist"].fields["setting"]
+    assert "root" not in defended["fashion-mnist"].fields["setting"]  # where the pool lives is not a setting
+    # a grid without other pools keeps its settings unlabelled
+    alone, _ = run_records(runs[:2])
+    assert all(r.fields["pool"] == "own" and r.fields["setting"] == "" for r in alone)
 
 
 def test_records_pair_by_seed_at_every_checkpoint():

@@ -51,7 +51,7 @@ METRICS = {
 #: the fields every record of a source has; a defense's parameters (beta, gamma, ...) come on top
 FIELDS = {
     "runs": ("data", "attack", "attack_label", "label_mode", "setting", "defense", "defense_label", "budget",
-             "seeds", "baseline_label_mode"),
+             "seeds", "pool", "baseline_label_mode"),
     "utility": ("data", "defense", "seeds"),
 }
 SOURCES = tuple(METRICS)

@@ -14,14 +14,23 @@ from typing import Any
 
 from .runs import Run
 
+#: the pool of a run without --pool_data (the grid's `pools:` entry of the same name)
+OWN_POOL = "own"
+
 #: config keys that do not change what a run measures (left out when telling settings apart)
-_IGNORED_CONFIG = ("seed", "budget", "label_mode", "label_options", "name", "output_dir", "progress_bar", "sandbox", "wandb", "defense", "attack",
+_IGNORED_CONFIG = ("seed", "budget", "label_mode", "label_options", "name", "output_dir", "progress_bar", "sandbox",
+                   "wandb", "defense", "attack", "pool_data",  # the pool is labelled by its key (pool_key)
                    "data.class_path", "data.init_args.root", "data.init_args.download", "victim.cache",
                    "victim.cache_dir", "victim.checkpoint", "trainer.accelerator", "trainer.devices",
                    "trainer.strategy", "trainer.num_nodes", "trainer.logger", "trainer.callbacks",
                    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.default_root_dir",
                    "trainer.enable_checkpointing")
 
+
+
+def pool_key(run: Run) -> str:
+    """The attacker's pool: "own" (the victim data set's pool split) or the --pool_data set's registry key."""
+    return str(run.identity.get("pool_data") or OWN_POOL)
 
 
 def flatten_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,8 +84,9 @@ def assign_labels(runs: list[Run]) -> None:
     flat = {id(run): {k: v for k, v in flatten_config(run.config).items() if not _ignored(k)} for run in runs}
     keys = sorted({k for f in flat.values() for k in f})
     varying = [k for k in keys if len({fmt_param(f.get(k)) for f in flat.values()}) > 1]
+    pools = {pool_key(run) for run in runs}
     for run in runs:
-        archs = []
+        archs = [f"pool={pool_key(run)}"] if len(pools) > 1 else []
         if any(r.identity["victim_arch"] != run.identity["victim_arch"] for r in runs):
             archs.append(f"victim={run.identity['victim_arch']}")
         if any(r.identity["surrogate_arch"] != run.identity["surrogate_arch"] for r in runs):
@@ -84,4 +94,4 @@ def assign_labels(runs: list[Run]) -> None:
         run.setting = ", ".join(archs + [f"{k}={fmt_param(flat[id(run)].get(k))}" for k in varying])
 
 
-__all__ = ["assign_labels", "flatten_config", "fmt_param"]
+__all__ = ["OWN_POOL", "assign_labels", "flatten_config", "fmt_param", "pool_key"]

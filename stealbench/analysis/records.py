@@ -20,6 +20,7 @@ from typing import Any
 from ..results import RESULTS_FILE
 from .claims import Record, Value
 from .curves import query_multiplier, value_at
+from .labels import pool_key
 from .rows import build_rows
 from .runs import BASELINE, Run
 
@@ -84,7 +85,7 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
             # defense parameters first: a parameter named like an identity field must not overwrite it
             fields = {**params, "data": data, "attack": any_run.identity["attack"], "attack_label": attack,
                       "label_mode": label_mode, "setting": setting, "defense": key, "defense_label": defense,
-                      "budget": int(q), "seeds": sorted(accs),
+                      "budget": int(q), "seeds": sorted(accs), "pool": pool_key(any_run),
                       "baseline_label_mode": None if baseline or not base else base_mode}
             metrics = {"surrogate_acc": value(list(accs.values()))}
             context = ""
