@@ -251,3 +251,15 @@ def test_an_adaptive_mode_is_paired_with_the_undefended_soft_attacker(tmp_path):
     assert "none (soft)" in inv[0].context
     hard = [r for r in records if r.get("label_mode") == "hard" and r.get("defense") == "deceptive"]
     assert hard[0].get("baseline_label_mode") == "hard"  # the hard attacker keeps its own baseline
+
+
+def test_a_primary_without_a_pool_is_decided_by_the_victims_own_pool():
+    own = rec(0.2, 100, acc_drop=Value([0.30, 0.32, 0.31]))
+    own.fields["pool"] = "own"
+    ood = rec(0.2, 100, acc_drop=Value([0.01, 0.00, 0.02]))
+    ood.fields["pool"] = "fashion-mnist"
+    c = claim(part(at_least=0.2, secondary={"gamma": 0.2}))
+    result = verdict(c, [own, ood])
+    assert result.verdict == "reproduced"  # the out-of-distribution setting neither decides nor makes two settings
+    named = claim(part(at_least=0.2, primary={"gamma": 0.2, "pool": "fashion-mnist"}))
+    assert verdict(named, [own, ood]).verdict == "not reproduced"

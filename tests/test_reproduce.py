@@ -150,5 +150,8 @@ def test_unknown_paper_and_bad_claims_stop_with_one_message(tmp_path, capsys):
 def test_dry_run_lists_the_full_grid(capsys):
     assert main(["reproduce", "lee2018", "--dry_run", "--output_dir", "somewhere"]) == 0
     out = capsys.readouterr().out
-    assert "# 55 runs; output somewhere" in out  # 50 + the best response (invert vs beta 1, gamma 0.2)
+    # 50 + the best response (invert vs beta 1, gamma 0.2) + natural samples from Fashion-MNIST vs none and gamma 0.2
+    assert "# 65 runs; output somewhere" in out
+    assert "--pool_data fashion-mnist --pool_data.root ../shared/data" in out
+    assert "--name mnist-pool-fashion-mnist_rs-b1-g0.2_random_soft_b5000_s4" in out
     assert "--output_dir somewhere/runs --name mnist_rs-b1-g0.2_jbda_hard_b6400_s2" in out

@@ -22,7 +22,8 @@ list next to its runs, and ``fixed:`` saying when the claims were fixed (before 
 (an adaptive label mode, issue 17): the part is judged there too, by the same test, and the report shows that
 verdict beside the non-adaptive one. A claim about what an attacker can or cannot do should name one.
 
-The primary selection must name one setting: its records may differ only in budget. `select`-style values in
+The primary selection must name one setting: its records may differ only in budget (a primary that names no
+`pool` selects the victim's own pool: out-of-distribution pools a grid adds are secondary unless named). `select`-style values in
 primary/secondary are a scalar (equal), a list (one of) or a mapping of comparisons ({"<=": 1}).
 ``claims: other.yaml`` (a path relative to the file) takes another file's claims and `fixed:`.
 

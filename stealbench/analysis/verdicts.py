@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import ConfigError
 from . import stats
 from .claims import BudgetResult, Claim, ClaimResult, Part, PartResult, Record, Value
+from .labels import OWN_POOL
 
 _OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b,
         "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
@@ -104,8 +105,17 @@ def judge(part: Part, records: list[Record], adjust: bool = True) -> list[Budget
     return results
 
 
-def evaluate_part(part: Part, records: list[Record], where: str = "") -> PartResult:
+def _primary_records(part: Part, records: list[Record]) -> list[Record]:
+    """The records of the primary selection. A primary that names no attacker pool means the victim's own pool,
+    so a grid that adds out-of-distribution pools (secondary settings) leaves the deciding setting as it was."""
     chosen = _selected(part, records, part.primary)
+    if "pool" in part.primary:
+        return chosen
+    return [r for r in chosen if r.get("pool") in (None, OWN_POOL)]
+
+
+def evaluate_part(part: Part, records: list[Record], where: str = "") -> PartResult:
+    chosen = _primary_records(part, records)
     if not chosen:
         return PartResult(part, "not checked", _why_none(part, records))
     settings = {_setting_of(r): r.label for r in chosen}
