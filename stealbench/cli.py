@@ -181,6 +181,9 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--subprocess", action="store_true",
                         help="run each experiment in its own `stealbench fit` process (default: in-process)")
     parser.add_option("--fail_fast", action="store_true", help="stop at the first failed run")
+    parser.add_argument("--jobs", type=at_least(1, "--jobs"), default=1,
+                        help="run this many runs at a time, each its own process with cores / JOBS threads "
+                             "(default 1: one after another)")
     parser.add_argument("--sandbox", choices=("auto", "bwrap", "off"), default=None,
                         help="`stealbench fit --sandbox` for every run (default: the grid file's, else auto)")
     parser.add_option("--grid_run", default=None, metavar="NAME",
@@ -221,7 +224,7 @@ def grid_command(argv: list[str]) -> int:
         return 0
     check_keys(runs)
     check_run_options(runs)
-    report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast)
+    report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast, jobs=args.jobs)
     if report.interrupted:
         return report.interrupt_code
     if grid.claims is not None and grid.claims.claims:

@@ -7,7 +7,6 @@ made in this process.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,17 +15,8 @@ from typing import Callable
 
 from .grid import Grid, GridRun
 from .results import RESULTS_FILE
-from .rundir import RunDirBusyError, is_busy, set_aside_error
+from .rundir import RunDirBusyError, is_busy, is_complete, set_aside_error
 from .signals import RunInterrupted, child_exit_interrupted, exit_code, handle_signals, spawn_child
-
-
-def is_complete(folder: Path) -> bool:
-    """A run folder is complete when it holds a readable results.json with status `complete`."""
-    try:
-        payload = json.loads((folder / RESULTS_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(payload, dict) and payload.get("status") == "complete"
 
 
 @dataclass
@@ -90,8 +80,9 @@ def _fmt_seconds(seconds: float | None) -> str:
 
 def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: bool = False,
              fail_fast: bool = False, runner: Callable[[list[str]], None] | None = None,
-             progress: bool | None = None) -> GridReport:
-    """Run `runs` (default: all) one after another, skipping complete ones; a failure does not stop the grid."""
+             progress: bool | None = None, jobs: int = 1) -> GridReport:
+    """Run `runs` (default: all), skipping complete ones; a failure does not stop the grid. `jobs` > 1: that many
+    at a time, each its own `stealbench fit` process with its share of the cores (grid_jobs.py)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import console as out
@@ -109,12 +100,22 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
              f"{len(todo)} to run -> {out.escape(grid.output_dir)}")
     if not todo:
         return report
+    if jobs > 1:
+        from .grid_jobs import run_parallel
+
+        with handle_signals():
+            run_parallel(grid, todo, report, out, jobs=jobs, fail_fast=fail_fast)
+        return _summary(grid, report, out)
     show = sys.stdout.isatty() if progress is None else progress
     bar = Progress(TextColumn("[bold]grid[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=out.console,
                    disable=not show, transient=False)
     with handle_signals():  # SIGTERM and Ctrl-C stop the grid, whichever run or phase is going on
         _loop(grid, todo, runner, report, bar, fail_fast, out)
+    return _summary(grid, report, out)
+
+
+def _summary(grid: Grid, report: GridReport, out) -> GridReport:
     summary = (f"grid {out.escape(grid.name)}: {len(report.completed)} completed now, {len(report.skipped)} were "
                f"already complete, {len(report.failed)} failed"
                + (f", {len(report.busy)} left to another process" if report.busy else ""))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .arguments import ArgumentParser
+from .arguments import ArgumentParser, at_least
 from .analysis.claims import Claim
 from .analysis.claims_spec import ClaimsSpec, SweepSpec, is_yaml_path, reproduction_file
 from .errors import ConfigError
@@ -75,6 +75,8 @@ def reproduce_command(argv: list[str]) -> int:
     parser.add_option("--dry_run", action="store_true", help="list the runs and their state, run nothing")
     parser.add_option("--report_only", action="store_true", help="rebuild REPORT.md from finished runs only")
     parser.add_argument("--subprocess", action="store_true", help="run each experiment in its own process")
+    parser.add_argument("--jobs", type=at_least(1, "--jobs"), default=1,
+                        help="run this many experiments at a time (`stealbench grid --jobs`)")
     parser.add_argument("--sandbox", choices=("auto", "bwrap", "off"), default=None,
                         help="`stealbench fit --sandbox` for every run (default: auto)")
     args = parser.parse_args(argv)
@@ -96,7 +98,7 @@ def reproduce_command(argv: list[str]) -> int:
     report = None
     if not args.report_only:
         check_keys(rep.grid.runs)
-        report = run_grid(rep.grid, subprocess_mode=args.subprocess)
+        report = run_grid(rep.grid, subprocess_mode=args.subprocess, jobs=args.jobs)
         if report.interrupted:
             print("interrupted; run the same command again to resume")
             return 130

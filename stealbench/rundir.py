@@ -8,6 +8,7 @@ two processes, two runs with the same ``--name`` or two grids on one output fold
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import time
@@ -215,5 +216,15 @@ def record_failure(run_dir: str | Path | RunDir, exc: BaseException) -> Path | N
     return path
 
 
-__all__ = ["ERROR_FILE", "LOCK_FILE", "MAX_NAME_LENGTH", "RunDir", "RunDirBusyError", "check_name",
-           "describe_failure", "is_busy", "open_run_dir", "record_failure", "set_aside_error"]
+
+def is_complete(folder: Path) -> bool:
+    """A run folder is complete when it holds a readable results.json with status `complete`."""
+    try:
+        payload = json.loads((folder / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and payload.get("status") == "complete"
+
+
+__all__ = ["ERROR_FILE", "LOCK_FILE", "MAX_NAME_LENGTH", "RunDir", "RunDirBusyError", "check_name", "describe_failure",
+           "is_busy", "is_complete", "open_run_dir", "record_failure", "set_aside_error"]

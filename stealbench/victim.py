@@ -10,15 +10,17 @@ sandbox cannot read, see sealed_file.py) and names the key it was stored under, 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import inspect
 import io
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -247,6 +249,39 @@ def obtain_victim(make_net: Callable[[], nn.Module], cfg: VictimConfig, data_ide
         _check_cache_dir(root)
         path = root / "victims" / f"{cache_key(data_identity, cfg, seed, net, settings.trainer)}.pt"
     usable = path is not None and not refuse
+    with _entry_lock(path if usable else None):  # a second run needing this victim waits, then loads it
+        return _cached_or_trained(make_net, cfg, data_identity, seed, train_x, train_y, num_classes, settings,
+                                  check_x, check_y, net, path, usable, keyed, refuse)
+
+
+@contextmanager
+def _entry_lock(path: Path | None) -> Iterator[None]:
+    """Hold the cache entry's lock (`<key>.lock`, flock) while it is looked up, trained and stored, so that runs
+    started together (`grid --jobs`) train each victim once. No lock where the folder is not writable."""
+    handle = None
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path.with_suffix(".lock"), "a+b")
+        except OSError:
+            handle = None
+    if handle is None:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.info(f"waiting for another run that is training this victim ({console.escape(path.name)})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _cached_or_trained(make_net, cfg: VictimConfig, data_identity: dict, seed: int, train_x, train_y,
+                       num_classes: int, settings: TrainSettings, check_x, check_y, net, path: Path | None,
+                       usable: bool, keyed, refuse) -> VictimResult:
     if usable and path.is_dir():
         console.info(f"[yellow]warning[/]: the victim cache entry {console.escape(path)} is a folder, not a file; "
                      "training without the cache (remove that folder to cache again)")

@@ -297,3 +297,63 @@ def test_a_grid_with_soft_hard_and_invert_runs_one_run_per_mode(tmp_path):
                        for r in grid.runs)
     assert "attack/label_mode/estimated_from" in invert and not any("solved" in k for k in invert)
     assert soft["label_mode/recovery_l1"] > 0  # soft keeps the defense's perturbation
+
+
+def _tiny_grid(tmp_path, **extra):
+    spec = {"common": {"victim": {"epochs": 1, "cache_dir": str(tmp_path / "cache")}, "progress_bar": False,
+                       "attack.epochs": 1, "attack.num_checkpoints": 1, "sandbox": "off"},
+            "data": ["digits"], "defenses": ["none", {"name": "deceptive", "beta": 1.0, "gamma": 0.2}],
+            "attacks": ["random"], "budgets": [100], "output_dir": str(tmp_path / "runs"), **extra}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return load_grid(path)
+
+
+def test_jobs_run_cells_at_once_train_the_shared_victim_once_and_match_one_by_one(tmp_path, monkeypatch):
+    from stealbench import grid_jobs
+
+    monkeypatch.setattr(grid_jobs, "available_cores", lambda: 2)  # 1 thread per job, as one by one in this suite
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    grid = _tiny_grid(tmp_path / "parallel")
+    assert len(grid.runs) == 2  # none and deceptive: one victim (digits, seed 0)
+    report = run_grid(grid, jobs=2)
+    assert report.ok and sorted(report.completed) == sorted(r.name for r in grid.runs)
+    logs = {r.name: (tmp_path / "parallel" / "runs" / ".logs" / f"{r.name}.log").read_text() for r in grid.runs}
+    assert sum("victim trained" in text for text in logs.values()) == 1, logs  # the other waited, then loaded it
+    assert sum("victim loaded from cache" in text for text in logs.values()) == 1, logs
+    one_by_one = _tiny_grid(tmp_path / "serial")
+    assert run_grid(one_by_one, subprocess_mode=True, progress=False).ok
+    for run in grid.runs:
+        metrics = [json.loads((root / "runs" / run.name / "results.json").read_text())["metrics"]
+                   for root in (tmp_path / "parallel", tmp_path / "serial")]
+        assert metrics[0]["surrogate/acc"] == metrics[1]["surrogate/acc"], run.name
+    # a rerun finds everything complete; the logs folder is not taken for a run
+    assert run_grid(grid, jobs=2).skipped == [r.name for r in grid.runs]
+    assert main(["leaderboard", str(tmp_path / "parallel" / "runs")]) == 0
+
+
+def test_jobs_pass_sigterm_to_every_running_cell_and_a_rerun_resumes(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    grid = _tiny_grid(tmp_path, seeds=[0, 1])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "stealbench", "grid", str(tmp_path / "tiny.yaml"), "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    logs = tmp_path / "runs" / ".logs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(logs.glob("*.log"))) < 2:
+        time.sleep(0.2)
+    assert len(list(logs.glob("*.log"))) == 2, "two cells never started"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "run the same command again to resume" in out
+    complete = [r for r in grid.runs if (tmp_path / "runs" / r.name / "results.json").exists()]
+    assert len(complete) < len(grid.runs)
+    rerun = subprocess.run([sys.executable, "-m", "stealbench", "grid", str(tmp_path / "tiny.yaml"), "--jobs", "2"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert all((tmp_path / "runs" / r.name / "results.json").exists() for r in grid.runs)

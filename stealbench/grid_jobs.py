@@ -1,0 +1,159 @@
+"""Running a grid's runs N at a time (`stealbench grid --jobs N`), each its own `stealbench fit` process.
+
+The machine's cores are split between the jobs (OMP_NUM_THREADS / MKL_NUM_THREADS = cores // N in each child), so
+N jobs never oversubscribe it; small torch ops stall when two processes share cores with too many threads. Each
+child's output goes to `<output dir>/.logs/<run>.log` (interleaved lines of N runs would be unreadable); this
+process prints one line per run started and finished. Runs that share a victim wait for one another on the victim
+cache's lock (stealbench/victim.py), so each victim is trained once. Resume and run-folder locks are as in
+grid_runner. SIGTERM or Ctrl-C reaches every running child; the grid then stops and says how to resume.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .grid import Grid, GridRun
+from .results import RESULTS_FILE
+from .rundir import is_busy, is_complete, set_aside_error
+from .signals import RunInterrupted, child_exit_interrupted, die_with_parent, exit_code
+
+#: hidden, so that leaderboards reading the output folder never take it for a run
+LOG_DIR = ".logs"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+class _Jobs:
+    """The shared state of the workers: what is left, what runs, what happened."""
+
+    def __init__(self, grid: Grid, todo: list[GridRun], report, out, fail_fast: bool, threads: int) -> None:
+        self.grid, self.pending, self.report, self.out = grid, list(todo), report, out
+        self.fail_fast, self.threads, self.total = fail_fast, threads, len(todo)
+        self.lock = threading.Lock()
+        self.running: dict[str, subprocess.Popen] = {}
+        self.stop = False
+        self.started = 0
+        self.finished = 0
+
+    def next_run(self) -> tuple[int, GridRun] | None:
+        with self.lock:
+            if self.stop or not self.pending:
+                return None
+            self.started += 1
+            return self.started, self.pending.pop(0)
+
+    def worker(self) -> None:
+        while (item := self.next_run()) is not None:
+            i, run = item
+            folder = run.folder(self.grid.output_dir)
+            holder = is_busy(folder)
+            if holder is not None or is_complete(folder):
+                why = (f"in use by another process (pid {holder or 'unknown'})" if holder is not None
+                       else "completed by another process")
+                self._finish(run, "busy", f"skipped: {why}")
+                continue
+            if folder.exists():
+                set_aside_error(folder)
+            log = Path(self.grid.output_dir) / LOG_DIR / f"{run.name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self.out.info(f"[bold]grid run {i}/{self.total}[/] started: {self.out.escape(run.name)} "
+                          f"(log {self.out.escape(log)})")
+            t0 = time.perf_counter()
+            with open(log, "wb") as sink:
+                with self.lock:
+                    if self.stop:
+                        return
+                    proc = subprocess.Popen([sys.executable, "-m", "stealbench", "fit", *run.args],
+                                            stdout=sink, stderr=subprocess.STDOUT, env=child_env(self.threads),
+                                            preexec_fn=die_with_parent, process_group=0)
+                    self.running[run.name] = proc
+                code = proc.wait()
+            with self.lock:
+                self.running.pop(run.name, None)
+                stopped = self.stop
+            elapsed = time.perf_counter() - t0
+            if child_exit_interrupted(code) is not None:
+                if not stopped:  # the child alone was signalled (by a user or the OOM killer): the grid stops too
+                    self.interrupt(child_exit_interrupted(code))
+                self._finish(run, "interrupted", f"interrupted after {elapsed:.0f}s")
+            elif code == 0 and is_complete(folder):
+                self._finish(run, "completed", f"done in {elapsed:.0f}s")
+            elif is_busy(folder) is not None:
+                self._finish(run, "busy", "skipped: in use by another stealbench process")
+            else:
+                why = (f"`stealbench fit` exited with status {code}" if code else
+                       f"finished without a complete {folder / RESULTS_FILE}")
+                self._finish(run, "failed", why, log)
+                if self.fail_fast:
+                    self.interrupt(None)
+
+    def _finish(self, run: GridRun, outcome: str, message: str, log: Path | None = None) -> None:
+        with self.lock:
+            self.finished += 1
+            if outcome == "completed":
+                self.report.completed.append(run.name)
+            elif outcome == "busy":
+                self.report.busy.append(run.name)
+            elif outcome == "failed":
+                self.report.failed.append((run.name, message + (f" (log {log})" if log else "")))
+            done, failed = self.finished, len(self.report.failed)
+        colour = "[red]" if outcome == "failed" else ""
+        self.out.info(f"{colour}grid run {self.out.escape(run.name)}[/]: {self.out.escape(message)}" if colour else
+                      f"grid run {self.out.escape(run.name)}: {self.out.escape(message)}")
+        self.out.info(f"grid: {done}/{self.total} done ({failed} failed), {len(self.running)} running")
+
+    def interrupt(self, signum: int | None) -> None:
+        """Stop starting runs; pass the signal on to the running ones (None: let them finish, e.g. fail_fast)."""
+        with self.lock:
+            self.stop = True
+            if signum is not None:
+                self.report.interrupted = True
+                self.report.interrupt_code = 128 + int(signum)
+                for proc in self.running.values():
+                    try:
+                        proc.send_signal(signum)
+                    except ProcessLookupError:  # pragma: no cover - it just ended
+                        pass
+
+
+def run_parallel(grid: Grid, todo: list[GridRun], report, out, *, jobs: int, fail_fast: bool = False) -> None:
+    """Run `todo` with `jobs` workers, filling `report` (a grid_runner.GridReport)."""
+    threads = max(1, available_cores() // jobs)
+    out.info(f"grid: {jobs} jobs at a time, {threads} thread{'s' if threads > 1 else ''} each; each run's output "
+             f"in {out.escape(Path(grid.output_dir) / LOG_DIR)}")
+    state = _Jobs(grid, todo, report, out, fail_fast, threads)
+    workers = [threading.Thread(target=state.worker, name=f"grid-job-{k}", daemon=True) for k in range(jobs)]
+    for w in workers:
+        w.start()
+    try:
+        while any(w.is_alive() for w in workers):
+            for w in workers:
+                w.join(timeout=0.2)
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        signum = getattr(exc, "signum", None) or 2
+        state.interrupt(signum)
+        for w in workers:
+            w.join()
+        report.interrupt_code = exit_code(exc) or report.interrupt_code
+    if report.interrupted:
+        out.info("grid interrupted; run the same command again to resume")
+
+
+__all__ = ["LOG_DIR", "available_cores", "child_env", "run_parallel"]
