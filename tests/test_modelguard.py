@@ -77,7 +77,8 @@ def test_the_lp_against_a_closed_form_and_a_brute_force_search():
     for y, epsilon in [(np.array([0.5, 0.3, 0.2]), 0.6), (np.array([0.8, 0.15, 0.05]), 1.5),
                        (np.array([0.34, 0.33, 0.33]), 0.3)]:
         lp = modelguard_w_solve(y[None], np.array([0]), epsilon, tie_break=0.0)[0]
-        ok = (np.abs(grid - y).sum(1) <= epsilon) & (grid[:, 0] >= grid[:, 1] + 1e-4) & (grid[:, 0] >= grid[:, 2] + 1e-4)
+        ok = ((np.abs(grid - y).sum(1) <= epsilon) & (grid[:, 0] >= grid[:, 1] + 1e-4)
+              & (grid[:, 0] >= grid[:, 2] + 1e-4))
         best = objective(y, grid[ok]).min()
         assert objective(y, lp) <= best + 1e-9
         assert best - objective(y, lp) < 0.05  # the grid comes close to the LP's optimum
@@ -97,7 +98,8 @@ def test_released_answers_meet_every_constraint_and_misinform():
 
 def test_ties_and_zeros_in_y():
     defense = ModelGuardW(epsilon=0.5)
-    probs = torch.tensor([[0.4, 0.4, 0.2], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64)
+    probs = torch.tensor([[0.4, 0.4, 0.2], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3]],
+                         dtype=torch.float64)
     out = defense(None, probs)
     # a tie resolves to the first index (torch.argmax), which becomes the strict top-1
     assert out[0, 0] >= out[0, 1] + 1e-4 and out[3, 0] >= out[3, 1:].max() + 1e-4
