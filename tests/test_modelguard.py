@@ -193,12 +193,20 @@ def test_deterministic_and_reset_restores_the_seeded_state():
     assert torch.equal(a(None, queries(40, 4)), first)
 
 
-def test_frozen_never_grows():
+def test_frozen_never_grows_and_falls_back_to_the_nearest_centroid():
     defense = seeded(epsilon=0.2, frozen=True)
     size = defense.state_size()
-    out = defense(None, queries(40, 5))
+    q = queries(40, 5)
+    out = defense(None, q)
     assert defense.state_size() == size
     assert torch.isfinite(out).all() and torch.allclose(out.sum(1), torch.ones(40))
+    bank, cls = defense._bank.float(), defense._cls
+    for i in range(len(q)):  # the reference, one query at a time
+        mine = bank[cls == q[i].argmax()]
+        d = (mine - q[i]).abs().sum(1)
+        expected = q[i] if not len(mine) else mine[(d <= 0.2).nonzero()[0, 0]] if (d <= 0.2).any() else mine[d.argmin()]
+        assert torch.allclose(out[i], expected, atol=1e-6)
+    assert (out != q).any(1).sum() > 0  # some answers were quantised
 
 
 @pytest.mark.parametrize("key,kwargs", [("modelguard-w", {}), ("modelguard-w", {"epsilon": 0.1, "chunk": 7}),

@@ -54,8 +54,8 @@ epsilon, else the answer itself becomes that class's newest centroid and is rele
   (`init_size` of them, null: all) are used. The reference groups seeding outputs by their true label
   (`seed_groups: label`, the default); `seed_groups: predicted` groups them by the victim's argmax instead.
 - Because a centroid within epsilon may have another argmax (and label-grouped seeds may too),
-  `preserves_argmax = False`. `frozen: true` (the reference's `frozen`) never adds centroids and answers with the
-  nearest centroid of the class (the query itself where the class has none).
+  `preserves_argmax = False`. `frozen: true` (the reference's `frozen`) never adds centroids: the first centroid
+  within epsilon, else the nearest centroid of the class (the query itself where the class has none).
 - Not implemented: the reference's non-ordered mode (online re-clustering with a label buffer) and `optim: 1`
   (Dirichlet sampling of new centroids); both are off in its scripts.
 
@@ -237,7 +237,7 @@ class ModelGuardS(Defense):
             seed_groups: group the seeding outputs by their true `label` (reference) or by the victim's `predicted`
                 class.
             init_size: training images used for seeding (null: all), drawn with the defense's generator.
-            frozen: never add centroids; answer with the nearest centroid of the predicted class.
+            frozen: never add centroids; with none within epsilon, answer with the class's nearest one.
             tol, max_iter: k-means stopping rule (reference: 1e-3 in L2, 100 iterations).
         """
         super().__init__()
@@ -314,17 +314,16 @@ class ModelGuardS(Defense):
             return probs.clone()
         same = cls[None, :] == pred[:, None]  # (n, M)
         dist = _l1(y, bank)
-        if self.frozen:
-            dist = torch.where(same, dist, torch.full_like(dist, float("inf")))
-            has = same.any(1)
-            if len(bank):
-                out[has] = bank[dist.argmin(1)[has]]
-            return out.to(probs.device, probs.dtype)
         valid = same & (dist <= self.epsilon)
         has = valid.any(1)
         if len(bank):
             first = valid.to(torch.int8).argmax(1)  # the first centroid in insertion order
             out[has] = bank[first[has]]
+        if self.frozen:  # no centroid within epsilon: the nearest of the class (the query itself if it has none)
+            far = ~has & same.any(1)
+            if far.any():
+                out[far] = bank[torch.where(same, dist, torch.full_like(dist, float("inf")))[far].argmin(1)]
+            return out.to(probs.device, probs.dtype)
         pending = torch.nonzero(~has).squeeze(1)
         new = []
         while len(pending):  # one step per new centroid: the queries of this batch answered in order
