@@ -174,7 +174,7 @@ class ModelGuardW(Defense):
         if probs.shape[-1] < 2 or len(probs) == 0:
             return probs.clone()
         top = probs.argmax(-1).cpu().numpy()
-        y = probs.detach().double().cpu().numpy()
+        y = probs.detach().cpu().double().numpy()
         y = np.clip(y, 0.0, None)
         y = y / y.sum(1, keepdims=True)
         parts = [modelguard_w_solve(y[s:s + self.chunk], top[s:s + self.chunk], self.epsilon, self.margin,
@@ -279,7 +279,7 @@ class ModelGuardS(Defense):
                 chosen = chosen[: self.init_size]
             chosen = chosen.sort().values
             x, labels = context.train_x[chosen], context.train_y[chosen]
-            probs = torch.cat([torch.softmax(context.victim(xb.to(context.device)).double(), -1).cpu()
+            probs = torch.cat([torch.softmax(context.victim(xb.to(context.device)).float(), -1).cpu().double()
                                for xb in x.split(4096)])
             groups = labels.long().cpu() if self.seed_groups == "label" else probs.argmax(-1)
             banks, classes = [], []
@@ -296,7 +296,9 @@ class ModelGuardS(Defense):
                 classes.append(torch.full((len(cents),), c, dtype=torch.long))
             if banks:
                 bank, cls = torch.cat(banks), torch.cat(classes)
-        self._seed_bank, self._seed_cls = bank.to(context.device), cls.to(context.device)
+        # float64 where the device has it (MPS does not)
+        dtype = torch.float32 if torch.device(context.device).type == "mps" else torch.float64
+        self._seed_bank, self._seed_cls = bank.to(context.device, dtype), cls.to(context.device)
         self.reset()
 
     def reset(self) -> None:
@@ -305,7 +307,7 @@ class ModelGuardS(Defense):
 
     @torch.no_grad()
     def forward(self, x: Tensor, probs: Tensor) -> Tensor:
-        y = probs.detach().to(self._bank.device, torch.float64)
+        y = probs.detach().to(self._bank.device, self._bank.dtype)
         n, k = y.shape
         bank, cls = (self._bank if self._bank.shape[-1] == k else self._bank.new_zeros(0, k)), self._cls
         pred = y.argmax(-1)
