@@ -331,7 +331,8 @@ class ModelGuardS(Defense):
         while len(pending):  # one step per new centroid: the queries of this batch answered in order
             r, rest = pending[0], pending[1:]
             new.append(r)
-            hit = (pred[rest] == pred[r]) & ((y[rest] - y[r]).abs().sum(-1) <= self.epsilon)
+            # the same distance function as for the existing centroids: a boundary case reads alike either way
+            hit = (pred[rest] == pred[r]) & (_l1(y[rest], y[r][None]).squeeze(1) <= self.epsilon)
             out[rest[hit]] = y[r]
             pending = rest[~hit]
         if new:
