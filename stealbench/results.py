@@ -13,6 +13,9 @@ SCHEMA_VERSION = 1
 METRIC_KEYS = ("victim/acc", "victim/acc_defended", "defense/top1_changed", "defense/kl_nats", "defense/kl_nats_rev",
                "defense/l1", "surrogate/acc", "surrogate/fidelity", "queries")
 CURVE_KEYS = ("queries", "round", "surrogate/acc", "surrogate/fidelity")
+#: results.json's optional `price` section (stealbench.defender.cost): serving time of the defense over the
+#: victim's forward pass, and the defense's state size; null where not measured
+PRICE_KEYS = ("defense/cost_ratio", "defense/state_size")
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

@@ -32,6 +32,7 @@ from .attacker.process import AttackerSpec
 from .attacks.base import Attack
 from .config import SurrogateConfig, Timeouts, VictimConfig, WandbConfig
 from .data.base import ImageDataset, Splits
+from .defender.cost import PRICE_KEYS
 from .defender.guard import check_defense_type, checked_report, guarded_setup, weights_checksum
 from .defender.oracle import Oracle
 from .defender.referee import AttackerFailed, Referee
@@ -339,6 +340,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     # own report (defense/report/, checked), the attacker's label-mode figures (attack/, schema-checked)
     extras = {**oracle.stats(), **oracle.recovery(), "seed_set/size": float(seed_set["size"] if seed_set else 0),
               **checked_report(exp.defense, _who(exp, catalog, "defense")), **attack_metrics(report["label_mode"])}
+    # the defense's price: serving time over the victim's, and what it keeps (timings vary: never among metrics)
+    price = oracle.price(_state_size(exp.defense))
     elapsed = time.perf_counter() - started
     attacker_env = report.get("environment") if isinstance(report.get("environment"), dict) else None
     reproducibility = run_record(exp.trainer, resolve_device(exp.trainer), process_record(), attacker_env)
@@ -350,6 +353,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "identity": exp.identity(),
         "metrics": metrics,
         "extra_metrics": extras,
+        "price": price,
         "curve": curve,
         "splits": splits.sizes(),
         "seed_set": seed_set,
@@ -369,6 +373,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])
     write_json_atomic(run_dir / RESULTS_FILE, results)
     shown = {**metrics, **{k: v for k, v in extras.items() if k not in metrics}}  # measured metrics win
+    shown.update({k: price[k] for k in PRICE_KEYS if price[k] is not None})
     console.metrics_table(shown, title=f"results ({elapsed:.1f}s, {sealed})")
     # known only now: the attacker's side has ended
     tracker.add_config({"reproducibility": reproducibility, "sealed": sealed})
@@ -409,6 +414,14 @@ def _who(exp: Experiment, catalog, option: str) -> str:
         return f"{key!r} (plugin {registry.source(key)})"
     except StealbenchError:
         return repr(key)
+
+
+def _state_size(defense: Defense) -> int | None:
+    """The defense's `state_size()` for the price record; None where it raises or gives no count."""
+    try:
+        return defense.state_size()
+    except Exception:  # noqa: BLE001 - plugin code: a missing figure, not a failed run
+        return None
 
 
 def _params(component: Defense | Attack) -> str:

@@ -46,6 +46,10 @@ class Row:
     def utility_change(self) -> Stat:
         return Stat([r.metrics["victim/acc_defended"] - r.metrics["victim/acc"] for r in self.runs])
 
+    def price(self, key: str) -> Stat:
+        """A `price` figure (e.g. `defense/cost_ratio`) over the runs that recorded it."""
+        return Stat([r.price[key] for r in self.runs if key in r.price])
+
     @property
     def seeds(self) -> list[int]:
         return sorted(r.seed for r in self.runs)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import StealbenchError
-from ..results import CURVE_KEYS, METRIC_KEYS, RESULTS_FILE
+from ..results import CURVE_KEYS, METRIC_KEYS, PRICE_KEYS, RESULTS_FILE
 
 IDENTITY_KEYS = ("data", "defense", "attack", "victim_arch", "surrogate_arch", "budget", "seed", "label_mode")
 BASELINE = "none"
@@ -37,6 +37,9 @@ class Run:
     setting: str = ""
     #: results.json's `sealed`: "os-sandbox", "memory-only", or None (a run from before the field existed)
     sealed: str | None = None
+    #: results.json's `price` figures (`defense/cost_ratio`, `defense/state_size`) that the run recorded; a run
+    #: from before the section existed, or with nothing timed, has none
+    price: dict[str, float] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -89,7 +92,26 @@ def validate_results(payload: Any, source: str) -> Run:
                            f"{identity['budget']}")
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
     sealed = payload.get("sealed") if isinstance(payload.get("sealed"), str) else None
-    return Run(source, identity, {k: float(metrics[k]) for k in METRIC_KEYS}, points, config, sealed=sealed)
+    return Run(source, identity, {k: float(metrics[k]) for k in METRIC_KEYS}, points, config, sealed=sealed,
+               price=_price(payload.get("price")))
+
+
+def _price(price: Any) -> dict[str, float]:
+    """The `price` section (optional: runs from before it existed have none): each of PRICE_KEYS a finite number
+    >= 0 or null; anything else is a malformed run."""
+    if price is None:
+        return {}
+    if not isinstance(price, dict):
+        raise MalformedRun(f"`price` is a {type(price).__name__}, not a mapping")
+    out = {}
+    for key in PRICE_KEYS:
+        value = price.get(key)
+        if value is None:
+            continue
+        if not _finite(value) or value < 0:
+            raise MalformedRun(f"price {key} is {value!r}, not a finite number >= 0 (or null)")
+        out[key] = float(value)
+    return out
 
 
 def _identity_text(value: Any) -> str:
@@ -158,7 +180,8 @@ def run_from_wandb(wrun: Any) -> Run:
     for row in wrun.scan_history(keys=list(CURVE_KEYS)):
         curve.append({k: row.get(k) for k in CURVE_KEYS})
     payload = {"status": "complete", "identity": {k: config.get(k) for k in IDENTITY_KEYS}, "metrics": summary,
-               "curve": curve, "config": config.get("config") or {}, "sealed": config.get("sealed")}
+               "curve": curve, "config": config.get("config") or {}, "sealed": config.get("sealed"),
+               "price": {k: wrun.summary.get(k) for k in PRICE_KEYS}}
     return validate_results(payload, f"wandb:{'/'.join(getattr(wrun, 'path', [wrun.id]))}")
 
 

@@ -12,8 +12,8 @@ from .rows import Row
 
 def table_columns(rows: list[Row]) -> list[str]:
     cols = ["data", "attack", "labels", "budget", "rank", "defense", "seeds", "attacker acc", "fidelity",
-            "acc drop vs none", "query multiplier", "victim acc", "utility Δacc", "KL(y‖y')", "KL(y'‖y)", "L1",
-            "top-1 changed"]
+            "acc drop vs none", "query multiplier", "victim acc", "utility Δacc", "cost ratio", "KL(y‖y')",
+            "KL(y'‖y)", "L1", "top-1 changed"]
     if any(r.setting for r in rows):
         cols.insert(3, "setting")
     return cols
@@ -24,7 +24,8 @@ def table_cells(row: Row, with_setting: bool) -> list[str]:
              str(len(row.runs)), row.metric("surrogate/acc").fmt(), row.metric("surrogate/fidelity").fmt(),
              "—" if row.baseline else (row.acc_drop.fmt(signed=True) if row.acc_drop.n else row.note or "n/a"),
              "— (baseline)" if row.baseline else row.multiplier.fmt(),
-             row.metric("victim/acc").fmt(), row.utility_change.fmt(signed=True), row.metric("defense/kl_nats").fmt(),
+             row.metric("victim/acc").fmt(), row.utility_change.fmt(signed=True),
+             row.price("defense/cost_ratio").fmt(digits=2), row.metric("defense/kl_nats").fmt(),
              row.metric("defense/kl_nats_rev").fmt(), row.metric("defense/l1").fmt(),
              row.metric("defense/top1_changed").fmt()]
     if with_setting:
@@ -81,11 +82,13 @@ CSV_METRICS = (("surrogate/acc", "attacker_acc"), ("surrogate/fidelity", "fideli
                ("victim/acc_defended", "victim_acc_defended"), ("defense/kl_nats", "kl_nats"),
                ("defense/kl_nats_rev", "kl_nats_rev"), ("defense/l1", "l1"),
                ("defense/top1_changed", "top1_changed"), ("queries", "queries"))
+#: results.json `price` figures, in the CSV after CSV_METRICS (empty where no run recorded them)
+CSV_PRICE = (("defense/cost_ratio", "cost_ratio"), ("defense/state_size", "state_size"))
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
     header = ["data", "attack", "label_mode", "setting", "budget", "rank", "defense", "n_seeds", "seeds"]
-    for _, name in CSV_METRICS:
+    for _, name in CSV_METRICS + CSV_PRICE:
         header += [f"{name}_mean", f"{name}_std"]
     header += ["acc_drop_mean", "acc_drop_std", "acc_drop_pairs", "query_multiplier_low", "query_multiplier_high",
                "query_multiplier_bound", "query_multiplier_per_seed", "note"]
@@ -102,6 +105,9 @@ def write_csv(rows: list[Row], path: Path) -> None:
                     len(row.runs), " ".join(map(str, row.seeds))]
             for key, _ in CSV_METRICS:
                 s = row.metric(key)
+                line += [num(s.mean), num(s.std)]
+            for key, _ in CSV_PRICE:
+                s = row.price(key)
                 line += [num(s.mean), num(s.std)]
             low, high, bound = row.multiplier.summary() if not row.baseline else (1.0, 1.0, "=")
             per_seed = " ".join(f"s{s}:{lo:.4g}" if lo == hi else f"s{s}:[{lo:.4g},{hi:.4g}]"
@@ -195,7 +201,9 @@ def write_markdown(rows: list[Row], problems: list[tuple[str, str]], path: Path,
              "crossing on each seed's largest-budget curve; \"[lo, hi]\": the crossing lies between two checkpoints, "
              "not interpolated; geometric mean over seeds); \"> X\" means the defended curve never got there (X = "
              "its last checkpoint / budget, the design's ceiling). Utility Δacc: "
-             "defended minus clean victim accuracy for benign users; KL in nats per query.\n",
+             "defended minus clean victim accuracy for benign users. Cost ratio: the defense's serving time over "
+             "the victim's forward pass, summed over every batch the oracle answered in the same run (n/a: not "
+             "recorded). KL in nats per query.\n",
              to_markdown(rows)]
     if bests and several_variants(bests):
         parts[2:2] = [

@@ -7,6 +7,7 @@ still a broken rule: it is reported, with the plugin's name and the rule, and th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 
@@ -48,12 +49,15 @@ def check_probabilities(released: Tensor, clean: Tensor, who: str) -> None:
         raise _broke(who, "simplex", "returned a binary probability above 1")
 
 
-def guarded_answer(defense: Defense, x: Tensor, clean: Tensor, who: str) -> Tensor:
-    """`defense(x, clean)` on copies, with every cheap rule checked; raises DefenseOutputError naming the rule."""
+def guarded_answer(defense: Defense, x: Tensor, clean: Tensor, who: str, clock=None) -> Tensor:
+    """`defense(x, clean)` on copies, with every cheap rule checked; raises DefenseOutputError naming the rule.
+    `clock` (a stealbench.defender.cost.ServingClock) times the defense's call alone."""
+    timing = clock.timing("defense") if clock is not None else contextlib.nullcontext()
     x_copy, clean_copy = x.clone(), clean.clone()
     versions = (x_copy._version, clean_copy._version)  # bumped by any in-place edit, views included
     try:
-        released = defense(x_copy, clean_copy)
+        with timing:
+            released = defense(x_copy, clean_copy)
     except StealbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line naming the plugin, not its traceback

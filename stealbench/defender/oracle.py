@@ -17,6 +17,7 @@ from ..errors import BudgetExceededError, OracleInputError
 from ..metrics import DefenseStats
 from ..transport import AUDIT_BLOCK, audit_stride, audited_queries
 from .benign import BenignTraffic
+from .cost import ServingClock, price_record
 from .guard import check_probabilities, guarded_answer
 
 _PIXEL_TOLERANCE = 1e-6
@@ -42,7 +43,9 @@ class Oracle(QueryCounter):
         self._used = 0
         self._stats = DefenseStats()
         self._audit = RecoveryAudit(self.budget, num_classes)
-        self._answer = _make_answerer(victim, defense, torch.device(device), defense_name or type(defense).__name__)
+        self._clock = ServingClock(device)  # the defense's price: its serving time over the victim's
+        self._answer = _make_answerer(victim, defense, torch.device(device), defense_name or type(defense).__name__,
+                                      self._clock)
         # benign users' images (the evaluation set), mixed into the attacker's batches: see defender/benign.py
         self._benign = None if benign_x is None else BenignTraffic(
             benign_x, self.budget, benign_generator or torch.Generator().manual_seed(0))
@@ -94,6 +97,11 @@ class Oracle(QueryCounter):
     def stats(self) -> dict[str, float]:
         """Defense statistics over every answered query (keys prefixed `oracle/`)."""
         return self._stats.compute("oracle/")
+
+    def price(self, state_size: int | None) -> dict:
+        """results.json's `price`: `defense/cost_ratio` (the defense's time over the victim's forward pass, every
+        batch answered so far) and `defense/state_size` (as the caller read it from the defense)."""
+        return price_record(self._clock, state_size)
 
     def report_recovered(self, index: Tensor, recovered: Tensor) -> None:
         """The attacker's recovered answers for audited queries: `index` (n, r) the queries each row came from."""
@@ -168,24 +176,29 @@ class RecoveryAudit:
         return {"label_mode/recovery_l1": self._l1_sum / self._rows, "label_mode/recovery_rows": float(self._rows)}
 
 
-def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device,
-                   defense_name: str) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
+def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device, defense_name: str,
+                   clock: ServingClock | None = None) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]:
     """Closure over victim and defense, so the oracle object itself holds no attribute pointing at the victim.
 
     Answers (clean, released, clean log-probabilities): the float64 log-softmax of the logits feeds the KL
-    statistics, exact where the float32 softmax underflows (see ``stealbench.metrics``).
+    statistics, exact where the float32 softmax underflows (see ``stealbench.metrics``). `clock` times the victim's
+    forward pass and the defense's (stealbench.defender.cost).
     """
+    clock = clock or ServingClock(device)
     victim = victim.to(device).eval()
     defense = defense.to(device)
 
     @torch.no_grad()
     def answer(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = x.to(device, torch.float32)
-        logits = victim(x)
-        clean = torch.softmax(logits, dim=-1)
+        with clock.timing("victim"):
+            logits = victim(x)
+            clean = torch.softmax(logits, dim=-1)
         # float64 on the CPU (where the statistics accumulate): some accelerators (MPS) have no float64
         clean_log = torch.log_softmax(logits.cpu().double(), dim=-1)
-        return clean, guarded_answer(defense, x, clean, defense_name), clean_log
+        released = guarded_answer(defense, x, clean, defense_name, clock=clock)
+        clock.answered(len(x))
+        return clean, released, clean_log
 
     return answer
 

@@ -61,6 +61,11 @@ class Defense(nn.Module):
     def forward(self, x: Tensor, probs: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x, probs)")
 
+    def state_size(self) -> int | None:
+        """How much the defense keeps from the query stream (e.g. stored queries, centroids), recorded as
+        `defense/state_size` in results.json's `price`; 0 for a stateless defense, None: stateful, not reported."""
+        return None if self.stateful else 0
+
     def report(self) -> dict[str, float]:
         """Extra numbers for results.json (e.g. when a detector raised its alarm); keys are prefixed `defense/`."""
         return {}
