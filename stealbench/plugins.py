@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.defenses.rounding",
     "stealbench.defenses.noise",
     "stealbench.defenses.misinformation",
+    "stealbench.defenses.grad2",
     "stealbench.attacks.jbda",
     "stealbench.attacks.jbda_variants",
     "stealbench.attacks.random",
