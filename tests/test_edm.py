@@ -116,3 +116,10 @@ def test_an_ensemble_of_one_is_refused():
 
 def test_conforms():
     check_defense("edm", kwargs={"epochs": 3, "members": 3})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_conforms_on_gpu():
+    from stealbench.testing.world import TinyWorld
+
+    check_defense("edm", kwargs={"epochs": 3, "members": 3}, world=TinyWorld(device=torch.device("cuda")))

@@ -161,3 +161,8 @@ def test_same_query_same_answer_whatever_the_batch():
                                     {"target": "max_norm", "proxy_epochs": [0]}])
 def test_conforms(kwargs):
     check_defense("grad2", kwargs=kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_conforms_on_gpu():
+    check_defense("grad2", world=TinyWorld(device=torch.device("cuda")))

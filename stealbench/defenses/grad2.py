@@ -189,7 +189,8 @@ class GradientRedirection(Defense):
         params = self._chosen_params(proxy)
         with torch.enable_grad():
             if self.target != "min_ip":
-                return jvp(lambda p: self._log_probs(proxy, p, x), (params,), (self._targets[which],))[1]
+                target = {k: v.to(x.device) for k, v in self._targets[which].items()}
+                return jvp(lambda p: self._log_probs(proxy, p, x), (params,), (target,))[1]
 
             def one(xi: Tensor, yi: Tensor) -> Tensor:
                 f = lambda p: self._log_probs(proxy, p, xi[None])[0]  # noqa: E731
