@@ -14,7 +14,9 @@ authors' sorting algorithm, here batched (a sort and a cumulative sum per row, n
 (`target`, named as in the authors' code):
 
 - `min_ip` (default; the paper's untargeted GRAD², "MIN-IP"): t = -u(y), the step the clean answer would cause;
-  the released answer minimises the inner product of the attacker's step with it. c_i = -J_i J_i^T y_i is computed
+  the released answer minimises the inner product of the attacker's step with it. (A comment in the authors'
+  get_queries.py calls the default target "the negative parameters of the student network"; their
+  method_gradient_redirection uses the clean gradient, which is followed here.) c_i = -J_i J_i^T y_i is computed
   per sample with torch.func (vmap over vjp then jvp, `chunk_size` samples at a time).
 - `all_ones` ("ALL-ONES"): t = 1; pushes every surrogate parameter up (the paper's demonstration of steering).
 - `max_norm` ("MAX-NORM", in the authors' code): t = theta of the proxy; grows the surrogate's weights.
@@ -25,7 +27,8 @@ The proxies (the authors: the victim's architecture trained on the attacker's tr
 labels, early-stopped at 10, 20, 30 and 40 epochs, one sampled at random per batch of 32 queries): here a freshly
 initialised copy of the victim's network trained on the defender's own images (`train_x`, `train_size` of them)
 with the victim's soft labels, snapshotted after each of `proxy_epochs` (cumulative) epochs; a keyed hash of the
-query (`input_hash.py`) picks the snapshot that answers it. By default the gradient is over all parameters
+query (`input_hash.py`) picks the snapshot that answers it. Their ALL-ONES_N style runs (one surrogate after N
+epochs) are `--defense.proxy_epochs [N]`. By default the gradient is over all parameters
 (`params: all`, the paper's GRAD²); `params: last` restricts it to the last parameterised layer (the authors'
 "focused" variants and MAD's choice).
 
