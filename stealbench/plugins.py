@@ -35,6 +35,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.defenses.noise",
     "stealbench.defenses.misinformation",
     "stealbench.defenses.modelguard",
+    "stealbench.defenses.grad2",
+    "stealbench.defenses.edm",
     "stealbench.attacks.jbda",
     "stealbench.attacks.jbda_variants",
     "stealbench.attacks.random",

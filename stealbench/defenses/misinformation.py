@@ -77,11 +77,67 @@ def sample_image_patches(n: int, input_shape: tuple[int, int, int], generator: t
     return torch.where(flip, 1 - x, x).clamp(0, 1)
 
 
-def reset_parameters(net: nn.Module) -> nn.Module:
-    for module in net.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+def reset_parameters(net: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Re-initialise every submodule that can; with `generator`, from a seed drawn from it (global RNG untouched)."""
+    if generator is None:
+        for module in net.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return net
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return reset_parameters(net)
+
+
+def trainable_copy(victim: nn.Module, from_victim: bool = True, generator: torch.Generator | None = None) -> nn.Module:
+    """A CPU copy of the victim's network in train mode: its weights, or (from_victim False) re-initialised."""
+    net = copy.deepcopy(victim).cpu().train()  # the victim is frozen in eval mode; its copies train
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return net if from_victim else reset_parameters(net, generator)
+
+
+def freeze(net: nn.Module) -> nn.Module:
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
     return net
+
+
+def load_outliers(context: DefenseSetup, n: int, data: str = "auto", part: str = "train",
+                  root: str | None = "../shared/data") -> Tensor:
+    """`n` outlier images shaped like the victim's inputs, never from the attacker's pool (see the module doc)."""
+    from ..pools import match_shape
+
+    key = ("fashion-mnist" if tuple(context.input_shape) == (1, 28, 28) else "patches") if data == "auto" else data
+    if key == "patches":
+        return sample_image_patches(n, tuple(context.input_shape), context.generator)
+    if context.load_dataset is None:
+        raise ConfigError(f"defense.outlier_data {key!r} needs DefenseSetup.load_dataset; "
+                          "use --defense.outlier_data patches where no data set can be loaded")
+    try:
+        x = _load_part(context, key, part, root)
+    except ConfigError as exc:  # e.g. the framework's refusal: these images are in the attacker's pool
+        fixes = ["--defense.outlier_data patches (scikit-learn sample photos)"]
+        if part == "train":
+            fixes.insert(0, f"--defense.outlier_part test ({key}'s test images)")
+        raise ConfigError(f"defense.outlier_data {key!r} with defense.outlier_part {part!r}: "
+                          f"{exc}. Outliers must be images the attacker cannot query; to fix, use "
+                          + " or ".join(fixes)) from exc
+    idx = torch.randperm(len(x), generator=context.generator)[:n]
+    return match_shape(x[idx].float(), tuple(context.input_shape))
+
+
+def _load_part(context: DefenseSetup, key: str, part: str, root: str | None) -> Tensor:
+    if root is not None:
+        try:
+            return context.load_dataset(key, part=part, root=root)[0]
+        except (TypeError, ConfigError) as exc:
+            # only "this data set takes no `root`" (e.g. digits) retries; a refusal must surface
+            if not (isinstance(exc, TypeError) or isinstance(exc.__cause__, TypeError)):
+                raise
+    return context.load_dataset(key, part=part)[0]
 
 
 def misinformation_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -164,35 +220,7 @@ class AdaptiveMisinformation(Defense):
 
     def load_outliers(self, context: DefenseSetup, n: int) -> Tensor:
         """`n` outlier images shaped like the victim's inputs, never from the attacker's pool."""
-        from ..pools import match_shape
-
-        key = self.outlier_key(context)
-        if key == "patches":
-            return sample_image_patches(n, tuple(context.input_shape), context.generator)
-        if context.load_dataset is None:
-            raise ConfigError(f"defense.outlier_data {key!r} needs DefenseSetup.load_dataset; "
-                              "use --defense.outlier_data patches where no data set can be loaded")
-        try:
-            x = self._load_part(context, key)
-        except ConfigError as exc:  # e.g. the framework's refusal: these images are in the attacker's pool
-            fixes = ["--defense.outlier_data patches (scikit-learn sample photos)"]
-            if self.outlier_part == "train":
-                fixes.insert(0, f"--defense.outlier_part test ({key}'s test images)")
-            raise ConfigError(f"defense.outlier_data {key!r} with defense.outlier_part {self.outlier_part!r}: "
-                              f"{exc}. Outliers must be images the attacker cannot query; to fix, use "
-                              + " or ".join(fixes)) from exc
-        idx = torch.randperm(len(x), generator=context.generator)[:n]
-        return match_shape(x[idx].float(), tuple(context.input_shape))
-
-    def _load_part(self, context: DefenseSetup, key: str) -> Tensor:
-        if self.outlier_root is not None:
-            try:
-                return context.load_dataset(key, part=self.outlier_part, root=self.outlier_root)[0]
-            except (TypeError, ConfigError) as exc:
-                # only "this data set takes no `root`" (e.g. digits) retries; a refusal must surface
-                if not (isinstance(exc, TypeError) or isinstance(exc.__cause__, TypeError)):
-                    raise
-        return context.load_dataset(key, part=self.outlier_part)[0]
+        return load_outliers(context, n, self.outlier_data, self.outlier_part, self.outlier_root)
 
     @staticmethod
     def derangement(k: int, generator: torch.Generator) -> Tensor:
@@ -203,17 +231,11 @@ class AdaptiveMisinformation(Defense):
         return mapping
 
     def _copy_victim(self, context: DefenseSetup) -> nn.Module:
-        net = copy.deepcopy(context.victim).cpu().train()  # the victim is frozen in eval mode; its copies train
-        for p in net.parameters():
-            p.requires_grad_(True)
-        return net if self.from_victim else reset_parameters(net)
+        return trainable_copy(context.victim, self.from_victim)
 
     @staticmethod
     def _freeze(net: nn.Module) -> nn.Module:
-        net.eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        return freeze(net)
 
     def setup(self, context: DefenseSetup) -> None:
         if context.train_model is None:
