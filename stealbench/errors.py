@@ -20,6 +20,13 @@ class ConfigError(StealbenchError):
     """A configuration value that is out of range or inconsistent with another."""
 
 
+def check_options(checks) -> None:
+    """`checks`: (condition, message) pairs; raises ConfigError with the first failing one's message."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
 class DataNotFoundError(StealbenchError):
     """A data set that is not where the configuration says it is."""
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import hookimpl
-from ..errors import ConfigError
+from ..errors import check_options
 from .base import Defense, DefenseSetup
 from .input_hash import InputHash
 from .misinformation import freeze, load_outliers, trainable_copy
@@ -98,9 +98,7 @@ class EnsembleOfDiverseModels(Defense):
             (outlier_weight > 0, f"defense.outlier_weight must be > 0, got {outlier_weight}"),
             (2 <= levels <= 2**15, f"defense.levels must be in [2, 32768], got {levels}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_options(checks)
         self.members = int(members)
         self.epochs = int(epochs)
         self.diversity_weight = float(diversity_weight)

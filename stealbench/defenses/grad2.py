@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp, vmap
 
 from .. import hookimpl
-from ..errors import ConfigError
+from ..errors import ConfigError, check_options
 from .base import Defense, DefenseSetup
 from .input_hash import InputHash
 from .misinformation import freeze, trainable_copy
@@ -119,9 +119,7 @@ class GradientRedirection(Defense):
             (watermark_count >= 1, f"defense.watermark_count must be >= 1, got {watermark_count}"),
             (chunk_size is None or chunk_size >= 1, f"defense.chunk_size must be >= 1 or null, got {chunk_size}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_options(checks)
         self.epsilon = float(epsilon)
         self.target = target
         self.params = params

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import hookimpl
-from ..errors import ConfigError
+from ..errors import ConfigError, check_options
 from .base import Defense, DefenseSetup
 
 
@@ -190,9 +190,7 @@ class AdaptiveMisinformation(Defense):
             (mis_objective in ("paper", "derangement"),
              f"defense.mis_objective must be one of paper, derangement; got {mis_objective!r}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_options(checks)
         self.tau = tau
         self.benign_flag_rate = benign_flag_rate
         self.nu = nu

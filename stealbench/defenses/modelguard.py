@@ -71,7 +71,7 @@ import torch
 from torch import Tensor
 
 from .. import hookimpl
-from ..errors import ConfigError
+from ..errors import check_options
 from .base import Defense, DefenseSetup
 
 _HIGHS_STATUS = {1: "iteration limit reached", 2: "infeasible", 3: "unbounded", 4: "numerical difficulties"}
@@ -160,9 +160,7 @@ class ModelGuardW(Defense):
             (tie_break >= 0, f"defense.tie_break must be >= 0, got {tie_break}"),
             (chunk >= 1, f"defense.chunk must be >= 1, got {chunk}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_options(checks)
         self.epsilon = float(epsilon)
         self.margin = float(margin)
         self.log_offset = float(log_offset)
@@ -252,9 +250,7 @@ class ModelGuardS(Defense):
             (tol > 0, f"defense.tol must be > 0, got {tol}"),
             (max_iter >= 1, f"defense.max_iter must be >= 1, got {max_iter}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_options(checks)
         self.epsilon = float(epsilon)
         self.init = init
         self.init_centroids = init_centroids
