@@ -201,6 +201,27 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
                           report, attacker_sandbox.SEALED[sandbox])
 
 
+def defender_side(exp: Experiment) -> tuple[Splits, "Defended", torch.device]:
+    """The defender's phases alone, as `stealbench serve` needs them: the same checks, splits, victim (trained or
+    from the cache) and defense setup as a `fit` run with these options, without the attacker's side."""
+    check_accelerator(exp.trainer)
+    catalog = get_catalog()
+    check_defense_type(exp.defense, _who(exp, catalog, "defense"))
+    distributed.check_trainer_options(exp.trainer)
+    data = exp.data
+    data.follow_run_seed(exp.seed)
+    splits = data.splits()
+    for role, arch in (("victim", exp.victim.arch), ("surrogate", exp.surrogate.arch)):
+        try:
+            catalog.architectures.get(arch)
+        except StealbenchError as exc:
+            raise ConfigError(f"--{role}.arch: {exc}") from exc
+    settings = {role: TrainSettings.from_config(getattr(exp, role), role, data, trainer=exp.trainer,
+                                                progress_bar=exp.progress_bar) for role in ("victim", "surrogate")}
+    device = resolve_device(exp.trainer)
+    return splits, _defender_phase(exp, catalog, splits, settings, device, None), device
+
+
 @dataclass
 class Defended:
     """The defender's side after setup: the frozen victim, its clean predictions and the utility figures."""
@@ -461,4 +482,4 @@ def _load_other(catalog, key: str, part: str, pool_x: torch.Tensor, pool_key: st
     return x, y
 
 
-__all__ = ["Experiment", "run_experiment"]
+__all__ = ["Experiment", "defender_side", "run_experiment"]
