@@ -288,6 +288,25 @@ def test_cli_errors_are_one_line(capsys):
     assert "attacker's option" in err[0] and "--port" in err[1] and "http://" in err[2] and "--defense" in err[3]
 
 
+def test_proxy_applies_a_defense_to_an_upstream_endpoint(servers):
+    """`serve --upstream` over the undefended server answers what the deceptive server answers (same victim)."""
+    proxy = Proc(["serve", "--upstream", servers["urls"]["none"], "--defense", "deceptive", "--port", "0",
+                  "--budget", "50", "--model_name", "proxied"], servers["env"], servers["base"])
+    try:
+        url = proxy.wait_for("serving proxied on http://127.0.0.1:", 120).split(" on ", 1)[1].strip()
+        x = _digits(5, start=100)
+        response = httpx.post(f"{url}/v2/models/proxied/infer", json=_request(x), headers={"X-Account": "p"},
+                              timeout=30)
+        proxied = _probs(response)
+        assert response.json()["parameters"]["queries_left"] == 45
+        direct = _probs(_infer(servers["urls"]["deceptive"], _request(x), "p"))
+        assert np.allclose(proxied, direct, atol=1e-6)
+        assert httpx.get(f"{url}/v2/models/proxied", timeout=10).json()["parameters"]["upstream"] == \
+            servers["urls"]["none"]
+    finally:
+        proxy.stop()
+
+
 def _fit(servers, url: str, name: str, *extra: str) -> Proc:
     return Proc(["fit", "--data", "digits", "--attack", "random", "--oracle.url", url, "--output_dir",
                  str(servers["base"] / "runs"), "--name", name, "--sandbox", "off", "--progress_bar", "false",
@@ -331,3 +350,43 @@ def test_server_dying_mid_run_fails_the_run(servers):
     error = (folder / "error.txt").read_text()
     assert url in error and "cannot be reached" in error
     assert f"error: the endpoint {url}" in run.output()
+
+
+def test_stateful_defense_gets_one_copy_per_account():
+    """Accounts itself (no HTTP): a stateful defense keeps one query history per account, a stateless one is shared."""
+    import torch
+
+    from stealbench.defenses.base import Defense
+    from stealbench.serve.accounts import Accounts, account_of
+    from stealbench.serve.command import is_loopback
+
+    class Counting(Defense):
+        stateful = True
+
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+
+        def forward(self, x, probs):
+            self.seen += len(x)
+            return probs
+
+    made = []
+
+    def make_answerer(defense):
+        made.append(defense)
+
+        def answer(x):
+            out = defense(x, torch.full((len(x), 2), 0.5))
+            return out, out, None
+        return answer
+
+    accounts = Accounts(10, Counting(), make_answerer)
+    for name, n in (("a", 3), ("b", 2), ("a", 4)):
+        accounts.answer(name, torch.zeros(n, 1, 2, 2))
+    assert accounts.counts(accounts.get("a"))["queries_used"] == 7
+    assert accounts.counts(accounts.get("b"))["queries_left"] == 8
+    assert [d.seen for d in made] == [7, 2]  # a deep copy each, in the order the accounts appeared
+    assert account_of("Bearer k", "x") != account_of("Bearer j", "x") and account_of(None, "x") == "x"
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")

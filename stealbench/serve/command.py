@@ -32,6 +32,11 @@ def serve_parser() -> ArgumentParser:
     parser.add_option("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_option("--model_name", default="victim", help="the model's name in /v2/models/NAME")
     parser.add_option("--max_batch", type=int, default=1024, help="most images one infer request may carry")
+    parser.add_option("--upstream", default=None, metavar="URL",
+                      help="a proxy: apply --defense to the probabilities this V2 endpoint returns (no local victim)")
+    parser.add_option("--upstream_model", default="victim", help="the model's name at --upstream")
+    parser.add_option("--upstream_key", default=None, help="API key for --upstream (Authorization: Bearer)")
+    parser.add_option("--upstream_timeout", type=float, default=30.0, help="seconds per request to --upstream")
     return parser
 
 
@@ -47,6 +52,12 @@ def parse(argv: list[str]) -> tuple[Any, list[str]]:
         raise ConfigError(f"--max_batch must be >= 1, got {args.max_batch}")
     if not args.model_name or "/" in args.model_name or len(args.model_name) > 100:
         raise ConfigError(f"--model_name must be a non-empty name without '/', got {args.model_name!r}")
+    if args.upstream is not None:
+        from ..config import check_url
+
+        args.upstream = check_url(args.upstream, "--upstream")
+        if not args.upstream_timeout > 0:
+            raise ConfigError(f"--upstream_timeout must be > 0, got {args.upstream_timeout}")
     for token in rest:
         name = token.split("=", 1)[0]
         if any(name == o or name.startswith(o + ".") for o in _ATTACKER_OPTIONS):
@@ -128,15 +139,23 @@ def _serve(args: Any, rest: list[str], sock: socket.socket) -> int:
     from .server import build_app
 
     exp = StealbenchCLI(rest).experiment()
-    splits, defended, device = defender_side(exp)
     name = exp.keys["defense"]
-    accounts = Accounts(exp.budget, exp.defense,
-                        lambda defense: _make_answerer(defended.victim_net, defense, device, repr(name)))
-    data = exp.data
-    app = build_app(accounts, model_name=args.model_name, input_shape=tuple(data.input_shape),
-                    num_classes=data.num_classes, max_batch=args.max_batch,
-                    info={"data": exp.keys["data"], "defense": name, "victim_arch": exp.victim.arch,
-                          "seed": exp.seed})
+    if args.upstream:
+        from .proxy import upstream_answerer
+
+        make_answerer, input_shape, num_classes = upstream_answerer(args, exp.defense, repr(name))
+        info = {"defense": name, "upstream": args.upstream}
+    else:
+        splits, defended, device = defender_side(exp)
+
+        def make_answerer(defense):
+            return _make_answerer(defended.victim_net, defense, device, repr(name))
+
+        input_shape, num_classes = tuple(exp.data.input_shape), exp.data.num_classes
+        info = {"data": exp.keys["data"], "defense": name, "victim_arch": exp.victim.arch, "seed": exp.seed}
+    accounts = Accounts(exp.budget, exp.defense, make_answerer)
+    app = build_app(accounts, model_name=args.model_name, input_shape=input_shape, num_classes=num_classes,
+                    max_batch=args.max_batch, info=info)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     if not is_loopback(args.host):

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..errors import StealbenchError
+from ..errors import EndpointError, StealbenchError
 from .accounts import Accounts, account_of
 from .protocol import (V2Error, decode_infer_request, encode_infer_response, max_body_bytes, model_metadata,
                        parse_json)
@@ -87,6 +87,8 @@ def build_app(accounts: Accounts, *, model_name: str, input_shape: tuple[int, in
         images, meta = decode_infer_request(payload, input_shape, max_batch)
         try:
             probs, counts = await run_in_threadpool(accounts.answer, account, images)
+        except EndpointError as exc:  # a proxy's upstream endpoint failed
+            raise V2Error(502, f"the upstream endpoint failed: {exc}") from None
         except StealbenchError as exc:  # a defense that broke a rule: the server's fault, not the client's
             raise V2Error(500, f"the defended model failed: {exc}") from None
         return JSONResponse(encode_infer_response(model_name, probs, meta["id"], counts))
