@@ -225,6 +225,33 @@ def test_client(servers):
         assert refused.value.status == 400 and "wrong shape" in str(refused.value)
 
 
+def test_remote_oracle_budget_and_count_check(servers):
+    """The remote oracle's budget is exact on this side (nothing sent past it), and the server's echoed count is
+    checked: another client on the same account is caught."""
+    import torch
+
+    from stealbench.config import OracleConfig
+    from stealbench.errors import BudgetExceededError
+    from stealbench.serve.remote_oracle import RemoteOracle
+
+    url = servers["urls"]["deceptive"]
+    assert _infer(url, _request(_digits(2)), "shared").status_code == 200  # used before this oracle starts
+    oracle = RemoteOracle(OracleConfig(url=url, account="shared", retries=0), budget=5, input_shape=(1, 8, 8),
+                          num_classes=10)
+    try:
+        x = torch.from_numpy(_digits(6))
+        with pytest.raises(BudgetExceededError):
+            oracle.query(x)
+        probs = oracle.query(x[:3])
+        assert probs.shape == (3, 10) and oracle.used == 3 and oracle.remaining == 2
+        assert oracle.record()["queries_used_before"] == 2 and oracle.record()["api_key"] is None
+        assert _infer(url, _request(_digits(1)), "shared").status_code == 200  # someone else, same account
+        with pytest.raises(EndpointError, match="another client shares account 'shared'"):
+            oracle.query(x[:1])
+    finally:
+        oracle.close()
+
+
 class _Flaky(http.server.BaseHTTPRequestHandler):
     hits = 0
     delay = 0.0
