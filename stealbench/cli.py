@@ -20,6 +20,7 @@ COMMANDS = {
     "leaderboard": "rank and compare finished runs (run folders or W&B): table, Markdown, CSV, plots",
     "tradeoff": "security against cost over a swept defense knob (plot, tables); defenses at equal cost",
     "reproduce": "run a paper's experiments, check its claims, write REPORT.md (e.g. reproduce lee2018 --quick)",
+    "serve": "serve a victim behind a defense as an Open Inference Protocol (KServe V2 REST) endpoint",
 }
 
 USAGE = "usage: stealbench [--version] <command> [options]\n\ncommands:\n" + "".join(
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             from .analysis.tradeoff_command import tradeoff_command
 
             return tradeoff_command(rest)
+        if command == "serve":
+            from .serve.command import serve_main
+
+            return serve_main(rest)
         if command == "reproduce":
             from .reproduce import reproduce_command
 

@@ -45,6 +45,76 @@ def check_seed(option: str, value: Any) -> None:
                           f"limit), got {value!r}")
 
 
+def check_url(url: str, option: str = "--oracle.url") -> str:
+    """`http(s)://host[:port][/prefix]`, without a trailing slash; ConfigError otherwise."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{option} must be an http:// or https:// URL with a host, got {url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(f"{option} takes no credentials, query or fragment (use --oracle.api_key): {url!r}")
+    return url.rstrip("/")
+
+
+@dataclass
+class OracleConfig:
+    """A remote oracle: attack any Open Inference Protocol (KServe V2 REST) endpoint instead of a local victim.
+
+    Args:
+        url: the endpoint, e.g. http://127.0.0.1:8000 (null: the local victim + --defense, as usual)
+        model_name: the model's name at the endpoint (/v2/models/NAME)
+        api_key: sent as `Authorization: Bearer KEY` for the attacker's queries (never written to results)
+        account: sent as `X-Account` for the attacker's queries
+        referee_key: API key of the referee's own account, which answers the evaluation set (null: none)
+        referee_account: `X-Account` of the referee (default: ACCOUNT-referee), outside the attacker's budget
+        timeout: seconds per HTTP request (> 0)
+        retries: retries after a timeout, a failed connection or a 5xx answer (0 to 10), with backoff
+    """
+
+    url: str | None = None
+    model_name: str = "victim"
+    api_key: str | None = None
+    account: str = "attacker"
+    referee_key: str | None = None
+    referee_account: str | None = None
+    timeout: float = 30.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            self.url = check_url(self.url)
+        if not self.model_name or "/" in self.model_name:
+            raise ConfigError(f"--oracle.model_name must be a name without '/', got {self.model_name!r}")
+        check_float("oracle.timeout", self.timeout, positive=True)
+        check_int("oracle.retries", self.retries, 0, 10)
+
+    def record(self) -> dict[str, Any]:
+        """What results.json keeps: the endpoint and accounts, never the keys."""
+        return {"url": self.url, "model_name": self.model_name, "account": self.account,
+                "referee_account": self.referee_account or f"{self.account}-referee",
+                "api_key": "set" if self.api_key else None, "referee_key": "set" if self.referee_key else None}
+
+
+#: options whose values never reach results.json, config.yaml or the recorded command line
+SECRET_OPTIONS = ("--oracle.api_key", "--oracle.referee_key")
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    out, hide = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if hide:
+            out.append("***")
+            hide = False
+        elif name in SECRET_OPTIONS:
+            out.append(f"{name}=***" if "=" in token else token)
+            hide = "=" not in token
+        else:
+            out.append(token)
+    return out
+
+
 @dataclass
 class VictimConfig:
     """The victim: architecture and training. Trained victims are cached and reused across runs.

@@ -49,3 +49,8 @@ class DefenseOutputError(StealbenchError):
 
 class PluginError(StealbenchError):
     """A plugin failed to load or implements the hooks wrongly."""
+
+
+class EndpointError(StealbenchError):
+    """A remote prediction endpoint (`fit --oracle.url`) cannot be reached, keeps failing, or answers something
+    that is not a V2 response: a fault on the defender's side of the link, so the run ends (never complete)."""

@@ -26,7 +26,8 @@ from . import safe_yaml
 from .arguments import check_folder, help_hint, jsonargparse_message
 from .attacker.label_modes import LabelOptions, make_label_mode
 from .attacks.base import Attack
-from .config import SEED_RANGE, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, check_int, check_seed
+from .config import (SECRET_OPTIONS, SEED_RANGE, OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig,
+                     check_int, check_seed)
 from .data.base import ImageDataset
 from .defenses.base import Defense
 from .errors import ConfigError, StealbenchError
@@ -251,6 +252,7 @@ class StealbenchCLI(LightningCLI):
         parser.add_class_arguments(SurrogateConfig, "surrogate")
         parser.add_class_arguments(WandbConfig, "wandb")
         parser.add_class_arguments(Timeouts, "timeouts")  # seconds per phase; a plugin that never returns
+        parser.add_class_arguments(OracleConfig, "oracle")  # --oracle.url: attack a V2 endpoint instead
         parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries (>= 1)")
         # a Literal, not type=str plus choices: jsonargparse shows the latter's type as a lambda in --help
         modes = get_catalog().label_modes
@@ -307,7 +309,7 @@ class StealbenchCLI(LightningCLI):
 
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
-        dump = self.parser.dump(cfg, skip_unset=False)
+        dump = _redacted_dump(self.parser.dump(cfg, skip_unset=False))
         keys = {option: _key_of(option, cfg[option]["class_path"]) for option in COMPONENTS if cfg.get(option)}
         progress = cfg.progress_bar if cfg.progress_bar is not None else sys.stdout.isatty()
         return Experiment(
@@ -316,8 +318,21 @@ class StealbenchCLI(LightningCLI):
             wandb=init.wandb, trainer=_trainer_template(cfg), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,
             label_options=LabelOptions(cfg.label_options or {}), pool_data=init.get("pool_data"),
-            sandbox=cfg.sandbox, timeouts=init.timeouts,
+            sandbox=cfg.sandbox, timeouts=init.timeouts, oracle=init.oracle,
         )
+
+
+def _redacted_dump(dump: str) -> str:
+    """The resolved config without the API keys (--oracle.api_key, --oracle.referee_key)."""
+    loaded = yaml.safe_load(dump)
+    section = loaded.get("oracle") if isinstance(loaded, dict) else None
+    if not isinstance(section, dict) or not any(section.get(o.rpartition(".")[2]) for o in SECRET_OPTIONS):
+        return dump
+    for option in SECRET_OPTIONS:
+        key = option.rpartition(".")[2]
+        if section.get(key) is not None:
+            section[key] = "***"
+    return yaml.safe_dump(loaded, sort_keys=False)
 
 
 def _trainer_template(cfg: Any) -> dict[str, Any]:
@@ -341,6 +356,9 @@ def validate_config(cfg: Any) -> None:
     if cfg.name is not None:
         check_name(cfg.name)  # the same rule the run folder enforces (rundir.py), checked before any work
     check_folder("output_dir", cfg.output_dir)
+    if cfg.oracle.url and cfg.defense and cfg.defense.get("class_path") != resolve_component("defense", "none"):
+        raise ConfigError("--defense applies to the local victim; with --oracle.url the endpoint answers with its "
+                          "own defense (leave --defense unset)")
     if cfg.victim.cache_dir:
         check_folder("victim.cache_dir", cfg.victim.cache_dir)
 

@@ -30,7 +30,7 @@ from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
 from .attacker.launch import start_attacker, start_sandbox
 from .attacker.process import AttackerSpec
 from .attacks.base import Attack
-from .config import SurrogateConfig, Timeouts, VictimConfig, WandbConfig
+from .config import OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, redact_argv
 from .data.base import ImageDataset, Splits
 from .defender.cost import PRICE_KEYS
 from .defender.guard import check_defense_type, checked_report, guarded_setup, weights_checksum
@@ -53,7 +53,7 @@ from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globa
 from .signals import PhaseTimeout, deadline
 from .tracking import Tracker
 from .training import TrainSettings, fit, predict_probs, resolve_device
-from .victim import default_cache_dir, obtain_victim
+from .victim import VictimResult, default_cache_dir, obtain_victim
 
 
 @dataclass
@@ -84,6 +84,8 @@ class Experiment:
     timeouts: Timeouts = field(default_factory=Timeouts)
     #: where the attacker's process runs: "auto" (bubblewrap where it works, else memory-only), "bwrap", "off"
     sandbox: str = "auto"
+    #: a remote oracle (--oracle.url): the attack queries that V2 endpoint instead of the local victim + defense
+    oracle: OracleConfig = field(default_factory=OracleConfig)
 
     def identity(self) -> dict[str, Any]:
         ident = {"data": self.keys["data"], "defense": self.keys["defense"], "attack": self.keys["attack"],
@@ -94,6 +96,9 @@ class Experiment:
             ident["label_options"] = dict(self.label_options)
         if self.pool_data is not None:
             ident["pool_data"] = self.keys.get("pool_data", type(self.pool_data).__name__.lower())
+        if self.oracle.url:  # the endpoint's own defense is unknown here: the run names the endpoint instead
+            ident["defense"] = "endpoint"
+            ident["endpoint"] = self.oracle.url
         return ident
 
     def default_name(self) -> str:
@@ -166,7 +171,8 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
         "victim": f"{exp.victim.arch}, {exp.victim.epochs} epochs, recipe {exp.victim.recipe}",
         "surrogate": f"{exp.surrogate.arch}, recipe {exp.surrogate.recipe}"
                      + (", pretrained" if exp.surrogate.pretrained else ""),
-        "defense": f"{exp.keys['defense']}  {_params(exp.defense)}",
+        "defense": f"that of the endpoint {exp.oracle.url}" if exp.oracle.url
+                   else f"{exp.keys['defense']}  {_params(exp.defense)}",
         "attack": f"{exp.keys['attack']}  {_params(exp.attack)}",
         "budget": f"{exp.budget} queries, label mode {exp.label_mode}",
         "seed": str(exp.seed),
@@ -181,24 +187,46 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     # the surrogate's code runs only in its evaluator's process (the evaluation images and nothing else): it
     # builds the architecture while the victim trains
     evaluator = SurrogateEvaluator(sandbox, _hidden_from_attacker(exp), str(device))
+    oracle = None
     try:
         evaluator.start().prepare(exp.surrogate.arch, num_classes=exp.data.num_classes, input_shape=exp.data.input_shape,
                           mean=exp.data.mean, std=exp.data.std, eval_x=splits.eval_x)
-        defended = _defender_phase(exp, catalog, splits, settings, device, logger)
+        if exp.oracle.url:
+            defended, oracle = _endpoint_phase(exp, splits)
+        else:
+            defended = _defender_phase(exp, catalog, splits, settings, device, logger)
         evaluator.wait_ready()  # a broken surrogate architecture is named here, not by the attack
-        oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
-                        num_classes=exp.data.num_classes, device=device, defense_name=_who(exp, catalog, "defense"),
-                        benign_x=splits.eval_x, benign_generator=role_generator(exp.seed, "evaluation"))
+        if not exp.oracle.url:
+            oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
+                            num_classes=exp.data.num_classes, device=device,
+                            defense_name=_who(exp, catalog, "defense"), benign_x=splits.eval_x,
+                            benign_generator=role_generator(exp.seed, "evaluation"))
+        oracle_name = f"the endpoint {exp.oracle.url}" if exp.oracle.url else _who(exp, catalog, "defense")
         referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
-                                        logger, tracker, _who(exp, catalog, "attack"), _who(exp, catalog, "defense"),
+                                        logger, tracker, _who(exp, catalog, "attack"), oracle_name,
                                         sandbox, early, evaluator)
-        defended.metrics.update(_utility(exp, splits, defended, oracle))
+        if not exp.oracle.url:  # an endpoint's benign users are its own: their figures come from the referee's
+            defended.metrics.update(_utility(exp, splits, defended, oracle))
     finally:
         evaluator.close()
+        if hasattr(oracle, "close"):  # a remote oracle's HTTP connections
+            oracle.close()
         if early is not None:
             stop_attacker(*early, timeout=1.0)  # a no-op after the attack; else the waiting sandbox ends now
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
                           report, attacker_sandbox.SEALED[sandbox])
+
+
+def _endpoint_phase(exp: Experiment, splits: Splits):
+    """A remote run's defender side: the endpoint, and its answers on the evaluation set (the referee's own
+    account) as the fidelity reference; `victim/acc` is the endpoint's accuracy as served (= acc_defended)."""
+    from .serve.remote_oracle import connect
+
+    oracle, reference = connect(exp.oracle, exp.budget, exp.data, splits.eval_x)
+    acc = _accuracy(reference, splits.eval_y, exp.data.num_classes)
+    console.info(f"endpoint acc on the evaluation set {acc:.4f} (released answers: the fidelity reference)")
+    victim = VictimResult(net=None, origin="endpoint", path=exp.oracle.url)
+    return Defended(victim, None, reference.argmax(-1), {"victim/acc": acc, "victim/acc_defended": acc}, None), oracle
 
 
 @dataclass
@@ -366,8 +394,10 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "versions": {"stealbench": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
                      "numpy": numpy.__version__, "python": platform.python_version(), "plugins": catalog.versions()},
         "wall_seconds": round(elapsed, 2),
-        "command": " ".join(sys.argv),
+        "command": " ".join(redact_argv(sys.argv)),
     }
+    if exp.oracle.url:
+        results["endpoint"] = oracle.record()
     title = (f"{exp.keys['data']}: {exp.keys['attack']} vs {exp.keys['defense']} "
              f"({exp.label_mode} labels, seed {exp.seed})")
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])

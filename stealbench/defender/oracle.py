@@ -23,6 +23,25 @@ from .guard import check_probabilities, guarded_answer
 _PIXEL_TOLERANCE = 1e-6
 
 
+def validate_images(x: Tensor, input_shape: tuple[int, ...]) -> None:
+    """OracleInputError unless x is a float batch (N, *input_shape) of finite pixels in [0, 1]."""
+    if not isinstance(x, Tensor):
+        raise OracleInputError(f"oracle.query expects a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise OracleInputError(f"oracle.query expects float images in [0, 1], got dtype {x.dtype}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise OracleInputError(
+            f"oracle.query expects images shaped (N, {', '.join(map(str, input_shape))}), got {tuple(x.shape)}"
+        )
+    if len(x) and (x.min() < -_PIXEL_TOLERANCE or x.max() > 1 + _PIXEL_TOLERANCE):
+        raise OracleInputError(
+            f"oracle.query expects pixel-space images in [0, 1], got values in [{x.min().item():.3g}, "
+            f"{x.max().item():.3g}]; clip in pixel space (normalisation lives inside the model)"
+        )
+    if not torch.isfinite(x).all():
+        raise OracleInputError("oracle.query got NaN or infinite pixels")
+
+
 class Oracle(QueryCounter):
     """Answers queries with the defended victim's probabilities, never past the budget.
 
@@ -113,21 +132,7 @@ class Oracle(QueryCounter):
         return self._audit.compute()
 
     def _validate(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise OracleInputError(f"oracle.query expects a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise OracleInputError(f"oracle.query expects float images in [0, 1], got dtype {x.dtype}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise OracleInputError(
-                f"oracle.query expects images shaped (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
-            )
-        if len(x) and (x.min() < -_PIXEL_TOLERANCE or x.max() > 1 + _PIXEL_TOLERANCE):
-            raise OracleInputError(
-                f"oracle.query expects pixel-space images in [0, 1], got values in [{x.min().item():.3g}, "
-                f"{x.max().item():.3g}]; clip in pixel space (normalisation lives inside the model)"
-            )
-        if not torch.isfinite(x).all():
-            raise OracleInputError("oracle.query got NaN or infinite pixels")
+        validate_images(x, self.input_shape)
 
 
 class RecoveryAudit:
@@ -203,4 +208,4 @@ def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device, de
     return answer
 
 
-__all__ = ["Oracle", "RecoveryAudit", "check_probabilities"]
+__all__ = ["Oracle", "RecoveryAudit", "check_probabilities", "validate_images"]

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ..attacks.base import class_balanced_indices
-from ..errors import BudgetExceededError, ConfigError, DefenseOutputError, OracleInputError, StealbenchError
+from ..errors import (BudgetExceededError, ConfigError, DefenseOutputError, EndpointError, OracleInputError,
+                      StealbenchError)
 from ..signals import PhaseTimeout, deadline
 from ..transport import RemoteError, decode, encode, error_payload, rebuild_error
 from . import schema
@@ -150,8 +151,8 @@ class Referee:
                 if op == "query":  # the defense answers queries; the rest is the framework's own work
                     raise DefenseOutputError(f"defense {self.defense_name} broke rule [timeout]: it {slow}") from None
                 raise StealbenchError(f"the defender's side {slow}") from None
-            except (DefenseOutputError, AttackerFailed):
-                raise  # a broken rule: the run stops here, whatever the attack would do about it
+            except (DefenseOutputError, AttackerFailed, EndpointError):
+                raise  # a broken rule or a failed endpoint: the run stops here, whatever the attack would do
             except StealbenchError as exc:  # the attack's misuse (budget, images, seed set): it may handle it
                 conn.send_bytes(encode(("error", error_payload(exc))))
                 continue

@@ -1,0 +1,141 @@
+"""A client of any Open Inference Protocol (KServe V2 REST) endpoint: httpx, bounded retries, one-line errors.
+
+Timeouts, connection failures and 5xx answers are retried a bounded number of times with exponential backoff;
+then an :class:`EndpointError` names the URL and what went wrong. A 4xx answer is not retried: it raises
+:class:`EndpointRefused` with the server's own `error` message (and its `parameters`, e.g. the budget left).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+from torch import Tensor
+
+from ..config import check_url
+from ..errors import EndpointError
+from .protocol import decode_infer_response, encode_infer_request
+
+
+class EndpointRefused(EndpointError):
+    """The endpoint refused a request (4xx): `status`, the server's message, its `parameters`."""
+
+    def __init__(self, message: str, status: int, parameters: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.parameters = parameters or {}
+
+
+class V2Client:
+    """One model behind a V2 endpoint. `api_key` goes as `Authorization: Bearer`, `account` as `X-Account`."""
+
+    def __init__(self, url: str, model_name: str = "victim", *, api_key: str | None = None,
+                 account: str | None = None, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5) -> None:
+        self.url = check_url(url)
+        self.model_name = model_name
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
+        self.last_attempts = 0  # tries the last request took (1: no retry)
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        if account:
+            headers["X-Account"] = account
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, trust_env=False,
+                                  follow_redirects=False)
+
+    def __enter__(self) -> V2Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the routes ---------------------------------------------------------------------------------------------
+    def live(self) -> bool:
+        return self._request("GET", "/v2/health/live").status_code == 200
+
+    def ready(self) -> bool:
+        return self._request("GET", "/v2/health/ready").status_code == 200
+
+    def metadata(self) -> dict[str, Any]:
+        body = self._json(self._request("GET", f"/v2/models/{self.model_name}"), "model metadata")
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+            raise EndpointError(f"{self._where()} answered model metadata without an 'inputs' list")
+        return body
+
+    def infer(self, images: Tensor, parameters: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """Released probabilities (B, K) for float images (B, C, H, W) in [0, 1], and the response's parameters."""
+        response = self._request("POST", f"/v2/models/{self.model_name}/infer",
+                                 json=encode_infer_request(images, parameters=parameters))
+        try:
+            return decode_infer_response(self._json(response, "infer"), len(images))
+        except ValueError as exc:
+            raise EndpointError(f"{self._where()} answered an infer request with a malformed V2 response: "
+                                f"{exc}") from None
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"the endpoint {self.url} (model {self.model_name!r})"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        problem = ""
+        for attempt in range(self.retries + 1):
+            self.last_attempts = attempt + 1
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TimeoutException:
+                problem = f"timed out after {self._http.timeout.read:g}s"
+                continue
+            except httpx.TransportError as exc:
+                problem = f"cannot be reached ({_reason(exc)})"
+                continue
+            if response.status_code >= 500:
+                problem = f"answered {response.status_code}: {_message(response)}"
+                continue
+            if response.status_code >= 400:
+                params = _parameters(response)
+                left = f" (queries left: {params['queries_left']})" if "queries_left" in params else ""
+                raise EndpointRefused(f"{self._where()} refused {method} {path} with {response.status_code}: "
+                                      f"{_message(response)}{left}", response.status_code, params)
+            return response
+        tries = f"{self.retries + 1} tries" if self.retries else "1 try"
+        raise EndpointError(f"{self._where()} {problem} ({tries}, {method} {path})")
+
+    def _json(self, response: httpx.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise EndpointError(f"{self._where()} answered {what} with something that is not JSON") from None
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text.strip().splitlines() or [""])[0][:200] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"][:500]
+    return str(body)[:200]
+
+
+def _parameters(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    params = body.get("parameters") if isinstance(body, dict) else None
+    return params if isinstance(params, dict) else {}
+
+
+__all__ = ["EndpointError", "EndpointRefused", "V2Client", "check_url"]

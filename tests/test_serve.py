@@ -1,0 +1,419 @@
+"""`stealbench serve` (a V2 / Open Inference Protocol endpoint) and `fit --oracle.url`, end to end and for real:
+servers in subprocesses on 127.0.0.1, httpx requests, no mocked HTTP. Two servers per module (deceptive and
+none, over the same cached victim); the last test kills the undefended one mid-run."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from stealbench.errors import EndpointError
+from stealbench.serve.client import EndpointRefused, V2Client
+
+REPO = Path(__file__).resolve().parents[1]
+BUDGET = 1000
+MAX_BATCH = 512
+
+
+def _env(base: Path) -> dict[str, str]:
+    env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false",
+           "STEALBENCH_CACHE_DIR": str(base / "cache"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        env[var] = str(base / "wandb")
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+class Proc:
+    """A subprocess whose stdout lines are read by a thread into a queue (bounded waits, never a blocking read)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self.popen = subprocess.Popen([sys.executable, "-m", "stealbench", *args], cwd=cwd, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self._queue.put(line)
+
+    def wait_for(self, text: str, seconds: float) -> str:
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self.popen.poll() is not None and self._queue.empty():
+                    break
+                continue
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} line within {seconds}s; output:\n{''.join(self.lines)}")
+
+    def output(self) -> str:
+        while not self._queue.empty():
+            self.lines.append(self._queue.get())
+        return "".join(self.lines)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serve")
+    env = _env(base)
+    common = ["--data", "digits", "--victim.epochs", "2", "--victim.cache_dir", str(base / "victims"), "--port", "0",
+              "--budget", str(BUDGET), "--max_batch", str(MAX_BATCH), "--progress_bar", "false"]
+    procs = {}
+    try:
+        for defense in ("deceptive", "none"):
+            procs[defense] = Proc(["serve", *common, "--defense", defense], env, base)
+        urls = {}
+        for defense, proc in procs.items():
+            line = proc.wait_for("serving victim on http://127.0.0.1:", 180)
+            urls[defense] = line.split(" on ", 1)[1].strip()
+        yield {"urls": urls, "procs": procs, "base": base, "env": env}
+    finally:
+        for proc in procs.values():
+            proc.stop()
+
+
+def _digits(n: int, start: int = 0) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[start:start + n] / 16.0).astype(np.float32)[:, None]
+
+
+def _request(x: np.ndarray, datatype: str = "FP32") -> dict:
+    return {"inputs": [{"name": "input-0", "shape": list(x.shape), "datatype": datatype,
+                        "data": x.flatten().tolist()}]}
+
+
+def _infer(url: str, body, account: str | None = None, **headers) -> httpx.Response:
+    if account:
+        headers["X-Account"] = account
+    kwargs = {"content": body} if isinstance(body, (bytes, str)) else {"json": body}
+    return httpx.post(f"{url}/v2/models/victim/infer", headers=headers, timeout=30, **kwargs)
+
+
+def _probs(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    out = response.json()["outputs"][0]
+    assert out["datatype"] == "FP32" and out["name"] == "probs"
+    return np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
+
+
+def test_health_and_metadata(servers):
+    url = servers["urls"]["deceptive"]
+    assert httpx.get(f"{url}/v2/health/live", timeout=10).json() == {"live": True}
+    assert httpx.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
+    meta = httpx.get(f"{url}/v2/models/victim", timeout=10).json()
+    assert meta["name"] == "victim" and meta["platform"]
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
+    assert meta["outputs"] == [{"name": "probs", "datatype": "FP32", "shape": [-1, 10]}]
+    assert meta["parameters"]["defense"] == "deceptive" and meta["parameters"]["max_batch"] == MAX_BATCH
+    missing = httpx.get(f"{url}/v2/models/other", timeout=10)
+    assert missing.status_code == 404 and "unknown model 'other'" in missing.json()["error"]
+
+
+def test_infer_simplex_and_defense(servers):
+    x = _digits(6)
+    defended = _infer(servers["urls"]["deceptive"], _request(x), "simplex")
+    probs = _probs(defended)
+    assert probs.shape == (6, 10)
+    assert (probs >= 0).all() and np.allclose(probs.sum(1), 1, atol=1e-4)
+    clean = _probs(_infer(servers["urls"]["none"], _request(x), "simplex"))
+    assert np.abs(clean - probs).max() > 1e-3  # the deceptive perturbation changed the released answers
+    assert np.allclose(clean.sum(1), 1, atol=1e-4)
+    # UINT8 images (0..255) are the same images: the same answers
+    as_bytes = np.round(x * 255).astype(np.uint8)
+    again = _probs(_infer(servers["urls"]["none"], _request(as_bytes, "UINT8"), "simplex"))
+    refloat = _probs(_infer(servers["urls"]["none"], _request(as_bytes.astype(np.float32) / 255), "simplex"))
+    assert np.allclose(again, refloat, atol=1e-6)
+    assert defended.json()["model_name"] == "victim"
+
+
+def test_accounts_count_separately(servers):
+    url = servers["urls"]["deceptive"]
+    first = _infer(url, _request(_digits(3)), "alice").json()["parameters"]
+    assert (first["account"], first["queries_used"], first["queries_left"]) == ("alice", 3, BUDGET - 3)
+    second = _infer(url, _request(_digits(2)), "alice").json()["parameters"]
+    assert (second["queries_used"], second["queries_left"]) == (5, BUDGET - 5)
+    assert _infer(url, _request(_digits(2)), "bob").json()["parameters"]["queries_used"] == 2
+    keyed = _infer(url, _request(_digits(4)), Authorization="Bearer k-123").json()["parameters"]
+    assert keyed["queries_used"] == 4 and "k-123" not in keyed["account"]
+    anonymous = _infer(url, _request(_digits(1))).json()["parameters"]
+    assert anonymous["account"] == "anonymous"
+
+
+def test_budget_exhausted_is_429_with_what_is_left(servers):
+    url = servers["urls"]["deceptive"]
+    x = _digits(MAX_BATCH)
+    assert _infer(url, _request(x), "spender").status_code == 200
+    assert _infer(url, _request(x[:BUDGET - MAX_BATCH - 10]), "spender").status_code == 200
+    refused = _infer(url, _request(x[:11]), "spender")
+    assert refused.status_code == 429
+    body = refused.json()
+    assert "budget exhausted" in body["error"] and "10 queries left" in body["error"]
+    assert body["parameters"]["queries_left"] == 10 and body["parameters"]["queries_used"] == BUDGET - 10
+    # the refused batch was not counted; what is left still answers
+    assert _infer(url, _request(x[:10]), "spender").json()["parameters"]["queries_left"] == 0
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"{not json", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    ({"inputs": []}, 400, "exactly one tensor"),
+    ({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "INT64", "data": [0] * 64}]}, 400,
+     "wrong datatype 'INT64'"),
+    ({"inputs": [{"name": "x", "shape": [1, 1, 8, 7], "datatype": "FP32", "data": [0.0] * 56}]}, 400,
+     "wrong shape [1, 1, 8, 7]"),
+    ({"inputs": [{"name": "x", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}, 400,
+     "holds 64 values"),
+    ({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [2.0] * 64}]}, 400, "[0, 1]"),
+    ({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ["a"] * 64}]}, 400,
+     "list of numbers"),
+    ({"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "UINT8", "data": [300] * 64}]}, 400, "0..255"),
+    ({"inputs": [{"name": "x", "shape": [MAX_BATCH + 1, 1, 8, 8], "datatype": "FP32",
+                  "data": [0.0] * ((MAX_BATCH + 1) * 64)}]}, 413, "--max_batch"),
+])
+def test_bad_requests_are_4xx_with_a_message(servers, body, status, words):
+    response = _infer(servers["urls"]["deceptive"], body, "bad-input")
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+
+
+def test_bad_authorization_and_account(servers):
+    url = servers["urls"]["deceptive"]
+    assert _infer(url, _request(_digits(1)), Authorization="Basic abc").status_code == 401
+    assert _infer(url, _request(_digits(1)), "bad name!").status_code == 400
+    # nothing was charged for refused requests
+    assert _infer(url, _request(_digits(1)), "bad-input").json()["parameters"]["queries_used"] == 1
+
+
+def test_client(servers):
+    import torch
+
+    with V2Client(servers["urls"]["deceptive"], account="client", retries=0) as client:
+        assert client.live() and client.ready()
+        assert client.metadata()["name"] == "victim"
+        probs, params = client.infer(torch.from_numpy(_digits(4)))
+        assert probs.shape == (4, 10) and params["queries_used"] == 4
+        with pytest.raises(EndpointRefused) as refused:
+            client.infer(torch.ones(1, 1, 8, 9))
+        assert refused.value.status == 400 and "wrong shape" in str(refused.value)
+
+
+def test_remote_oracle_budget_and_count_check(servers):
+    """The remote oracle's budget is exact on this side (nothing sent past it), and the server's echoed count is
+    checked: another client on the same account is caught."""
+    import torch
+
+    from stealbench.config import OracleConfig
+    from stealbench.errors import BudgetExceededError
+    from stealbench.serve.remote_oracle import RemoteOracle
+
+    url = servers["urls"]["deceptive"]
+    assert _infer(url, _request(_digits(2)), "shared").status_code == 200  # used before this oracle starts
+    oracle = RemoteOracle(OracleConfig(url=url, account="shared", retries=0), budget=5, input_shape=(1, 8, 8),
+                          num_classes=10)
+    try:
+        x = torch.from_numpy(_digits(6))
+        with pytest.raises(BudgetExceededError):
+            oracle.query(x)
+        probs = oracle.query(x[:3])
+        assert probs.shape == (3, 10) and oracle.used == 3 and oracle.remaining == 2
+        assert oracle.record()["queries_used_before"] == 2 and oracle.record()["api_key"] is None
+        assert _infer(url, _request(_digits(1)), "shared").status_code == 200  # someone else, same account
+        with pytest.raises(EndpointError, match="another client shares account 'shared'"):
+            oracle.query(x[:1])
+    finally:
+        oracle.close()
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    hits = 0
+    delay = 0.0
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).hits += 1
+        time.sleep(self.delay)
+        body = b'{"error": "overloaded"}'
+        try:
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("delay, words", [(0.0, "answered 503: overloaded"), (0.6, "timed out")])
+def test_client_retries_5xx_and_timeouts_then_fails(delay, words):
+    handler = type("Handler", (_Flaky,), {"hits": 0, "delay": delay})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = V2Client(url, retries=2, backoff=0.01, timeout=0.3)
+        with pytest.raises(EndpointError) as failed:
+            client.metadata()
+        assert handler.hits == 3  # one try and two retries, then one line naming the endpoint
+        assert url in str(failed.value) and words in str(failed.value) and "3 tries" in str(failed.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_client_unreachable_url_is_one_line():
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(EndpointError) as failed:
+        V2Client(f"http://127.0.0.1:{port}", retries=1, backoff=0.01, timeout=2).metadata()
+    assert time.monotonic() - started < 10
+    assert f"http://127.0.0.1:{port}" in str(failed.value) and "cannot be reached" in str(failed.value)
+    assert "\n" not in str(failed.value)
+
+
+def test_cli_errors_are_one_line(capsys):
+    from stealbench.cli import main
+
+    assert main(["serve", "--attack", "jbda"]) == 2
+    assert main(["serve", "--port", "70000"]) == 2
+    assert main(["fit", "--oracle.url", "ftp://somewhere"]) == 2
+    assert main(["fit", "--oracle.url", "http://127.0.0.1:1", "--defense", "deceptive"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err), err
+    assert "attacker's option" in err[0] and "--port" in err[1] and "http://" in err[2] and "--defense" in err[3]
+
+
+def test_proxy_applies_a_defense_to_an_upstream_endpoint(servers):
+    """`serve --upstream` over the undefended server answers what the deceptive server answers (same victim)."""
+    proxy = Proc(["serve", "--upstream", servers["urls"]["none"], "--defense", "deceptive", "--port", "0",
+                  "--budget", "50", "--model_name", "proxied"], servers["env"], servers["base"])
+    try:
+        url = proxy.wait_for("serving proxied on http://127.0.0.1:", 120).split(" on ", 1)[1].strip()
+        x = _digits(5, start=100)
+        response = httpx.post(f"{url}/v2/models/proxied/infer", json=_request(x), headers={"X-Account": "p"},
+                              timeout=30)
+        proxied = _probs(response)
+        assert response.json()["parameters"]["queries_left"] == 45
+        direct = _probs(_infer(servers["urls"]["deceptive"], _request(x), "p"))
+        assert np.allclose(proxied, direct, atol=1e-6)
+        assert httpx.get(f"{url}/v2/models/proxied", timeout=10).json()["parameters"]["upstream"] == \
+            servers["urls"]["none"]
+    finally:
+        proxy.stop()
+
+
+def _fit(servers, url: str, name: str, *extra: str) -> Proc:
+    return Proc(["fit", "--data", "digits", "--attack", "random", "--oracle.url", url, "--output_dir",
+                 str(servers["base"] / "runs"), "--name", name, "--sandbox", "off", "--progress_bar", "false",
+                 *extra], servers["env"], servers["base"])
+
+
+def test_fit_against_the_endpoint(servers):
+    url = servers["urls"]["deceptive"]
+    run = _fit(servers, url, "remote", "--budget", "100", "--oracle.api_key", "secret-key-1")
+    try:
+        run.wait_for("results: ", 240)
+        assert run.popen.wait(30) == 0, run.output()
+    finally:
+        run.stop()
+    folder = servers["base"] / "runs" / "remote"
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "complete"
+    assert results["identity"]["endpoint"] == url and results["endpoint"]["url"] == url
+    assert results["metrics"]["queries"] <= 100 and results["curve"][-1]["queries"] <= 100
+    assert 0 <= results["metrics"]["surrogate/fidelity"] <= 1
+    for path in folder.iterdir():  # the key is never written
+        if path.suffix in (".json", ".yaml", ".txt"):
+            assert "secret-key-1" not in path.read_text(), path
+    # the server counted exactly what the run counted, on the key's account
+    after = _infer(url, _request(_digits(1)), Authorization="Bearer secret-key-1").json()["parameters"]
+    assert after["queries_used"] == results["metrics"]["queries"] + 1
+
+
+def test_server_dying_mid_run_fails_the_run(servers):
+    url = servers["urls"]["none"]
+    run = _fit(servers, url, "dies", "--budget", "400", "--attack.num_checkpoints", "8", "--attack.epochs", "30",
+               "--oracle.retries", "1", "--oracle.timeout", "5")
+    try:
+        run.wait_for("round  1", 240)
+        servers["procs"]["none"].stop()  # the endpoint goes away while the attack still has queries to send
+        assert run.popen.wait(120) != 0
+    finally:
+        run.stop()
+    folder = servers["base"] / "runs" / "dies"
+    assert not (folder / "results.json").exists()
+    error = (folder / "error.txt").read_text()
+    assert url in error and "cannot be reached" in error
+    assert f"error: the endpoint {url}" in run.output()
+
+
+def test_stateful_defense_gets_one_copy_per_account():
+    """Accounts itself (no HTTP): a stateful defense keeps one query history per account, a stateless one is shared."""
+    import torch
+
+    from stealbench.defenses.base import Defense
+    from stealbench.serve.accounts import Accounts, account_of
+    from stealbench.serve.command import is_loopback
+
+    class Counting(Defense):
+        stateful = True
+
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+
+        def forward(self, x, probs):
+            self.seen += len(x)
+            return probs
+
+    made = []
+
+    def make_answerer(defense):
+        made.append(defense)
+
+        def answer(x):
+            out = defense(x, torch.full((len(x), 2), 0.5))
+            return out, out, None
+        return answer
+
+    accounts = Accounts(10, Counting(), make_answerer)
+    for name, n in (("a", 3), ("b", 2), ("a", 4)):
+        accounts.answer(name, torch.zeros(n, 1, 2, 2))
+    assert accounts.counts(accounts.get("a"))["queries_used"] == 7
+    assert accounts.counts(accounts.get("b"))["queries_left"] == 8
+    assert [d.seen for d in made] == [7, 2]  # a deep copy each, in the order the accounts appeared
+    assert account_of("Bearer k", "x") != account_of("Bearer j", "x") and account_of(None, "x") == "x"
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
