@@ -32,7 +32,7 @@ from .attacker.process import AttackerSpec
 from .attacks.base import Attack
 from .config import OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, redact_argv
 from .data.base import ImageDataset, Splits
-from .defender.cost import PRICE_KEYS
+from .defender.cost import PRICE_KEYS, state_size
 from .defender.guard import check_defense_type, checked_report, guarded_setup, weights_checksum
 from .defender.oracle import Oracle
 from .defender.referee import AttackerFailed, Referee
@@ -369,7 +369,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     extras = {**oracle.stats(), **oracle.recovery(), "seed_set/size": float(seed_set["size"] if seed_set else 0),
               **checked_report(exp.defense, _who(exp, catalog, "defense")), **attack_metrics(report["label_mode"])}
     # the defense's price: serving time over the victim's, and what it keeps (timings vary: never among metrics)
-    price = oracle.price(_state_size(exp.defense, _who(exp, catalog, "defense")))
+    price = oracle.price(state_size(exp.defense, _who(exp, catalog, "defense")))
     elapsed = time.perf_counter() - started
     attacker_env = report.get("environment") if isinstance(report.get("environment"), dict) else None
     reproducibility = run_record(exp.trainer, resolve_device(exp.trainer), process_record(), attacker_env)
@@ -444,23 +444,6 @@ def _who(exp: Experiment, catalog, option: str) -> str:
         return f"{key!r} (plugin {registry.source(key)})"
     except StealbenchError:
         return repr(key)
-
-
-def _state_size(defense: Defense, who: str) -> int | None:
-    """The defense's `state_size()` for the price record; None (and a warning) where it raises or gives no count."""
-    try:
-        size = defense.state_size()
-    except Exception as exc:  # noqa: BLE001 - plugin code: a missing figure, not a failed run
-        console.info(f"[yellow]warning[/]: defense {console.escape(who)}: state_size() raised "
-                     f"{console.escape(type(exc).__name__)}; its state size is recorded as unknown (null)")
-        return None
-    if size is None:
-        return None
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        console.info(f"[yellow]warning[/]: defense {console.escape(who)}: state_size() gave "
-                     f"{console.escape(repr(size)[:40])}, not a count; recorded as unknown (null)")
-        return None
-    return size
 
 
 def _params(component: Defense | Attack) -> str:

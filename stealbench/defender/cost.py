@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
+from .. import console
 from ..results import PRICE_KEYS
 
 
@@ -73,4 +74,21 @@ def price_record(clock: ServingClock, state_size: Any) -> dict[str, Any]:
             "batches": clock.batches, "answers": clock.rows, "device": str(clock.device)}
 
 
-__all__ = ["PRICE_KEYS", "ServingClock", "price_record"]
+def state_size(defense, who: str) -> int | None:
+    """The defense's `state_size()` for the price record; None (and a warning) where it raises or gives no count."""
+    try:
+        size = defense.state_size()
+    except Exception as exc:  # noqa: BLE001 - plugin code: a missing figure, not a failed run
+        console.info(f"[yellow]warning[/]: defense {console.escape(who)}: state_size() raised "
+                     f"{console.escape(type(exc).__name__)}; its state size is recorded as unknown (null)")
+        return None
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        console.info(f"[yellow]warning[/]: defense {console.escape(who)}: state_size() gave "
+                     f"{console.escape(repr(size)[:40])}, not a count; recorded as unknown (null)")
+        return None
+    return size
+
+
+__all__ = ["PRICE_KEYS", "ServingClock", "price_record", "state_size"]
