@@ -7,6 +7,7 @@ short registry keys work wherever a component is chosen: `--defense deceptive` o
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
@@ -359,6 +360,12 @@ def validate_config(cfg: Any) -> None:
     if cfg.oracle.url and cfg.defense and cfg.defense.get("class_path") != resolve_component("defense", "none"):
         raise ConfigError("--defense applies to the local victim; with --oracle.url the endpoint answers with its "
                           "own defense (leave --defense unset)")
+    if cfg.oracle.url:  # no local victim: its options would be recorded as if used
+        changed = [f"--victim.{f.name}" for f in dataclasses.fields(VictimConfig)
+                   if f.name not in ("cache", "cache_dir") and cfg.victim.get(f.name) != f.default]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} set the local victim; with --oracle.url the endpoint's model "
+                              "answers (leave them unset)")
     if cfg.victim.cache_dir:
         check_folder("victim.cache_dir", cfg.victim.cache_dir)
 

@@ -310,9 +310,11 @@ def test_cli_errors_are_one_line(capsys):
     assert main(["serve", "--port", "70000"]) == 2
     assert main(["fit", "--oracle.url", "ftp://somewhere"]) == 2
     assert main(["fit", "--oracle.url", "http://127.0.0.1:1", "--defense", "deceptive"]) == 2
+    assert main(["fit", "--oracle.url", "http://127.0.0.1:1", "--victim.epochs", "3"]) == 2  # no local victim
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("error: ") for line in err), err
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err), err
     assert "attacker's option" in err[0] and "--port" in err[1] and "http://" in err[2] and "--defense" in err[3]
+    assert "--victim.epochs" in err[4] and "endpoint" in err[4]
 
 
 def test_proxy_applies_a_defense_to_an_upstream_endpoint(servers):
