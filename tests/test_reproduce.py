@@ -95,6 +95,12 @@ def test_records_keep_attacker_pools_apart_and_pair_each_with_its_own_baseline()
     # a grid without other pools keeps its settings unlabelled
     alone, _ = run_records(runs[:2])
     assert all(r.fields["pool"] == "own" and r.fields["setting"] == "" for r in alone)
+    # a run written after --oracle.* existed (its defaults in config.yaml) is the same setting as one before
+    later = _run("deceptive", 1, [(100, 0.45)])
+    later.config["oracle"] = {"url": None, "model_name": "victim", "timeout": 30.0}
+    mixed, problems = run_records([_run("none", 0, [(100, 0.7)]), _run("none", 1, [(100, 0.6)]),
+                                   _run("deceptive", 0, [(100, 0.5)]), later])
+    assert not problems and {r.fields["setting"] for r in mixed} == {""}
 
 
 def test_records_pair_by_seed_at_every_checkpoint():

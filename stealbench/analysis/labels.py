@@ -20,6 +20,7 @@ OWN_POOL = "own"
 #: config keys that do not change what a run measures (left out when telling settings apart)
 _IGNORED_CONFIG = ("seed", "budget", "label_mode", "label_options", "name", "output_dir", "progress_bar", "sandbox",
                    "wandb", "defense", "attack", "pool_data",  # the pool is labelled by its key (pool_key)
+                   "oracle",  # how to reach an endpoint (the identity names the endpoint itself)
                    "data.class_path", "data.init_args.root", "data.init_args.download", "victim.cache",
                    "victim.cache_dir", "victim.checkpoint", "trainer.accelerator", "trainer.devices",
                    "trainer.strategy", "trainer.num_nodes", "trainer.logger", "trainer.callbacks",
