@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..results import RESULTS_FILE
 from . import stats
+from .best_response import best_responses
 from .claims import BudgetResult, ClaimResult, PartResult, Record
 from .claims_spec import SweepSpec
 from .plots import plot_curves, plot_kl, plot_utility
@@ -42,6 +43,7 @@ def claim_records(runs: list, utility: SweepSpec | None) -> tuple[list[Record], 
 
     records, problems = run_records(runs) if runs else ([], [])
     rows = build_rows(runs)[0] if runs else []
+    best_responses(rows)  # the leaderboard's best-response columns, as `stealbench leaderboard` writes them
     utility_raw: list[dict] = []
     folders = [Path(r.source) for r in runs if Path(r.source).is_dir()]
     if utility is not None and folders:
