@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .grid import Grid, GridRun
 from .results import RESULTS_FILE
-from .rundir import is_busy, is_complete, set_aside_error
+from .rundir import is_busy, is_complete, set_aside_error, taken_by_another
 from .signals import RunInterrupted, child_exit_interrupted, die_with_parent, exit_code
 
 #: hidden, so that leaderboards reading the output folder never take it for a run
@@ -63,10 +63,8 @@ class _Jobs:
         while (item := self.next_run()) is not None:
             i, run = item
             folder = run.folder(self.grid.output_dir)
-            holder = is_busy(folder)
-            if holder is not None or is_complete(folder):
-                why = (f"in use by another process (pid {holder or 'unknown'})" if holder is not None
-                       else "completed by another process")
+            why = taken_by_another(folder)
+            if why is not None:
                 self._finish(run, "busy", f"skipped: {why}")
                 continue
             if folder.exists():

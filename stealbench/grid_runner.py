@@ -15,7 +15,7 @@ from typing import Callable
 
 from .grid import Grid, GridRun
 from .results import RESULTS_FILE
-from .rundir import RunDirBusyError, is_busy, is_complete, set_aside_error
+from .rundir import RunDirBusyError, is_busy, is_complete, set_aside_error, taken_by_another
 from .signals import RunInterrupted, child_exit_interrupted, exit_code, handle_signals, spawn_child
 
 
@@ -134,11 +134,9 @@ def _loop(grid, todo, runner, report, bar, fail_fast, out) -> None:
         task = bar.add_task(out.escape(grid.name), total=len(todo), eta="?")
         for i, run in enumerate(todo, start=1):
             folder = run.folder(grid.output_dir)
-            holder = is_busy(folder)
-            if holder is not None or is_complete(folder):  # another grid on this output folder runs (ran) it
+            why = taken_by_another(folder)  # another grid on this output folder runs (ran) it
+            if why is not None:
                 report.busy.append(run.name)
-                why = (f"in use by another process (pid {holder or 'unknown'})" if holder is not None
-                       else "completed by another process")
                 out.info(f"grid run {i}/{len(todo)}: {out.escape(run.name)} skipped: {why}")
                 bar.update(task, advance=1)
                 continue

@@ -217,6 +217,15 @@ def record_failure(run_dir: str | Path | RunDir, exc: BaseException) -> Path | N
 
 
 
+def taken_by_another(folder: Path) -> str | None:
+    """Why a grid must leave this run to another process (it holds the run's lock, or finished it since the
+    grid was planned), else None."""
+    holder = is_busy(folder)
+    if holder is not None:
+        return f"in use by another process (pid {holder})"
+    return "completed by another process" if is_complete(folder) else None
+
+
 def is_complete(folder: Path) -> bool:
     """A run folder is complete when it holds a readable results.json with status `complete`."""
     try:
@@ -227,4 +236,4 @@ def is_complete(folder: Path) -> bool:
 
 
 __all__ = ["ERROR_FILE", "LOCK_FILE", "MAX_NAME_LENGTH", "RunDir", "RunDirBusyError", "check_name", "describe_failure",
-           "is_busy", "is_complete", "open_run_dir", "record_failure", "set_aside_error"]
+           "is_busy", "is_complete", "open_run_dir", "record_failure", "set_aside_error", "taken_by_another"]
