@@ -116,8 +116,11 @@ def test_the_admitted_distances_start_with_the_authors_zero():
     prada = PRADA(min_distances=1000)
     prada.observe(x, torch.zeros(3, dtype=torch.long))
     assert prada.report()["growing_set"] == 3
+    assert prada.state_size() == 3  # the price's defense/state_size: stored queries
     assert prada._threshold[0] == pytest.approx(0.5 - np.sqrt(1 / 6))
     assert list(prada._distances[: prada._n_distances]) == [1.0, 0.5]  # the seeding 0 is not a query distance
+    prada.reset()
+    assert prada.state_size() == 0
 
 
 def test_shapiro_w_is_high_for_normal_data():

@@ -189,6 +189,10 @@ class PRADA(Defense):
         """The 1-based number of the query at which the alarm was raised, or None."""
         return self._alarm_query
 
+    def state_size(self) -> int:
+        """Queries the defense stores: the growing sets' images (D adds one float per query besides)."""
+        return 0 if self._members is None else int(len(self._members))
+
     def report(self) -> dict[str, float]:
         out = {
             "alarm": float(self._alarm_query is not None),
