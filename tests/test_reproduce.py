@@ -42,7 +42,7 @@ def test_quick_reproduction_reports_every_claim_and_resumes(tmp_path, one_thread
     assert (out / "utility_sweep.png").exists() and list(out.glob("curves_*.png"))
     sweep = json.loads((out / "utility_sweep.json").read_text())
     for row in sweep:  # what the utility sweep measures is the vocabulary claims are checked against
-        assert set(row) - {"seed", "beta", "gamma"} <= set(METRICS["utility"]), set(row) - set(METRICS["utility"])
+        assert set(row) - {"data", "seed", "beta", "gamma"} <= set(METRICS["utility"]), set(row) - set(METRICS["utility"])
     results = sorted(out.glob("runs/*/results.json"))
     assert len(results) == 12
 
@@ -101,6 +101,34 @@ def test_records_keep_attacker_pools_apart_and_pair_each_with_its_own_baseline()
     mixed, problems = run_records([_run("none", 0, [(100, 0.7)]), _run("none", 1, [(100, 0.6)]),
                                    _run("deceptive", 0, [(100, 0.5)]), later])
     assert not problems and {r.fields["setting"] for r in mixed} == {""}
+
+
+def test_utility_records_keep_each_data_set_apart(tmp_path, monkeypatch):
+    # a reproduction with a second victim data set (lee2018's Fashion-MNIST victims) must not pool their utility
+    # sweeps with the first's: one record per data set, each over its own victims only
+    from stealbench.analysis import utility_sweep
+    from stealbench.analysis.claims_spec import SweepSpec
+    from stealbench.analysis.report import claim_records
+
+    runs = []
+    for data in ("mnist", "fashion-mnist"):
+        for seed in (0, 1):
+            run = _run("none", seed, [(100, 0.7)])
+            run.identity["data"] = data
+            folder = tmp_path / f"{data}{seed}"
+            folder.mkdir()
+            runs.append(Run(str(folder), run.identity, run.metrics, run.curve, run.config))
+    kl = {"mnist": 1.0, "fashion-mnist": 3.0}
+    monkeypatch.setattr(utility_sweep, "victims_of",
+                        lambda folders: [(r.identity["seed"], {"identity": r.identity}) for r in runs])
+    monkeypatch.setattr(utility_sweep, "sweep_victim", lambda payload, spec: [
+        {"beta": 1.0, "gamma": 0.2, "acc": 0.9, "acc_defended": 0.9, "kl_nats": kl[payload["identity"]["data"]]}])
+    records, _, _, raw = claim_records(runs, SweepSpec("deceptive", {"beta": [1.0], "gamma": [0.2]}))
+    utility = {r.fields["data"]: r for r in records if r.source == "utility"}
+    assert sorted(utility) == ["fashion-mnist", "mnist"]
+    assert utility["mnist"].metrics["kl_nats"].mean == 1.0 and utility["mnist"].metrics["kl_nats"].n == 2
+    assert utility["fashion-mnist"].metrics["kl_nats"].mean == 3.0
+    assert {row["data"] for row in raw} == {"mnist", "fashion-mnist"}
 
 
 def test_records_pair_by_seed_at_every_checkpoint():

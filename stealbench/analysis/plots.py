@@ -164,17 +164,19 @@ def plot_kl(rows: list[dict[str, Any]], rep, path: Path) -> Path:
     params = list(rep.utility.params)
     x_key = "gamma" if "gamma" in params else params[-1]
     line_key = next((p for p in params if p != x_key), None)
+    several_data = len({row.get("data") for row in rows}) > 1
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels = (("kl_nats", "KL(y‖y') nats/query"), ("kl_nats_rev", "KL(y'‖y) nats/query"),
               ("acc_change", "defended − clean accuracy"))
     for ax, (metric, title) in zip(axes, panels):
         groups: dict[Any, dict[Any, list[float]]] = {}
-        for row in rows:
-            groups.setdefault(row.get(line_key), {}).setdefault(row[x_key], []).append(row[metric])
-        for line, points in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        for row in rows:  # a line per data set and value of the other parameter
+            line = (row.get("data") if several_data else None, row.get(line_key))
+            groups.setdefault(line, {}).setdefault(row[x_key], []).append(row[metric])
+        for (data, line), points in sorted(groups.items(), key=lambda kv: str(kv[0])):
             xs = sorted(points)
-            ax.plot(xs, [statistics.fmean(points[x]) for x in xs], marker="o",
-                    label=f"{line_key}={line}" if line_key else None)
+            label = " ".join(part for part in (data, f"{line_key}={line}" if line_key else None) if part)
+            ax.plot(xs, [statistics.fmean(points[x]) for x in xs], marker="o", label=label or None)
         target = (rep.paper.get("kl_nats") if metric.startswith("kl") else None)
         if isinstance(target, (int, float)):
             ax.axhline(target, color="grey", linestyle=":", label=f"paper: {target} nats")

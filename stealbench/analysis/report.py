@@ -47,13 +47,14 @@ def claim_records(runs: list, utility: SweepSpec | None) -> tuple[list[Record], 
     utility_raw: list[dict] = []
     folders = [Path(r.source) for r in runs if Path(r.source).is_dir()]
     if utility is not None and folders:
-        per_victim = []
+        per_data: dict[str, list] = {}  # one record per data set: victims of different tasks never pool
         for seed, payload in victims_of(folders):
             sweep = sweep_victim(payload, utility)
-            per_victim.append((seed, sweep))
-            utility_raw += [{"seed": seed, **row} for row in sweep]
-        data = runs[0].identity["data"]
-        records += utility_records(per_victim, utility.defense, data, list(utility.params))
+            data = payload["identity"]["data"]
+            per_data.setdefault(data, []).append((seed, sweep))
+            utility_raw += [{"data": data, "seed": seed, **row} for row in sweep]
+        for data, per_victim in per_data.items():
+            records += utility_records(per_victim, utility.defense, data, list(utility.params))
     elif utility is not None and runs:
         problems.append(("utility", "the utility sweep reloads victims from run folders; W&B runs have none"))
     return records, rows, problems, utility_raw
