@@ -129,6 +129,9 @@ def test_utility_records_keep_each_data_set_apart(tmp_path, monkeypatch):
     assert utility["mnist"].metrics["kl_nats"].mean == 1.0 and utility["mnist"].metrics["kl_nats"].n == 2
     assert utility["fashion-mnist"].metrics["kl_nats"].mean == 3.0
     assert {row["data"] for row in raw} == {"mnist", "fashion-mnist"}
+    assert utility["mnist"].label.startswith("mnist: ")  # two data sets: the report's rows say which is which
+    labels = {r.label for r in records if r.source == "runs"}
+    assert any(label.startswith("fashion-mnist: ") for label in labels), labels
 
 
 def test_records_pair_by_seed_at_every_checkpoint():
@@ -185,7 +188,11 @@ def test_dry_run_lists_the_full_grid(capsys):
     assert main(["reproduce", "lee2018", "--dry_run", "--output_dir", "somewhere"]) == 0
     out = capsys.readouterr().out
     # 50 + the best response (invert vs beta 1, gamma 0.2) + natural samples from Fashion-MNIST vs none and gamma 0.2
-    assert "# 65 runs; output somewhere" in out
+    # + the other way round: a Fashion-MNIST victim, natural samples from its own pool and from MNIST (none, gamma 0.2)
+    assert "# 85 runs; output somewhere" in out
+    assert "--data fashion-mnist --defense none --attack random --pool_data mnist" in out
+    assert "--name mnist-pool-mnist_" not in out and "--name fashion-mnist-pool-fashion-mnist_" not in out  # no
+    # victim's out-of-distribution pool is its own data set
     assert "--pool_data fashion-mnist --pool_data.root ../shared/data" in out
     assert "--name mnist-pool-fashion-mnist_rs-b1-g0.2_random_soft_b5000_s4" in out
     assert "--output_dir somewhere/runs --name mnist_rs-b1-g0.2_jbda_hard_b6400_s2" in out

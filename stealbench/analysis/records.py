@@ -65,6 +65,7 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
     # per-seed accuracies, kept to pair soft and hard attackers afterwards
     per_seed_acc: dict[tuple, dict[int, float]] = {}
     records: list[Record] = []
+    several_data = len({key[0] for key in longest}) > 1  # then labels name the victim's data set
     for (data, attack, label_mode, setting, defense), by_seed in sorted(longest.items()):
         base = longest.get((data, attack, label_mode, setting, BASELINE), {})
         base_mode = label_mode
@@ -105,8 +106,8 @@ def run_records(runs: list[Run]) -> tuple[list[Record], list[tuple[str, str]]]:
                     vals = [e[name] for e in extras if isinstance(e.get(name), (int, float))]
                     if vals:
                         metrics[name.replace("/", "_")] = value(vals)
-            label = f"{attack} {label_mode}, {setting_label(key, params)} @ {int(q)}" + (
-                f" [{setting}]" if setting else "")
+            label = (f"{data}: " if several_data else "") + \
+                f"{attack} {label_mode}, {setting_label(key, params)} @ {int(q)}" + (f" [{setting}]" if setting else "")
             records.append(Record("runs", fields, metrics, label, context))
     _hard_advantage(records, per_seed_acc)
     return records, problems
@@ -159,8 +160,9 @@ def _hard_advantage(records: list[Record], per_seed_acc: dict[tuple, dict[int, f
 
 
 def utility_records(per_victim: list[tuple[int, list[dict[str, Any]]]], defense: str, data: str,
-                    params: list[str]) -> list[Record]:
-    """Utility sweeps of several victims (one per seed) -> one record per setting, mean ± std over victims."""
+                    params: list[str], name_data: bool = False) -> list[Record]:
+    """Utility sweeps of several victims (one per seed) -> one record per setting, mean ± std over victims.
+    `name_data`: labels name the data set (a reproduction with victims of several data sets)."""
     by_setting: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for _, rows in per_victim:
         for row in rows:
@@ -175,8 +177,8 @@ def utility_records(per_victim: list[tuple[int, list[dict[str, Any]]]], defense:
         details = ", ".join(f"{text} {metrics[k].mean:.4f}" for k, text in (
             ("top1_changed", "top-1 changed"), ("top1_changed_confident", "where max y > ½"),
             ("kl_nats", "KL(y‖y′)"), ("kl_nats_rev", "KL(y′‖y)"), ("l1", "L1")) if k in metrics)
-        records.append(Record("utility", fields, metrics, setting_label(defense, dict(zip(params, setting))),
-                              context, details))
+        label = (f"{data}: " if name_data else "") + setting_label(defense, dict(zip(params, setting)))
+        records.append(Record("utility", fields, metrics, label, context, details))
     return records
 
 

@@ -54,7 +54,7 @@ def claim_records(runs: list, utility: SweepSpec | None) -> tuple[list[Record], 
             per_data.setdefault(data, []).append((seed, sweep))
             utility_raw += [{"data": data, "seed": seed, **row} for row in sweep]
         for data, per_victim in per_data.items():
-            records += utility_records(per_victim, utility.defense, data, list(utility.params))
+            records += utility_records(per_victim, utility.defense, data, list(utility.params), len(per_data) > 1)
     elif utility is not None and runs:
         problems.append(("utility", "the utility sweep reloads victims from run folders; W&B runs have none"))
     return records, rows, problems, utility_raw
