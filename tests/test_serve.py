@@ -282,6 +282,8 @@ _ONE = _digits(1).astype("<f4").tobytes()  # 256 bytes: one 8x8 FP32 image
     (_raw(_binary_head(True), _ONE), "binary_data_size must be a byte count"),
     (_raw({**_binary_head(256), "parameters": {"binary_data_output": "yes"}}, _ONE), "must be true or false"),
     (_raw(_binary_head(256, datatype="INT64"), _ONE), "wrong datatype 'INT64'"),
+    (_raw(_binary_head(256), np.full(64, 2.0, "<f4").tobytes()), "FP32 pixels must lie in [0, 1]"),
+    (_raw(_binary_head(256), np.full(64, np.nan, "<f4").tobytes()), "NaN or infinite"),
 ])
 def test_malformed_binary_requests_are_400_with_a_message(servers, body, words):
     content, headers = body

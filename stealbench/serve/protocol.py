@@ -81,7 +81,7 @@ def decode_infer_request(payload: dict[str, Any], input_shape: tuple[int, int, i
     if values.numel() != math.prod(shape):
         raise V2Error(400, f"'data' holds {values.numel()} values, but shape {shape} needs {math.prod(shape)}")
     if not torch.isfinite(values).all():
-        raise V2Error(400, "'data' holds NaN or infinite values")
+        raise V2Error(400, "the input tensor holds NaN or infinite values")
     if datatype == "UINT8":
         if (values != values.round()).any() or values.min() < 0 or values.max() > 255:
             raise V2Error(400, "UINT8 'data' must be integers in 0..255")
