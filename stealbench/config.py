@@ -70,6 +70,8 @@ class OracleConfig:
         referee_account: `X-Account` of the referee (default: ACCOUNT-referee), outside the attacker's budget
         timeout: seconds per HTTP request (> 0)
         retries: retries after a timeout, a failed connection or a 5xx answer (0 to 10), with backoff
+        binary: send images and take answers as raw bytes (the V2 binary tensor data extension); false: JSON. An
+            endpoint that refuses the first binary request (400/415/422) is asked in JSON from then on
     """
 
     url: str | None = None
@@ -80,6 +82,7 @@ class OracleConfig:
     referee_account: str | None = None
     timeout: float = 30.0
     retries: int = 3
+    binary: bool = True
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -88,12 +91,15 @@ class OracleConfig:
             raise ConfigError(f"--oracle.model_name must be a name without '/', got {self.model_name!r}")
         check_float("oracle.timeout", self.timeout, positive=True)
         check_int("oracle.retries", self.retries, 0, 10)
+        if not isinstance(self.binary, bool):
+            raise ConfigError(f"--oracle.binary must be true or false, got {self.binary!r}")
 
     def record(self) -> dict[str, Any]:
         """What results.json keeps: the endpoint and accounts, never the keys."""
         return {"url": self.url, "model_name": self.model_name, "account": self.account,
                 "referee_account": self.referee_account or f"{self.account}-referee",
-                "api_key": "set" if self.api_key else None, "referee_key": "set" if self.referee_key else None}
+                "api_key": "set" if self.api_key else None, "referee_key": "set" if self.referee_key else None,
+                "binary": self.binary}
 
 
 #: options whose values never reach results.json, config.yaml or the recorded command line

@@ -1,82 +1,25 @@
 """`stealbench serve` (a V2 / Open Inference Protocol endpoint) and `fit --oracle.url`, end to end and for real:
 servers in subprocesses on 127.0.0.1, httpx requests, no mocked HTTP. Two servers per module (deceptive and
-none, over the same cached victim); the last test kills the undefended one mid-run."""
+none, over the same cached victim); the last test kills the undefended one mid-run. JSON and binary (the V2
+binary tensor data extension) requests alike; `fit --oracle.url` uses binary by default."""
 
 from __future__ import annotations
 
 import http.server
 import json
-import os
-import queue
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from serve_helpers import HEADER, Proc, _binary_probs, _binary_request, _digits, _env, _infer, _probs, _request
 
 from stealbench.errors import EndpointError
 from stealbench.serve.client import EndpointRefused, V2Client
 
-REPO = Path(__file__).resolve().parents[1]
 BUDGET = 1000
 MAX_BATCH = 512
-
-
-def _env(base: Path) -> dict[str, str]:
-    env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false",
-           "STEALBENCH_CACHE_DIR": str(base / "cache"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
-        env[var] = str(base / "wandb")
-    env.pop("WANDB_API_KEY", None)
-    return env
-
-
-class Proc:
-    """A subprocess whose stdout lines are read by a thread into a queue (bounded waits, never a blocking read)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        self.popen = subprocess.Popen([sys.executable, "-m", "stealbench", *args], cwd=cwd, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.popen.stdout:
-            self._queue.put(line)
-
-    def wait_for(self, text: str, seconds: float) -> str:
-        ends = time.monotonic() + seconds
-        while time.monotonic() < ends:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self.popen.poll() is not None and self._queue.empty():
-                    break
-                continue
-            self.lines.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no {text!r} line within {seconds}s; output:\n{''.join(self.lines)}")
-
-    def output(self) -> str:
-        while not self._queue.empty():
-            self.lines.append(self._queue.get())
-        return "".join(self.lines)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -97,31 +40,6 @@ def servers(tmp_path_factory):
     finally:
         for proc in procs.values():
             proc.stop()
-
-
-def _digits(n: int, start: int = 0) -> np.ndarray:
-    from sklearn.datasets import load_digits
-
-    return (load_digits().images[start:start + n] / 16.0).astype(np.float32)[:, None]
-
-
-def _request(x: np.ndarray, datatype: str = "FP32") -> dict:
-    return {"inputs": [{"name": "input-0", "shape": list(x.shape), "datatype": datatype,
-                        "data": x.flatten().tolist()}]}
-
-
-def _infer(url: str, body, account: str | None = None, **headers) -> httpx.Response:
-    if account:
-        headers["X-Account"] = account
-    kwargs = {"content": body} if isinstance(body, (bytes, str)) else {"json": body}
-    return httpx.post(f"{url}/v2/models/victim/infer", headers=headers, timeout=30, **kwargs)
-
-
-def _probs(response: httpx.Response) -> np.ndarray:
-    assert response.status_code == 200, response.text
-    out = response.json()["outputs"][0]
-    assert out["datatype"] == "FP32" and out["name"] == "probs"
-    return np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
 
 
 def test_health_and_metadata(servers):
@@ -336,6 +254,145 @@ def test_proxy_applies_a_defense_to_an_upstream_endpoint(servers):
         proxy.stop()
 
 
+def _raw(head, tail: bytes = b"", length: str | None = None) -> tuple[bytes, dict]:
+    text = head if isinstance(head, bytes) else json.dumps(head).encode()
+    return text + tail, {HEADER: str(len(text)) if length is None else length}
+
+
+def _binary_head(size, datatype: str = "FP32", shape=(1, 1, 8, 8), **tensor) -> dict:
+    return {"inputs": [{"name": "input-0", "shape": list(shape), "datatype": datatype,
+                        "parameters": {"binary_data_size": size}, **tensor}]}
+
+
+_ONE = _digits(1).astype("<f4").tobytes()  # 256 bytes: one 8x8 FP32 image
+
+
+@pytest.mark.parametrize("body, words", [
+    (_raw(_binary_head(256), _ONE, length="999"), "says the JSON header is 999 bytes, but the whole request body"),
+    (_raw(_binary_head(256), _ONE, length="12abc"), "non-negative integer"),
+    (_raw(_binary_head(100), _ONE[:100]), "binary_data_size 100 does not match shape [1, 1, 8, 8] of FP32"),
+    (_raw(_binary_head(64, "UINT8"), _ONE[:256]), "add up to 64 bytes, but 256 bytes follow"),
+    (_raw(_binary_head(256), _ONE + b"\0" * 8), "add up to 256 bytes, but 264 bytes follow"),
+    (_raw(_binary_head(256), _ONE[:200]), "add up to 256 bytes, but 200 bytes follow"),
+    (_raw(b'{"inputs": "\x80\xff"}', _ONE), "malformed JSON in the JSON header"),  # not UTF-8
+    (_raw(b'{"inputs": [', _ONE), "malformed JSON in the JSON header"),
+    (_raw(_request(_digits(1)), _ONE), "declares no binary_data_size"),
+    (_raw(_binary_head(256, data=[0.0] * 64), _ONE), "both 'data' and parameters.binary_data_size"),
+    (_raw(_binary_head(-4), _ONE), "binary_data_size must be a byte count"),
+    (_raw(_binary_head(True), _ONE), "binary_data_size must be a byte count"),
+    (_raw({**_binary_head(256), "parameters": {"binary_data_output": "yes"}}, _ONE), "must be true or false"),
+    (_raw(_binary_head(256, datatype="INT64"), _ONE), "wrong datatype 'INT64'"),
+    (_raw(_binary_head(256), np.full(64, 2.0, "<f4").tobytes()), "FP32 pixels must lie in [0, 1]"),
+    (_raw(_binary_head(256), np.full(64, np.nan, "<f4").tobytes()), "NaN or infinite"),
+])
+def test_malformed_binary_requests_are_400_with_a_message(servers, body, words):
+    content, headers = body
+    response = _infer(servers["urls"]["deceptive"], content, "bad-binary", **headers)
+    assert response.status_code == 400, response.text
+    assert words in response.json()["error"] and "\n" not in response.json()["error"]
+
+
+def test_binary_answers_are_bit_identical_to_json(servers):
+    """The same images, as JSON and as raw bytes, FP32 and UINT8: the same float32 probabilities, bit for bit."""
+    x = _digits(7, start=300)
+    as_bytes = np.round(x * 255).astype(np.uint8)
+    for defense in ("none", "deceptive"):
+        url = servers["urls"][defense]
+        for images, datatype in ((x, "FP32"), (as_bytes, "UINT8")):
+            by_json = _probs(_infer(url, _request(images, datatype), "same"), dtype=np.float32)
+            content, headers = _binary_request(images, datatype)
+            binary, head = _binary_probs(_infer(url, content, "same", **headers))
+            assert binary.view(np.uint32).tolist() == by_json.view(np.uint32).tolist(), (defense, datatype)
+            assert head["model_name"] == "victim" and head["parameters"]["account"] == "same"
+            content, headers = _binary_request(images, datatype, output_binary=False)  # binary in, JSON out
+            mixed = _infer(url, content, "same", **headers)
+            assert HEADER not in mixed.headers
+            assert _probs(mixed, dtype=np.float32).view(np.uint32).tolist() == by_json.view(np.uint32).tolist()
+    after = _infer(servers["urls"]["none"], _request(x[:1]), "same").json()["parameters"]
+    assert after["queries_used"] == 2 * 3 * len(x) + 1  # on this server: 2 datatypes x 3 encodings, each counted once
+    assert httpx.get(f"{servers['urls']['none']}/v2", timeout=10).json()["extensions"] == ["binary_tensor_data"]
+
+
+def test_binary_requests_count_against_the_budget_like_json(servers):
+    url = servers["urls"]["deceptive"]
+    x = _digits(MAX_BATCH)
+    content, headers = _binary_request(x)
+    _, head = _binary_probs(_infer(url, content, "bin-spender", **headers))
+    assert (head["parameters"]["queries_used"], head["parameters"]["queries_left"]) == (MAX_BATCH, BUDGET - MAX_BATCH)
+    assert _infer(url, _request(x[:BUDGET - MAX_BATCH - 10]), "bin-spender").status_code == 200
+    content, headers = _binary_request(x[:11])
+    refused = _infer(url, content, "bin-spender", **headers)
+    assert refused.status_code == 429 and HEADER not in refused.headers
+    assert "10 queries left" in refused.json()["error"] and refused.json()["parameters"]["queries_left"] == 10
+    content, headers = _binary_request(x[:10])
+    assert _binary_probs(_infer(url, content, "bin-spender", **headers))[1]["parameters"]["queries_left"] == 0
+    content, headers = _binary_request(_digits(MAX_BATCH + 1))
+    oversize = _infer(url, content, "bin-big", **headers)
+    assert oversize.status_code == 413 and "--max_batch" in oversize.json()["error"]
+    # refused binary requests charged nothing
+    assert _infer(url, _request(_digits(1)), "bad-binary").json()["parameters"]["queries_used"] == 1
+
+
+def test_client_binary_and_json_give_the_same_answers(servers):
+    import torch
+
+    x = torch.from_numpy(_digits(5, start=400))
+    with V2Client(servers["urls"]["deceptive"], account="client-bin", retries=0) as binary, \
+            V2Client(servers["urls"]["deceptive"], account="client-json", retries=0, binary=False) as plain:
+        by_binary, params = binary.infer(x)
+        by_json, _ = plain.infer(x)
+        assert binary.binary and binary.fallback is None and not plain.binary
+        assert torch.equal(by_binary, by_json) and by_binary.dtype == torch.float32
+        assert params["queries_used"] == 5
+        with pytest.raises(EndpointRefused) as refused:  # a real refusal is not taken for a missing extension
+            binary.infer(torch.ones(1, 1, 8, 9))
+        assert refused.value.status == 400 and "wrong shape" in str(refused.value) and binary.binary
+
+
+class _JsonOnly(http.server.BaseHTTPRequestHandler):
+    """A V2 endpoint without the binary extension (a stand-in for a third party): binary bodies get a 400."""
+
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        binary = self.headers.get(HEADER) is not None
+        type(self).seen.append("binary" if binary else "json")
+        if binary:
+            status, answer = 400, {"error": "unexpected binary data"}
+        else:
+            batch = json.loads(body)["inputs"][0]["shape"][0]
+            status, answer = 200, {"outputs": [{"name": "probs", "shape": [batch, 10], "datatype": "FP32",
+                                                "data": [0.1] * (10 * batch)}]}
+        text = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_client_falls_back_to_json_where_binary_is_refused():
+    import torch
+
+    handler = type("Handler", (_JsonOnly,), {"seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with V2Client(f"http://127.0.0.1:{server.server_address[1]}", retries=0) as client:
+            for _ in range(2):
+                probs, _ = client.infer(torch.zeros(3, 1, 8, 8))
+                assert probs.shape == (3, 10)
+        assert handler.seen == ["binary", "json", "json"]  # one binary try, then JSON only
+        assert not client.binary and "unexpected binary data" in client.fallback
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _fit(servers, url: str, name: str, *extra: str) -> Proc:
     return Proc(["fit", "--data", "digits", "--attack", "random", "--oracle.url", url, "--output_dir",
                  str(servers["base"] / "runs"), "--name", name, "--sandbox", "off", "--progress_bar", "false",
@@ -356,6 +413,7 @@ def test_fit_against_the_endpoint(servers):
     assert results["identity"]["endpoint"] == url and results["endpoint"]["url"] == url
     assert results["metrics"]["queries"] <= 100 and results["curve"][-1]["queries"] <= 100
     assert 0 <= results["metrics"]["surrogate/fidelity"] <= 1
+    assert results["endpoint"]["binary"] is True and results["endpoint"]["binary_fallback"] is None  # the default
     for path in folder.iterdir():  # the key is never written
         if path.suffix in (".json", ".yaml", ".txt"):
             assert "secret-key-1" not in path.read_text(), path
@@ -367,7 +425,7 @@ def test_fit_against_the_endpoint(servers):
 def test_server_dying_mid_run_fails_the_run(servers):
     url = servers["urls"]["none"]
     run = _fit(servers, url, "dies", "--budget", "400", "--attack.num_checkpoints", "8", "--attack.epochs", "30",
-               "--oracle.retries", "1", "--oracle.timeout", "5")
+               "--oracle.retries", "1", "--oracle.timeout", "5", "--oracle.binary", "false")
     try:
         run.wait_for("round  1", 240)
         servers["procs"]["none"].stop()  # the endpoint goes away while the attack still has queries to send

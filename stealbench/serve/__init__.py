@@ -2,5 +2,6 @@
 
 `stealbench serve` (command.py) serves a trained victim behind a defense (server.py, accounts.py); `fit
 --oracle.url` attacks any V2 endpoint through :class:`stealbench.serve.client.V2Client` (remote_oracle.py).
-protocol.py holds the wire format and its validation; only server.py and command.py import FastAPI/uvicorn.
+protocol.py holds the wire format and its validation (binary.py: the binary tensor data extension); only
+server.py and command.py import FastAPI/uvicorn.
 """

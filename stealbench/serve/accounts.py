@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from .protocol import V2Error
+from .errors import V2Error
 
 ANONYMOUS = "anonymous"
 MAX_ACCOUNTS = 10_000

@@ -3,10 +3,14 @@
 Timeouts, connection failures and 5xx answers are retried a bounded number of times with exponential backoff;
 then an :class:`EndpointError` names the URL and what went wrong. A 4xx answer is not retried: it raises
 :class:`EndpointRefused` with the server's own `error` message (and its `parameters`, e.g. the budget left).
+Infer requests use the binary tensor data extension (binary.py) unless `binary=False`: V2 has no capability
+negotiation, so an endpoint that refuses the first binary request with 400/415/422 is asked again in JSON, and
+the client stays on JSON from then on (`fallback` says why).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -15,7 +19,12 @@ from torch import Tensor
 
 from ..config import check_url
 from ..errors import EndpointError
-from .protocol import decode_infer_response, encode_infer_request
+from .binary import CONTENT_TYPE, HEADER, split_body
+from .errors import V2Error
+from .protocol import decode_infer_response, encode_binary_request, encode_infer_request
+
+#: statuses of a first binary request after which the client asks again in JSON (an endpoint without the extension)
+_NO_BINARY = (400, 415, 422)
 
 
 class EndpointRefused(EndpointError):
@@ -31,8 +40,12 @@ class V2Client:
     """One model behind a V2 endpoint. `api_key` goes as `Authorization: Bearer`, `account` as `X-Account`."""
 
     def __init__(self, url: str, model_name: str = "victim", *, api_key: str | None = None,
-                 account: str | None = None, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5) -> None:
+                 account: str | None = None, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 binary: bool = True) -> None:
         self.url = check_url(url)
+        self.binary = bool(binary)  # infer in the binary tensor data extension (else JSON)
+        self.fallback: str | None = None  # why the client went back to JSON, if it did
+        self._binary_answered = False
         self.model_name = model_name
         self.retries = max(0, int(retries))
         self.backoff = float(backoff)
@@ -69,10 +82,36 @@ class V2Client:
 
     def infer(self, images: Tensor, parameters: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
         """Released probabilities (B, K) for float images (B, C, H, W) in [0, 1], and the response's parameters."""
-        response = self._request("POST", f"/v2/models/{self.model_name}/infer",
-                                 json=encode_infer_request(images, parameters=parameters))
+        path = f"/v2/models/{self.model_name}/infer"
+        if not self.binary:
+            response = self._request("POST", path, json=encode_infer_request(images, parameters=parameters))
+            return self._decode(response, len(images))
+        body, length = encode_binary_request(images, parameters=parameters)
         try:
-            return decode_infer_response(self._json(response, "infer"), len(images))
+            response = self._request("POST", path, content=body,
+                                     headers={HEADER: str(length), "Content-Type": CONTENT_TYPE})
+        except EndpointRefused as exc:
+            if self._binary_answered or exc.status not in _NO_BINARY:
+                raise
+            self.binary, self.fallback = False, str(exc)  # no binary extension there, it seems: JSON from now on
+            return self.infer(images, parameters)
+        self._binary_answered = True
+        return self._decode(response, len(images))
+
+    def _decode(self, response: httpx.Response, batch: int) -> tuple[Tensor, dict[str, Any]]:
+        length = response.headers.get(HEADER)
+        try:
+            if length is None:
+                return decode_infer_response(self._json(response, "infer"), batch)
+            try:
+                head, tail = split_body(response.content, length)
+            except V2Error as exc:
+                raise ValueError(exc.message) from None
+            try:
+                payload = json.loads(head)
+            except ValueError:
+                raise ValueError("its JSON header is not JSON") from None
+            return decode_infer_response(payload, batch, tail)
         except ValueError as exc:
             raise EndpointError(f"{self._where()} answered an infer request with a malformed V2 response: "
                                 f"{exc}") from None

@@ -27,7 +27,8 @@ DEFAULT_BATCH = 256
 
 
 def _client(cfg: OracleConfig, key: str | None, account: str) -> V2Client:
-    return V2Client(cfg.url, cfg.model_name, api_key=key, account=account, timeout=cfg.timeout, retries=cfg.retries)
+    return V2Client(cfg.url, cfg.model_name, api_key=key, account=account, timeout=cfg.timeout, retries=cfg.retries,
+                    binary=cfg.binary)
 
 
 def _batch_size(metadata: dict[str, Any]) -> int:
@@ -73,7 +74,13 @@ class RemoteOracle(QueryCounter):
             return torch.empty(0, self.num_classes, device=x.device)
         parts = []
         for chunk in x.detach().cpu().split(self.batch_size):
+            binary = self._client.binary
             probs, params = self._client.infer(chunk)
+            if binary and not self._client.binary:
+                from .. import console
+
+                console.info(f"oracle: {console.escape(self._where)} refused a binary request; JSON from now on "
+                             f"({console.escape(self._client.fallback or '')})")
             if probs.shape != (len(chunk), self.num_classes):
                 raise EndpointError(f"{self._where} answered {len(chunk)} images with shape {tuple(probs.shape)}, "
                                     f"expected ({len(chunk)}, {self.num_classes})")
@@ -98,7 +105,7 @@ class RemoteOracle(QueryCounter):
     def record(self) -> dict[str, Any]:
         """results.json's `endpoint`: URL, model, accounts (no keys), and the server's count before the run."""
         return {**self._cfg.record(), "queries_used_before": self._server_base, "resynced": self.resynced,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, "binary": self._client.binary, "binary_fallback": self._client.fallback}
 
     # -- what the local oracle measures from clean answers: not observable through an endpoint --------------------
     def stats(self) -> dict[str, float]:
@@ -138,7 +145,7 @@ def connect(cfg: OracleConfig, budget: int, data: Any, eval_x: Tensor) -> tuple[
     from .. import console
 
     console.info(f"oracle: the V2 endpoint {console.escape(cfg.url)} (model {console.escape(cfg.model_name)}, "
-                 f"account {console.escape(cfg.account)})")
+                 f"account {console.escape(cfg.account)}, {'binary tensors' if cfg.binary else 'JSON tensors'})")
     oracle = RemoteOracle(cfg, budget=budget, input_shape=tuple(data.input_shape), num_classes=data.num_classes)
     try:
         return oracle, reference_answers(cfg, eval_x, data.num_classes)

@@ -3,6 +3,7 @@
 Every error is `{"error": "<one line>"}` with a 4xx/5xx status (and the account's counts where a budget is
 involved): malformed JSON, wrong shape or datatype -> 400, a bad Authorization header -> 401, an unknown model
 -> 404, an oversize body or batch -> 413, an exhausted budget -> 429, a defense that breaks a rule -> 500.
+Infer requests and answers may use the binary tensor data extension (binary.py); its errors are JSON too.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import EndpointError, StealbenchError
 from .accounts import Accounts, account_of
-from .protocol import (V2Error, decode_infer_request, encode_infer_response, max_body_bytes, model_metadata,
-                       parse_json)
+from .binary import CONTENT_TYPE, EXTENSION, HEADER, split_body
+from .errors import V2Error
+from .protocol import (decode_infer_request, encode_binary_response, encode_infer_response, max_body_bytes,
+                       model_metadata, parse_json)
 
 
 def build_app(accounts: Accounts, *, model_name: str, input_shape: tuple[int, int, int], num_classes: int,
@@ -49,7 +52,7 @@ def build_app(accounts: Accounts, *, model_name: str, input_shape: tuple[int, in
 
     @app.get("/v2")
     def server_metadata() -> dict[str, Any]:
-        return {"name": "stealbench", "version": __version__, "extensions": []}
+        return {"name": "stealbench", "version": __version__, "extensions": [EXTENSION]}
 
     @app.get("/v2/health/live")
     def live() -> dict[str, Any]:
@@ -70,7 +73,7 @@ def build_app(accounts: Accounts, *, model_name: str, input_shape: tuple[int, in
         return {"name": model_name, "ready": True}
 
     @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> JSONResponse:
+    async def infer(name: str, request: Request) -> Response:
         check_model(name)
         account = account_of(request.headers.get("authorization"), request.headers.get("x-account"))
         declared = request.headers.get("content-length")
@@ -83,14 +86,20 @@ def build_app(accounts: Accounts, *, model_name: str, input_shape: tuple[int, in
             if len(body) > body_limit:
                 raise V2Error(413, f"request body exceeds the {body_limit} bytes a batch of --max_batch "
                                    f"{max_batch} images needs")
-        payload = parse_json(bytes(body))
-        images, meta = decode_infer_request(payload, input_shape, max_batch)
+        header_length = request.headers.get(HEADER)
+        head, tail = split_body(bytes(body), header_length)
+        what = "the request body" if header_length is None else f"the JSON header (the first {len(head)} bytes)"
+        payload = parse_json(head, what)
+        images, meta = decode_infer_request(payload, input_shape, max_batch, tail)
         try:
             probs, counts = await run_in_threadpool(accounts.answer, account, images)
         except EndpointError as exc:  # a proxy's upstream endpoint failed
             raise V2Error(502, f"the upstream endpoint failed: {exc}") from None
         except StealbenchError as exc:  # a defense that broke a rule: the server's fault, not the client's
             raise V2Error(500, f"the defended model failed: {exc}") from None
+        if meta["binary_output"]:
+            content, length = encode_binary_response(model_name, probs, meta["id"], counts)
+            return Response(content, media_type=CONTENT_TYPE, headers={HEADER: str(length)})
         return JSONResponse(encode_infer_response(model_name, probs, meta["id"], counts))
 
     return app
