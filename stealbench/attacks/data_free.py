@@ -108,6 +108,7 @@ class QueryLedger:
         self.points = sorted({max(1, budget >> k) for k in range(num_checkpoints)})
         self.counts: dict[str, int] = {}
         self.round = 0
+        self.last: int | None = None  # the query count of the last checkpoint
 
     def add(self, kind: str, n: int) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + int(n)
@@ -121,6 +122,14 @@ class QueryLedger:
         while self.due(ctx.oracle.used):
             self.round += 1
         ctx.checkpoint(model, self.round, False)
+        self.last = ctx.oracle.used
+
+    def finish(self, ctx: AttackContext, model: nn.Module) -> None:
+        """The final checkpoint, unless the last one was taken at the current query count."""
+        if self.last != ctx.oracle.used:
+            self.round += 1
+            ctx.checkpoint(model, self.round, False)
+            self.last = ctx.oracle.used
 
 
 def query(ctx: AttackContext, x: Tensor) -> Tensor:
@@ -149,11 +158,15 @@ def check_common(*, batch_size: int, latent_dim: int, epsilon: float, directions
             raise ConfigError(message)
 
 
-def check_budget(budget: int, batch_size: int, directions: int, attack: str) -> None:
-    need = (directions + 1) * batch_size
+def check_budget(budget: int, batch_size: int, directions: int, attack: str, student_batches: int = 0) -> None:
+    """ConfigError unless `budget` pays for one generator step ((directions + 1) x batch_size probes) and
+    `student_batches` student batches after it."""
+    need = (directions + 1 + student_batches) * batch_size
     if budget < need:
+        then = f" + {student_batches} student batch" if student_batches else ""
         raise ConfigError(f"budget {budget} is too small for one {attack} generator step: ({directions} directions "
-                          f"+ 1) x batch {batch_size} = {need} queries. Raise --budget or lower --attack.batch_size")
+                          f"+ 1{then}) x batch {batch_size} = {need} queries. Raise --budget or lower "
+                          "--attack.batch_size")
 
 
 __all__ = ["Generator", "QueryLedger", "check_budget", "check_common", "forward_difference", "kl_disagreement",

@@ -79,7 +79,7 @@ class DFME(Attack):
 
     def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
         if self.update_generator:
-            check_budget(budget, self.batch_size, self.directions, "DFME")
+            check_budget(budget, self.batch_size, self.directions, "DFME", student_batches=1)
 
     def _teacher(self, ctx: AttackContext, x: torch.Tensor) -> torch.Tensor:
         targets = ctx.to_targets(query(ctx, x)).float()
@@ -105,7 +105,7 @@ class DFME(Attack):
         schedules = []
         if self.lr_schedule == "paper":
             milestones = sorted({max(1, int(iterations * f)) for f in (0.1, 0.3, 0.5)})
-            mine = [opt_g] + ([opt_s] if self.student_optimizer == "paper" else [])
+            mine = ([opt_g] if self.update_generator else []) + ([opt_s] if self.student_optimizer == "paper" else [])
             schedules = [torch.optim.lr_scheduler.MultiStepLR(o.optimizer, milestones, gamma=0.3) for o in mine]
         ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints)
         ledger.points = [p for p in ledger.points if p > ctx.oracle.used] or [ctx.oracle.budget]
@@ -113,7 +113,9 @@ class DFME(Attack):
         gen.train()
         while ctx.oracle.remaining > 0:
             for _ in range(self.generator_steps if self.update_generator else 0):
-                n = min(self.batch_size, ctx.oracle.remaining // (self.directions + 1))
+                # the probes leave at least one student batch of their size: queries after the last student
+                # step would improve only the generator
+                n = min(self.batch_size, ctx.oracle.remaining // (self.directions + 2))
                 if n < 1:
                     break
                 self._generator_step(ctx, gen, student, opt_g, opt_s, n)
@@ -136,6 +138,7 @@ class DFME(Attack):
             done += 1
             for schedule in schedules:
                 schedule.step()
+        ledger.finish(ctx, student)
         self._report = {"queries/student": float(ledger.counts.get("student", 0)),
                         "queries/generator_probes": float(ledger.counts.get("generator_probes", 0)),
                         "iterations": float(done), "generator_steps": float(opt_g.steps),

@@ -134,6 +134,7 @@ class MAZE(Attack):
             done += 1
             for schedule in schedules:
                 schedule.step()
+        ledger.finish(ctx, student)
         self._report = {"queries/student": float(ledger.counts.get("student", 0)),
                         "queries/generator_probes": float(ledger.counts.get("generator_probes", 0)),
                         "iterations": float(done), "replay/size": float(kept), "replay/steps": float(replayed),
