@@ -326,3 +326,14 @@ def test_fit_refuses_a_budget_below_one_generator_step_in_one_line(tmp_path, cap
     assert code == 2 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) <= 3 and "too small for one MAZE generator step" in err, err
+
+
+@pytest.mark.parametrize("key", ["dfme", "maze"])
+def test_explicit_checkpoints(victim, key):
+    attack = ATTACKS[key](checkpoints=[700, 300])
+    ctx, _, curve = context(victim, 1200)
+    run(attack, ctx)
+    points = [c[0] for c in curve]
+    assert points[-1] == 1200 and len(points) == 3 and 300 <= points[0] < 700 <= points[1] < 1200
+    with pytest.raises(ConfigError, match="attack.checkpoints"):
+        attack.validate(budget=500, num_classes=10, pool_size=0)

@@ -100,12 +100,26 @@ def forward_difference(loss_at: Callable[[Tensor], Tensor], a: Tensor, m: int, e
     return grad, values[:, m]
 
 
+def schedule(budget: int, num_checkpoints: int, checkpoints: list[int] | None = None) -> list[int]:
+    """The query counts of the budget curve: `checkpoints` if given (the budget is always the last), else a
+    doubling sequence `num_checkpoints` long ending at the budget."""
+    if checkpoints:
+        return sorted({int(c) for c in checkpoints if c < budget} | {budget})
+    return sorted({max(1, budget >> k) for k in range(num_checkpoints)})
+
+
+def check_checkpoints(checkpoints: list[int] | None, budget: int) -> None:
+    bad = [c for c in checkpoints or [] if not 1 <= c <= budget]
+    if bad:
+        raise ConfigError(f"attack.checkpoints {bad} lie outside [1, budget={budget}]")
+
+
 class QueryLedger:
     """The game's query bookkeeping: what each kind of query cost, and the doubling checkpoint schedule."""
 
-    def __init__(self, budget: int, num_checkpoints: int) -> None:
+    def __init__(self, budget: int, num_checkpoints: int, checkpoints: list[int] | None = None) -> None:
         self.budget = budget
-        self.points = sorted({max(1, budget >> k) for k in range(num_checkpoints)})
+        self.points = schedule(budget, num_checkpoints, checkpoints)
         self.counts: dict[str, int] = {}
         self.round = 0
         self.last: int | None = None  # the query count of the last checkpoint

@@ -18,8 +18,8 @@ from torch import nn
 from .. import hookimpl
 from ..errors import ConfigError
 from .base import Attack, AttackContext
-from .data_free import (Generator, QueryLedger, check_budget, check_common, forward_difference, l1_disagreement,
-                        query, recover_logits)
+from .data_free import (Generator, QueryLedger, check_budget, check_checkpoints, check_common, forward_difference,
+                        l1_disagreement, query, recover_logits)
 
 
 class DFME(Attack):
@@ -32,7 +32,7 @@ class DFME(Attack):
                  lr_generator: float = 1e-4, student_optimizer: Literal["paper", "recipe"] = "paper",
                  lr_schedule: Literal["paper", "constant"] = "paper", activation: Literal["tanh", "sigmoid"] = "tanh",
                  logit_correction: Literal["mean", "none"] = "mean", update_generator: bool = True,
-                 num_checkpoints: int = 8) -> None:
+                 num_checkpoints: int = 8, checkpoints: list[int] | None = None) -> None:
         """
         Args:
             batch_size: images per generator and per student step (the paper: 256).
@@ -55,6 +55,7 @@ class DFME(Attack):
             update_generator: False never trains the generator and spends the budget on student steps on its
                 initial (random) generator's images: an ablation, not DFME.
             num_checkpoints: points of the budget curve, a doubling sequence of query counts ending at the budget.
+            checkpoints: the curve's query counts instead (the budget is always added as the last).
         """
         check_common(batch_size=batch_size, latent_dim=latent_dim, epsilon=epsilon, directions=directions,
                      num_checkpoints=num_checkpoints, generator_steps=generator_steps, student_steps=student_steps,
@@ -70,6 +71,7 @@ class DFME(Attack):
         self.student_optimizer, self.lr_schedule, self.activation = student_optimizer, lr_schedule, activation
         self.logit_correction, self.update_generator = logit_correction, bool(update_generator)
         self.num_checkpoints = num_checkpoints
+        self.checkpoints = sorted({int(c) for c in checkpoints}) if checkpoints else None
         self._report: dict[str, float] = {}
 
     def step_cost(self) -> int:
@@ -78,6 +80,7 @@ class DFME(Attack):
         return probes + self.student_steps * self.batch_size
 
     def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
+        check_checkpoints(self.checkpoints, budget)
         if self.update_generator:
             check_budget(budget, self.batch_size, self.directions, "DFME", student_batches=1)
 
@@ -107,7 +110,7 @@ class DFME(Attack):
             milestones = sorted({max(1, int(iterations * f)) for f in (0.1, 0.3, 0.5)})
             mine = ([opt_g] if self.update_generator else []) + ([opt_s] if self.student_optimizer == "paper" else [])
             schedules = [torch.optim.lr_scheduler.MultiStepLR(o.optimizer, milestones, gamma=0.3) for o in mine]
-        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints)
+        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints, self.checkpoints)
         ledger.points = [p for p in ledger.points if p > ctx.oracle.used] or [ctx.oracle.budget]
         done = 0
         gen.train()

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from .. import hookimpl
 from ..errors import ConfigError
 from .base import Attack, AttackContext
-from .data_free import (Generator, QueryLedger, check_budget, check_common, forward_difference, kl_disagreement,
-                        query)
+from .data_free import (Generator, QueryLedger, check_budget, check_checkpoints, check_common, forward_difference,
+                        kl_disagreement, query)
 
 
 class MAZE(Attack):
@@ -31,7 +31,7 @@ class MAZE(Attack):
                  generator_steps: int = 1, student_steps: int = 5, replay_steps: int = 10,
                  replay_size: int | None = None, lr_student: float = 0.1, lr_generator: float = 1e-4,
                  optimizer: Literal["paper", "recipe"] = "paper", activation: Literal["tanh", "sigmoid"] = "tanh",
-                 num_checkpoints: int = 8) -> None:
+                 num_checkpoints: int = 8, checkpoints: list[int] | None = None) -> None:
         """
         Args:
             batch_size: images per generator and student step (MAZE's code: 128).
@@ -50,6 +50,7 @@ class MAZE(Attack):
                 it is (lr_student and lr_generator then unused), a deviation.
             activation: the generator's output in pixel space [0, 1]: `tanh` ((tanh + 1) / 2) or `sigmoid`.
             num_checkpoints: points of the budget curve, a doubling sequence of query counts ending at the budget.
+            checkpoints: the curve's query counts instead (the budget is always added as the last).
         """
         check_common(batch_size=batch_size, latent_dim=latent_dim, epsilon=epsilon, directions=directions,
                      num_checkpoints=num_checkpoints, generator_steps=generator_steps, student_steps=student_steps,
@@ -65,12 +66,14 @@ class MAZE(Attack):
         self.replay_steps, self.replay_size = replay_steps, replay_size
         self.lr_student, self.lr_generator, self.optimizer = lr_student, lr_generator, optimizer
         self.activation, self.num_checkpoints = activation, num_checkpoints
+        self.checkpoints = sorted({int(c) for c in checkpoints}) if checkpoints else None
         self._report: dict[str, float] = {}
 
     def step_cost(self) -> int:
         return self.batch_size * ((self.directions + 1) * self.generator_steps + self.student_steps - 1)
 
     def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
+        check_checkpoints(self.checkpoints, budget)
         check_budget(budget, self.batch_size, self.directions, "MAZE")
 
     def _optimizers(self, ctx: AttackContext, student: nn.Module, gen: nn.Module, iterations: int):
@@ -92,7 +95,7 @@ class MAZE(Attack):
         student = ctx.new_surrogate().to(device)
         iterations = max(1, ctx.oracle.remaining // self.step_cost())
         opt_s, opt_g, schedules = self._optimizers(ctx, student, gen, iterations)
-        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints)
+        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints, self.checkpoints)
         ledger.points = [p for p in ledger.points if p > ctx.oracle.used] or [ctx.oracle.budget]
         replay_x: list[Tensor] = []
         replay_t: list[Tensor] = []
