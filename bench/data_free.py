@@ -28,6 +28,15 @@ from pathlib import Path
 PUBLISHED_DFME = {10_000: 0.634, 50_000: 0.834, 100_000: 0.893}
 
 
+#: row name -> attack options: the two attacks, and DFME's ablation (its generator never trained: the student
+#: learns from a random generator's images; what the generator's game adds is the gap to the dfme row)
+VARIANTS: dict[str, list[str]] = {
+    "dfme": ["--attack", "dfme"],
+    "maze": ["--attack", "maze"],
+    "dfme-fixed-generator": ["--attack", "dfme", "--attack.update_generator", "false"],
+}
+
+
 def run(out: Path, name: str, options: list[str], common: list[str]) -> tuple[dict | None, float]:
     result_file = out / name / "results.json"
     started = time.perf_counter()
@@ -54,7 +63,8 @@ def main() -> int:
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--root", default="../shared/data", help="--data.root (ignored for digits)")
     parser.add_argument("--budgets", default="10000,50000,100000", help="comma-separated query counts")
-    parser.add_argument("--attacks", default="dfme,maze")
+    parser.add_argument("--attacks", default="dfme,maze,dfme-fixed-generator",
+                        help=f"among {', '.join(VARIANTS)}")
     parser.add_argument("--batch_size", type=int, default=64, help="--attack.batch_size of both attacks")
     parser.add_argument("--victim_arch", default="lenet5")
     parser.add_argument("--surrogate_arch", default="lenet5")
@@ -72,7 +82,9 @@ def main() -> int:
         common += ["--data.root", args.root]
     rows = []
     for attack in args.attacks.split(","):
-        options = ["--attack", attack, "--attack.batch_size", str(args.batch_size),
+        if attack not in VARIANTS:
+            parser.error(f"--attacks: unknown {attack!r} (known: {', '.join(VARIANTS)})")
+        options = [*VARIANTS[attack], "--attack.batch_size", str(args.batch_size),
                    "--attack.checkpoints", json.dumps(budgets)]
         results, seconds = run(out, f"{args.data}_{attack}_b{budgets[-1]}_s{args.seed}", options, common)
         if results is None:

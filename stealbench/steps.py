@@ -80,6 +80,7 @@ class StepOptimizer:
         self.precision = check_precision(precision)
         self.optimizer = build_optimizer(recipe, list(params))
         self.schedule = build_schedule(recipe, self.optimizer, steps)
+        self.total = steps  # the schedule's length: it holds its last value past it (OneCycleLR would raise)
         fp16 = PRECISIONS[self.precision] is torch.float16 and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.steps = 0
@@ -110,7 +111,7 @@ class StepOptimizer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        if self.schedule is not None:
+        if self.schedule is not None and (self.total is None or self.steps + 1 < self.total):
             self.schedule.step()
         self.steps += 1
         self.zero_grad()

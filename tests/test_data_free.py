@@ -235,6 +235,9 @@ def test_the_step_optimizer_follows_the_recipe_and_refuses_nonsense():
     opt.step(net(torch.ones(3, 4)).sum())
     assert not torch.equal(before, net.weight) and opt.steps == 1
     assert opt.optimizer.param_groups[0]["lr"] < 0.1  # the recipe's cosine schedule stepped
+    cycle = make(net.parameters(), schedule="onecycle", steps=2)
+    for _ in range(4):  # past its length the schedule holds (OneCycleLR itself would raise)
+        cycle.step(net(torch.ones(3, 4)).sum())
     adam = make(net.parameters(), optimizer="adam", lr=1e-3, schedule="constant")
     assert isinstance(adam.optimizer, torch.optim.Adam) and adam.schedule is None
     with pytest.raises(ConfigError, match="steps"):
