@@ -29,8 +29,8 @@ OVERRIDABLE = ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "sched
 def check_precision(precision: Any) -> str:
     text = "32-true" if precision is None else str(precision)
     if text not in PRECISIONS:
-        raise ConfigError(f"step-level training (ctx.optimizer, used by data-free attacks) supports --trainer.precision "
-                          f"{', '.join(PRECISIONS)}; got {text!r}")
+        raise ConfigError(f"step-level training (ctx.optimizer, used by data-free attacks) supports "
+                          f"--trainer.precision {', '.join(PRECISIONS)}; got {text!r}")
     return text
 
 
@@ -58,7 +58,8 @@ def build_schedule(recipe: Recipe, optimizer: torch.optim.Optimizer, steps: int 
 def with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
-        raise ConfigError(f"ctx.optimizer: unknown recipe field(s) {', '.join(unknown)} (known: {', '.join(OVERRIDABLE)})")
+        raise ConfigError(f"ctx.optimizer: unknown recipe field(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(OVERRIDABLE)})")
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("optimizer", recipe.optimizer) not in ("adam", "adamw", "sgd"):
         raise ConfigError(f"ctx.optimizer: optimizer must be adam, adamw or sgd, got {changes['optimizer']!r}")

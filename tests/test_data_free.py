@@ -320,15 +320,20 @@ def test_fit_runs_dfme_in_its_own_process_without_the_pool(tmp_path):
     assert results["pool"] == {"needed": False, "sent_to_attacker": 0, "source": "none"}
 
 
-def test_fit_refuses_a_budget_below_one_generator_step_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("args,text", [
+    (["--attack", "maze", "--budget", "100"], "too small for one MAZE generator step"),
+    (["--attack", "dfme", "--attack.epsilon", "-1"], "attack.epsilon"),
+    (["--attack", "dfme", "--attack.directions", "0"], "attack.directions"),
+])
+def test_fit_refuses_bad_input_in_one_line(tmp_path, capsys, args, text):
     from stealbench.cli import main
 
-    code = main(["fit", "--data", "digits", "--attack", "maze", "--budget", "100", "--output_dir",
-                 str(tmp_path / "runs"), "--progress_bar", "false"])
+    code = main(["fit", "--data", "digits", *args, "--output_dir", str(tmp_path / "runs"), "--progress_bar", "false"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) <= 3 and "too small for one MAZE generator step" in err, err
+    assert len(lines) <= 3 and lines[0].startswith("error:") and text in err, err
+    assert not list(tmp_path.rglob("results.json"))
 
 
 @pytest.mark.parametrize("key", ["dfme", "maze"])

@@ -188,8 +188,8 @@ def run_attacker(conn, spec: AttackerSpec) -> None:
         with seeded_globals(role_seed(spec.seed, "attack")):
             spec.attack.run(ctx)
         # the settings this side trained with, taken after training (Lightning sets deterministic modes per Trainer)
-        channel.send_final("done", {"label_mode": _finite(spec.label_mode.report()), "attack": attack_report(spec.attack),
-                                    "environment": process_record()})
+        channel.send_final("done", {"label_mode": _finite(spec.label_mode.report()),
+                                    "attack": attack_report(spec.attack), "environment": process_record()})
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the main process, which decides
         try:
             channel.send_final("failed", error_payload(exc, traceback.format_exc()))
