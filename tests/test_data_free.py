@@ -266,6 +266,9 @@ def test_attack_reports_are_checked_on_both_sides():
         attack_report(Reporter({"label_mode/kept": 1}))
     with pytest.raises(ConfigError, match="dict"):
         attack_report(Reporter([1]))
+    # whatever the attack names its figures, they land under attack/: a framework key cannot be written
+    assert schema.attack_metrics({"surrogate/acc": 1.0, "queries": 5}) == {"attack/surrogate/acc": 1.0,
+                                                                          "attack/queries": 5.0}
     done = {"label_mode": {}, "environment": {}}
     assert schema.check_done(dict(done))["attack"] == {}  # older attackers send none
     assert schema.check_done({**done, "attack": {"x": 1}})["attack"] == {"x": 1}
@@ -304,11 +307,12 @@ def test_a_budget_too_small_for_one_generator_step(attack, need):
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-def test_fit_runs_dfme_in_its_own_process_without_the_pool(tmp_path):
+@pytest.mark.parametrize("key", ["dfme", "maze"])
+def test_fit_runs_the_attack_in_its_own_process_without_the_pool(tmp_path, key):
     from stealbench.cli import main
 
     out = tmp_path / "runs"
-    code = main(["fit", "--data", "digits", "--attack", "dfme", "--attack.batch_size", "32",
+    code = main(["fit", "--data", "digits", "--attack", key, "--attack.batch_size", "32", "--attack.directions", "3",
                  "--attack.num_checkpoints", "3", "--budget", "1000", "--victim.epochs", "3",
                  "--progress_bar", "false", "--output_dir", str(out), "--name", "e2e"])
     assert code == 0
@@ -318,6 +322,7 @@ def test_fit_runs_dfme_in_its_own_process_without_the_pool(tmp_path):
     assert extra["attack/queries/student"] + extra["attack/queries/generator_probes"] == 1000
     assert extra["attack/iterations"] >= 1 and "attack/generator_steps" in extra
     assert results["pool"] == {"needed": False, "sent_to_attacker": 0, "source": "none"}
+    assert results["metrics"]["surrogate/acc"] == results["curve"][-1]["surrogate/acc"]  # not the attack's word
 
 
 @pytest.mark.parametrize("args,text", [
