@@ -42,6 +42,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.attacks.random",
     "stealbench.attacks.knockoff",
     "stealbench.attacks.activethief",
+    "stealbench.attacks.dfme",
+    "stealbench.attacks.maze",
     "stealbench.attacker.label_modes.plain",
     "stealbench.attacker.label_modes.smooth",
     "stealbench.attacker.label_modes.invert",

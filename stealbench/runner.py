@@ -328,8 +328,11 @@ def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSett
         if logger is not None:
             logger.log_metrics(metrics, step)
 
+    # an attack that needs no pool (data-free) gets none: nothing of the pool reaches its process
+    pool = slice(None) if getattr(exp.attack, "needs_pool", True) else slice(0, 0)
+    labels = splits.pool_labels[pool] if splits.pool_labels is not None else None
     referee = Referee(
-        oracle=oracle, pool_x=splits.pool_x, pool_truth=splits.pool_y, pool_labels=splits.pool_labels,
+        oracle=oracle, pool_x=splits.pool_x[pool], pool_truth=splits.pool_y[pool], pool_labels=labels,
         evaluate=evaluate,
         seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log,
         say=console.attack_line, attack_name=attack_name, defense_name=oracle_name,
@@ -367,7 +370,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     # each source under its own prefix: measured figures (oracle/, label_mode/ recovery, seed_set/), the defense's
     # own report (defense/report/, checked), the attacker's label-mode figures (attack/, schema-checked)
     extras = {**oracle.stats(), **oracle.recovery(), "seed_set/size": float(seed_set["size"] if seed_set else 0),
-              **checked_report(exp.defense, _who(exp, catalog, "defense")), **attack_metrics(report["label_mode"])}
+              **checked_report(exp.defense, _who(exp, catalog, "defense")), **attack_metrics(report.get("attack", {})),
+              **attack_metrics(report["label_mode"])}
     # the defense's price: serving time over the victim's, and what it keeps (timings vary: never among metrics)
     price = oracle.price(state_size(exp.defense, _who(exp, catalog, "defense")))
     elapsed = time.perf_counter() - started
@@ -384,6 +388,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "price": price,
         "curve": curve,
         "splits": splits.sizes(),
+        "pool": _pool_record(exp, splits),
         "seed_set": seed_set,
         "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
         "victim": {"origin": defended.victim.origin, "path": defended.victim.path,
@@ -410,6 +415,13 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     console.info(console.escape(tracker.finish(shown, files=[run_dir / RESULTS_FILE])))
     console.info(f"results: {console.escape(run_dir / RESULTS_FILE)}")
     return results
+
+
+def _pool_record(exp: Experiment, splits: Splits) -> dict[str, Any]:
+    """Whether the attack used the attacker pool: a data-free attack (``needs_pool = False``) got none of it."""
+    needed = bool(getattr(exp.attack, "needs_pool", True))
+    return {"needed": needed, "sent_to_attacker": len(splits.pool_y) if needed else 0,
+            "source": ("pool_data" if exp.pool_data is not None else "victim data set") if needed else "none"}
 
 
 @contextmanager

@@ -57,6 +57,13 @@ def seeded_globals(seed: int) -> Iterator[None]:
         yield
 
 
+def named_seed(base: int, name: str) -> int:
+    """A 63-bit seed for the network called `name` of a stream seeded `base` (``ctx.new_network``: base is the
+    attack role's seed, so the weights derive from (run seed, "attack", name)); never equal to an indexed use."""
+    text = f"stealbench/network/{int(base)}/{name}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % SEED_LIMIT
+
+
 class RoleCounter:
     """Hands out role seeds for successive uses of one role (the i-th surrogate, the i-th training call)."""
 
@@ -69,4 +76,4 @@ class RoleCounter:
         return value
 
 
-__all__ = ["ROLES", "RoleCounter", "role_generator", "role_seed", "seeded_globals"]
+__all__ = ["ROLES", "RoleCounter", "named_seed", "role_generator", "role_seed", "seeded_globals"]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 # preloaded by the fork server: the attacker's process starts with these imported
 import lightning  # noqa: F401
 
-from ..attacks.base import Attack, AttackContext
+from ..attacks.base import Attack, AttackContext, NetworkFactory
 from ..config import SurrogateConfig
 from ..reproducibility import apply_thread_counts, process_record
 from ..seeding import RoleCounter, role_generator, role_seed, seeded_globals
@@ -109,7 +109,17 @@ def build_context(spec: AttackerSpec, channel: PipeChannel) -> AttackContext:
         input_shape=spec.input_shape, generator=role_generator(spec.seed, "attack"), device=device,
         new_surrogate=SurrogateFactory(spec), train=train, to_targets=spec.label_mode, checkpoint=checkpoint,
         seed_set=seed_set.get, pool_labels=hello.get("pool_labels"), log=log,
+        new_network=NetworkFactory(role_seed(spec.seed, "attack"), device),
+        optimizer=_step_optimizers(spec, device),
     )
+
+
+def _step_optimizers(spec: AttackerSpec, device: torch.device):
+    """`ctx.optimizer`: step-level optimisers of the surrogate's recipe, on this device, at --trainer.precision."""
+    from ..steps import make_optimizer_factory
+
+    settings = spec.train_settings
+    return make_optimizer_factory(settings.resolved_recipe(), device, settings.trainer.get("precision"))
 
 
 def _attacker_kit(spec: AttackerSpec, hello: dict, device: torch.device, settings, seed_set: SeedSetCache,
@@ -140,6 +150,22 @@ def _finite(report: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def attack_report(attack: Attack) -> dict[str, float]:
+    """`attack.report()`, checked here so that a bad report is the attack's one-line error, not a protocol fault:
+    a mapping of names to numbers; non-finite numbers are dropped (as the label mode's); ``label_mode/`` refused."""
+    from ..errors import ConfigError
+
+    report = attack.report()
+    if not isinstance(report, dict) or not all(isinstance(k, str) and k for k in report):
+        raise ConfigError(f"{type(attack).__name__}.report() must return a dict of names to numbers, got "
+                          f"{type(report).__name__}")
+    taken = [k for k in report if k.removeprefix("attack/").startswith("label_mode/")]
+    if taken:
+        raise ConfigError(f"{type(attack).__name__}.report(): {', '.join(taken)} lie under label_mode/, the label "
+                          "mode's figures; name them otherwise")
+    return _finite(report)
+
+
 def attacker_main(conn, spec: AttackerSpec) -> None:
     """Entry point of the attacker's process, forked from the fork server (--sandbox off)."""
     _die_with_parent()
@@ -162,7 +188,8 @@ def run_attacker(conn, spec: AttackerSpec) -> None:
         with seeded_globals(role_seed(spec.seed, "attack")):
             spec.attack.run(ctx)
         # the settings this side trained with, taken after training (Lightning sets deterministic modes per Trainer)
-        channel.send_final("done", {"label_mode": _finite(spec.label_mode.report()), "environment": process_record()})
+        channel.send_final("done", {"label_mode": _finite(spec.label_mode.report()),
+                                    "attack": attack_report(spec.attack), "environment": process_record()})
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the main process, which decides
         try:
             channel.send_final("failed", error_payload(exc, traceback.format_exc()))
@@ -172,4 +199,4 @@ def run_attacker(conn, spec: AttackerSpec) -> None:
         conn.close()
 
 
-__all__ = ["AttackerSpec", "SurrogateFactory", "attacker_main", "build_context", "run_attacker"]
+__all__ = ["AttackerSpec", "SurrogateFactory", "attack_report", "attacker_main", "build_context", "run_attacker"]

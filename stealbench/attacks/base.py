@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,33 @@ class QueryCounter:
         return self.budget - self._used
 
 
+class NetworkFactory:
+    """`ctx.new_network(build, name)`: `build()`'s network with initial weights seeded from (`base`, `name`), on
+    `device`. In a run `base` is the attack role's seed, so the weights derive from (run seed, "attack", name): the
+    same name gives the same initial weights in every run of that seed, whatever else the attack drew before."""
+
+    def __init__(self, base: int, device: torch.device) -> None:
+        self.base, self.device = int(base), torch.device(device)
+
+    def __call__(self, build: Callable[[], nn.Module], name: str) -> nn.Module:
+        from ..errors import ConfigError
+        from ..seeding import named_seed, seeded_globals
+
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"ctx.new_network(build, name): name must be a non-empty string, got {name!r}")
+        with seeded_globals(named_seed(self.base, name)):
+            net = build()
+        if not isinstance(net, nn.Module):
+            raise ConfigError(f"ctx.new_network({name!r}): build() returned a {type(net).__name__}, not an nn.Module")
+        return net.to(self.device)
+
+
+def _default_optimizer(device: torch.device):
+    from ..steps import make_optimizer_factory
+
+    return make_optimizer_factory("default", device)
+
+
 @dataclass
 class AttackContext:
     """Everything an attack may use, and nothing more: what a real attacker holds.
@@ -75,6 +102,18 @@ class AttackContext:
     pool_labels: Tensor | None = None
     #: print a progress message
     log: Callable[[str], None] = print
+    #: new_network(build, name) -> build()'s network on `device`, initial weights seeded from (run seed, "attack",
+    #: name): generators and other auxiliary networks (None here: the framework fills it in, see NetworkFactory)
+    new_network: Callable[[Callable[[], nn.Module], str], nn.Module] | None = None
+    #: optimizer(params, *, steps=None, **overrides) -> steps.StepOptimizer: step-level training under the run's
+    #: surrogate recipe, device and precision; overrides: optimizer, lr, weight_decay, momentum, nesterov, schedule
+    optimizer: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.new_network is None:
+            self.new_network = NetworkFactory(self.generator.initial_seed(), self.device)
+        if self.optimizer is None:
+            self.optimizer = _default_optimizer(self.device)
 
 
 class Attack:
@@ -85,8 +124,18 @@ class Attack:
     points of the budget curve). It returns the final surrogate.
     """
 
+    #: False: the attack never looks at the attacker pool (a data-free attack). The attacker's process then gets
+    #: an empty ``ctx.pool_x`` and results.json records ``pool: {"needed": false, ...}``
+    needs_pool: bool = True
+
     def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
         """Raise ConfigError when the attack cannot run with these settings (checked before any training)."""
+
+    def report(self) -> dict[str, float]:
+        """The attack's own figures after `run` (e.g. a query breakdown), recorded in results.json's
+        ``extra_metrics`` under ``attack/`` (``{"queries/student": 640}`` becomes ``attack/queries/student``).
+        Finite numbers only (others are dropped); ``label_mode/...`` is the label mode's and refused."""
+        return {}
 
     def run(self, ctx: AttackContext) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement run(ctx)")

@@ -112,13 +112,17 @@ def check_notify(op: Any, args: Any) -> dict[str, Any]:
 
 def check_done(payload: Any) -> dict[str, Any]:
     what = "final report"
-    payload = _fields(what, payload, ("label_mode", "environment"))
-    report = payload["label_mode"]
-    if not isinstance(report, dict) or len(report) > MAX_KEYS:
-        raise _broke(what, "the label mode's report must be a mapping")
-    for key, value in report.items():
-        if not isinstance(key, str) or not is_finite_number(value):
-            raise _broke(what, f"the label mode's figure {key!r} is {value!r}; figures must be finite numbers")
+    payload = _fields(what, payload, ("label_mode", "environment"), ("attack",))
+    for field, whose in (("label_mode", "the label mode's"), ("attack", "the attack's")):
+        report = payload.get(field, {})
+        if not isinstance(report, dict) or len(report) > MAX_KEYS:
+            raise _broke(what, f"{whose} report must be a mapping")
+        for key, value in report.items():
+            if not isinstance(key, str) or not key or not is_finite_number(value):
+                raise _broke(what, f"{whose} figure {key!r} is {value!r}; figures must be finite numbers")
+            if field == "attack" and key.removeprefix(ATTACK_PREFIX).startswith("label_mode/"):
+                raise _broke(what, f"the attack's figure {key!r} lies under label_mode/, the label mode's figures")
+    payload.setdefault("attack", {})
     if not isinstance(payload["environment"], dict):
         raise _broke(what, "environment must be a mapping")
     return payload

@@ -1,0 +1,121 @@
+"""Issue 18 benchmark: DFME and MAZE budget curves on MNIST, beside the model-extraction-benchmark's DFME figures.
+
+One `stealbench fit` per (attack, budget): each budget is its own game, since the papers' learning-rate schedules
+are fractions of the run (DFME's x0.3 steps at 10%, 30%, 50% of the iterations); `--one_run` instead runs the
+largest budget once, checkpointed at the others. Finished runs (their results.json) are reused when rerun. Prints
+a markdown table (wall s: the runs' wall time in all; queries: the largest run's breakdown).
+
+    python bench/data_free.py --root ../shared/data --output_dir bench/out/data_free            # 10k/50k/100k
+    python bench/data_free.py --data digits --budgets 2000,4000 --output_dir /tmp/df_tiny        # a smoke run
+
+The published column is the model-extraction-benchmark's MNIST DFME (0.634 at 10k queries, 0.834 at 50k, 0.893
+at 100k); its victim and surrogate architectures and training need not match ours (`--victim_arch`,
+`--surrogate_arch`), so the comparison is of orders, not digits. Batches are scaled down from the papers' (DFME
+256, MAZE 128 with 10 directions: about 1.4k queries per MAZE iteration) with `--batch_size` so that a 10k-query
+point holds several iterations; the papers' learning rates and schedules are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: the model-extraction-benchmark's MNIST DFME accuracies, by query budget
+PUBLISHED_DFME = {10_000: 0.634, 50_000: 0.834, 100_000: 0.893}
+
+
+#: row name -> attack options: the two attacks, and DFME's ablation (its generator never trained: the student
+#: learns from a random generator's images; what the generator's game adds is the gap to the dfme row)
+VARIANTS: dict[str, list[str]] = {
+    "dfme": ["--attack", "dfme"],
+    "maze": ["--attack", "maze"],
+    "dfme-fixed-generator": ["--attack", "dfme", "--attack.update_generator", "false"],
+}
+
+
+def run(out: Path, name: str, options: list[str], common: list[str]) -> tuple[dict | None, float]:
+    result_file = out / name / "results.json"
+    started = time.perf_counter()
+    if not result_file.exists():
+        cmd = [sys.executable, "-m", "stealbench", "fit", *options, *common, "--output_dir", str(out),
+               "--name", name]
+        print("$", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+        if proc.returncode != 0:
+            print(f"{name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            return None, time.perf_counter() - started
+    results = json.loads(result_file.read_text())
+    return results, float(results.get("wall_seconds", time.perf_counter() - started))
+
+
+def at(curve: list[dict], budget: int) -> float | None:
+    """The surrogate's accuracy at the first checkpoint at or past `budget` queries."""
+    points = [p for p in curve if p["queries"] >= budget]
+    return points[0]["surrogate/acc"] if points else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--root", default="../shared/data", help="--data.root (ignored for digits)")
+    parser.add_argument("--budgets", default="10000,50000,100000", help="comma-separated query counts")
+    parser.add_argument("--attacks", default="dfme,maze,dfme-fixed-generator",
+                        help=f"among {', '.join(VARIANTS)}")
+    parser.add_argument("--batch_size", type=int, default=64, help="--attack.batch_size of both attacks")
+    parser.add_argument("--victim_arch", default="lenet5")
+    parser.add_argument("--surrogate_arch", default="lenet5")
+    parser.add_argument("--victim_epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", default="bench/out/data_free")
+    parser.add_argument("--one_run", action="store_true",
+                        help="one run at the largest budget, checkpointed at the others (a warm-started curve)")
+    args = parser.parse_args()
+
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+    out = Path(args.output_dir)
+    common = ["--data", args.data, "--victim.arch", args.victim_arch, "--surrogate.arch", args.surrogate_arch,
+              "--victim.epochs", str(args.victim_epochs), "--seed", str(args.seed), "--progress_bar", "false"]
+    if args.data != "digits":
+        common += ["--data.root", args.root]
+    rows = []
+    for attack in args.attacks.split(","):
+        if attack not in VARIANTS:
+            parser.error(f"--attacks: unknown {attack!r} (known: {', '.join(VARIANTS)})")
+        options = [*VARIANTS[attack], "--attack.batch_size", str(args.batch_size)]
+        # each budget its own game (the papers' schedules are fractions of the run), or one run checkpointed
+        plan = [(budgets[-1], ["--attack.checkpoints", json.dumps(budgets)])] if args.one_run else [
+            (b, ["--attack.num_checkpoints", "1"]) for b in budgets]
+        accs, victim, seconds, queries = {}, None, 0.0, {}
+        for budget, extra in plan:
+            results, took = run(out, f"{args.data}_{attack}_b{budget}_s{args.seed}{'_curve' if args.one_run else ''}",
+                                [*options, *extra, "--budget", str(budget)], common)
+            seconds += took
+            if results is None:
+                continue
+            victim = results["metrics"]["victim/acc"]
+            queries = {k: v for k, v in results["extra_metrics"].items() if k.startswith("attack/queries/")}
+            for b in budgets:
+                if b <= budget and (args.one_run or b == budget):
+                    accs[b] = at(results["curve"], b)
+        rows.append((attack, [accs.get(b) for b in budgets], victim, seconds, queries))
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"\n{args.data}, victim {args.victim_arch}, surrogate {args.surrogate_arch}, seed {args.seed}, "
+          f"batch {args.batch_size}\n")
+    print("| attack | " + " | ".join(f"{b:,} queries" for b in budgets) + " | victim acc | wall s | queries |")
+    print("|---" * (len(budgets) + 4) + "|")
+    for attack, accs, victim, seconds, queries in rows:
+        split = ", ".join(f"{k.split('/')[-1]} {int(v)}" for k, v in queries.items())
+        print(f"| {attack} | " + " | ".join(map(fmt, accs)) + f" | {fmt(victim)} | {seconds:.0f} | {split} |")
+    if args.data == "mnist":
+        print("| DFME, model-extraction-benchmark | "
+              + " | ".join(fmt(PUBLISHED_DFME.get(b)) for b in budgets) + " | | | |")
+    return 0 if all(r[1][-1] is not None for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
