@@ -14,6 +14,7 @@ from . import distributed
 from .augment import BatchAugment, dataset_augmentation
 from .quiet import quiet_lightning
 from .recipes import Recipe, get_recipe
+from .steps import build_optimizer, build_schedule
 
 
 # Keys of --trainer that stealbench sets per phase; the user's values for these are replaced.
@@ -83,23 +84,12 @@ class Classifier(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        r, params = self.recipe, self.net.parameters()
-        if r.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                  weight_decay=r.weight_decay)
-        else:
-            adam = torch.optim.AdamW if r.optimizer == "adamw" else torch.optim.Adam
-            # under --trainer.precision 16-true the states are float16, where Adam's eps 1e-8 rounds to 0 and the
-            # first tiny second moment divides by zero: use the smallest normal float16 instead
-            eps = 1e-4 if param_dtype(self.net) == torch.float16 else 1e-8
-            opt = adam(params, lr=r.lr, weight_decay=r.weight_decay, eps=eps)
-        if r.schedule == "constant":
+        # the same optimiser and schedule an attack's ctx.optimizer builds from the recipe (stealbench.steps)
+        opt = build_optimizer(self.recipe, self.net.parameters(), half=param_dtype(self.net) == torch.float16)
+        scheduler = build_schedule(self.recipe, opt, max(1, int(self.trainer.estimated_stepping_batches))
+                                   if self.recipe.schedule != "constant" else None)
+        if scheduler is None:
             return opt
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if r.schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        else:
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
