@@ -339,15 +339,17 @@ def grid_from_spec(spec: dict[str, Any], path: Path, output_dir: str | None = No
                 description=str(spec.get("description") or ""), claims=claims)
 
 
-def check_keys(grid_spec_runs: Iterable[GridRun]) -> None:
-    """Fail early, before hours of runs, when a grid names a data set, defense or attack nobody registered."""
+def check_keys(grid_spec_runs: Iterable[GridRun], attacks: bool = False) -> None:
+    """Fail early, before hours of runs, when a grid names a data set or defense nobody registered; with `attacks`
+    (the conformance kit, which may import attack plugins) attacks too. The defender's process knows attacks by
+    name only: `check_run_options` has an attacker-side process check them."""
     from .plugins import get_catalog
 
-    catalog = get_catalog()
+    catalog = get_catalog(attacks)
     seen: set[tuple[str, str]] = set()
+    options = (("--data", "datasets"), ("--pool_data", "datasets"), ("--defense", "defenses"))
     for run in grid_spec_runs:
-        for option, kind in (("--data", "datasets"), ("--pool_data", "datasets"), ("--defense", "defenses"),
-                             ("--attack", "attacks")):
+        for option, kind in options + ((("--attack", "attacks"),) if attacks else ()):
             if option not in run.args:
                 continue
             key = run.args[run.args.index(option) + 1]
