@@ -171,7 +171,10 @@ def make_plugin_manager(attacks: bool = False) -> tuple[pluggy.PluginManager, di
             pm.set_blocked(ep.name)
             continue
         _trace(f"loading plugin {ep.name!r} = {ep.value!r} from distribution {dist!r}")
-        if ep.name in infos:
+        # one distribution may name its defender-side and its attack module alike: one plugin, two pluggy names
+        shared = attack_side and ep.name in infos and infos[ep.name].distribution == dist
+        pm_name = f"{ep.name} (attacks)" if shared else ep.name
+        if ep.name in infos and not shared:
             other = infos[ep.name]
             raise PluginError(
                 f"two installed distributions define the stealbench plugin {ep.name!r}: {other.distribution!r} and "
@@ -191,7 +194,7 @@ def make_plugin_manager(attacks: bool = False) -> tuple[pluggy.PluginManager, di
                 f"({pm.get_name(plugin)!r}) already registered; give each entry point its own module"
             )
         try:
-            pm.register(plugin, name=ep.name)
+            pm.register(plugin, name=pm_name)
             pm.check_pending()  # hookimpls whose name matches no hookspec, e.g. a misspelled hook
         except pluggy.PluginValidationError as exc:
             raise PluginError(
@@ -199,7 +202,7 @@ def make_plugin_manager(attacks: bool = False) -> tuple[pluggy.PluginManager, di
                 f"Valid hooks: {', '.join(hookspecs.HOOK_KINDS)}."
             ) from exc
         version = ep.dist.version if ep.dist is not None else "unknown"
-        infos[ep.name] = PluginInfo(ep.name, version, dist)
+        infos[pm_name] = infos[ep.name] if shared else PluginInfo(ep.name, version, dist)
         if not any(getattr(plugin, hook, None) for hook in hookspecs.HOOK_KINDS):
             print(f"stealbench: warning: plugin {ep.name!r} from distribution {dist!r} implements no stealbench "
                   f"hook ({', '.join(hookspecs.HOOK_KINDS)}); did you forget @stealbench.hookimpl?", file=sys.stderr)
@@ -235,7 +238,8 @@ def build_catalog(attacks: bool = False) -> Catalog:
     from .models.timm_models import timm_candidates, timm_factory
 
     registries["architectures"].add_resolver(timm_factory, timm_candidates)
-    return Catalog(**registries, plugins=list(infos.values()))
+    unique = list({id(info): info for info in infos.values()}.values())  # a shared plugin once
+    return Catalog(**registries, plugins=unique)
 
 
 @lru_cache(maxsize=2)
