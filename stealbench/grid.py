@@ -340,15 +340,17 @@ def grid_from_spec(spec: dict[str, Any], path: Path, output_dir: str | None = No
 
 
 def check_keys(grid_spec_runs: Iterable[GridRun], attacks: bool = False) -> None:
-    """Fail early, before hours of runs, when a grid names a data set or defense nobody registered; with `attacks`
-    (the conformance kit, which may import attack plugins) attacks too. The defender's process knows attacks by
-    name only: `check_run_options` has an attacker-side process check them."""
+    """Fail early, before hours of runs, when a grid names a data set, defense or attack nobody registered.
+
+    The defender's process knows attacks by name only: an attacker-side process looks their names up, unless
+    `attacks` (the conformance kit, which imports attack plugins anyway) looks them up here."""
     from .plugins import get_catalog
 
     catalog = get_catalog(attacks)
     seen: set[tuple[str, str]] = set()
     options = (("--data", "datasets"), ("--pool_data", "datasets"), ("--defense", "defenses"))
-    for run in grid_spec_runs:
+    runs = list(grid_spec_runs)
+    for run in runs:
         for option, kind in options + ((("--attack", "attacks"),) if attacks else ()):
             if option not in run.args:
                 continue
@@ -360,6 +362,13 @@ def check_keys(grid_spec_runs: Iterable[GridRun], attacks: bool = False) -> None
                 catalog.registry(kind).get(key)
             except Exception as exc:
                 raise ConfigError(f"grid: {exc}") from exc
+    names = sorted({r.args[r.args.index("--attack") + 1] for r in runs if "--attack" in r.args})
+    if names and not attacks:
+        from .attacker.launch import ask_attacker
+
+        errors = ask_attacker("off", (), lambda link: link.unknown(names))
+        if errors:
+            raise ConfigError(f"grid: {errors[0]}")
 
 
 __all__ = ["Entry", "Grid", "GridRun", "expand", "format_value", "load_grid"]

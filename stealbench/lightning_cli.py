@@ -30,7 +30,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from . import safe_yaml
 from .arguments import check_folder, help_hint, jsonargparse_message
-from .attack_args import ATTACK_HELP, split_attack_args
+from .attack_args import ATTACK_HELP, check_attack, split_attack_args
 from .attacker.label_modes import LabelOptions, make_label_mode
 from .config import (SECRET_OPTIONS, SEED_RANGE, OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig,
                      check_int, check_seed)
@@ -79,7 +79,8 @@ def own_defaults(option: str, path: str) -> dict[str, Any]:
     """`{"class_path": path, "init_args": <the class's own defaults>}` for a chosen component.
 
     jsonargparse keeps the previous value's init_args whose names the new class also accepts: without this,
-    `--attack activethief` would silently run with JBDA's default `rounds` (6, not activethief's 5).
+    `--data mnist` would silently keep digits' values of same-named options. (The attack is not built here at all:
+    attack_args.py, attacker/choice.py.)
     """
     registry = get_catalog().registry(COMPONENTS[option][0])
     cls = next((e.obj for e in registry.entries() if class_path(e.obj) == path), None)
@@ -167,10 +168,11 @@ def preprocess_args(args: list[str]) -> list[str]:
 
 
 def _options_follow_choices(items: list[tuple[str, str, list[str]]]) -> list:
-    """jsonargparse applies `--attack.rounds 3` to the attack chosen so far and drops it, without a word, when a
-    later `--attack random` replaces that attack. Options given before a later choice move behind it instead:
-    they apply to the chosen component, or fail there as "not an option of random". A later --config that
-    chooses the component cannot be reordered like that (its other values would change order): an error."""
+    """jsonargparse applies `--defense.beta 0.3` to the defense chosen so far and drops it, without a word, when a
+    later `--defense topk` replaces that defense. Options given before a later choice move behind it instead:
+    they apply to the chosen component, or fail there as "not an option of topk". A later --config that
+    chooses the component cannot be reordered like that (its other values would change order): an error.
+    (attack_args.py gives the attack's options the same rules.)"""
     out = list(items)
     for component in COMPONENTS:
         for pos in range(len(out) - 1, -1, -1):
@@ -324,7 +326,7 @@ class StealbenchCLI(LightningCLI):
             raise ConfigError(str(exc)) from exc
         check_architectures(self.config_init)
         check_trainer(_trainer_template(self.config))
-        self.attack_resolved = _check_attack(self.attack_choice, self.config, self.config_init)
+        self.attack_resolved = check_attack(self.attack_choice, self.config, self.config_init)
 
     def config_dump(self) -> str:
         """The resolved config as YAML, the attack's section from its side, API keys redacted."""
@@ -348,20 +350,6 @@ class StealbenchCLI(LightningCLI):
             label_options=LabelOptions(cfg.label_options or {}), pool_data=init.get("pool_data"),
             sandbox=cfg.sandbox, timeouts=init.timeouts, oracle=init.oracle,
         )
-
-
-def _check_attack(choice, cfg: Any, init: Any) -> dict[str, Any]:
-    """The attack built (its options checked, not yet validated against data) by an attacker-side process, sealed
-    as the run's attacker will be; the run's folders are hidden from it as far as they exist yet."""
-    from .attacker import sandbox as attacker_sandbox
-    from .attacker.launch import ask_attacker
-    from .victim import default_cache_dir
-
-    mode = attacker_sandbox.resolve(cfg.sandbox)  # no notice here: the run gives it
-    roots = [getattr(d, "root", None) for d in (init.data, init.get("pool_data")) if d is not None]
-    hide = attacker_sandbox.secret_paths([Path(init.victim.cache_dir or default_cache_dir()), Path(cfg.output_dir),
-                                          *(Path(r) for r in roots if isinstance(r, (str, Path)))])
-    return ask_attacker(mode, hide, lambda link: link.resolve(choice))
 
 
 def _redacted_dump(dump: str) -> str:

@@ -175,7 +175,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     except BaseException:
         link.close()
         raise
-    attack_name = f"{attack['key']!r} (plugin {attack['source']})"
+    attack_name = f"{attack['key']!r} (plugin {attack['source']})" if attack["source"] else repr(attack["key"])
     console.header({
         "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
                 f"attacker pool {len(splits.pool_y)}, eval {len(splits.eval_y)})",

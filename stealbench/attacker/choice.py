@@ -36,7 +36,7 @@ class AttackChoice:
 
 
 def _attack_class(key: str):
-    """(class, registry key or class path, plugin source, {plugin name: version}) for `key`."""
+    """(class, registry key or class path, plugin source or None, {plugin name: version}) for `key`."""
     from ..errors import ConfigError, StealbenchError
     from ..plugins import get_catalog
 
@@ -51,7 +51,7 @@ def _attack_class(key: str):
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(f"--attack {key!r}: no such class ({type(exc).__name__}: {exc})") from None
         entry = next((e for e in registry.entries() if e.obj is cls), None)
-        key, source = (entry.key, entry.source) if entry else (key, cls.__module__)
+        key, source = (entry.key, entry.source) if entry else (key, None)  # no plugin registered it
     else:
         try:
             registry.get(key)
@@ -60,6 +60,23 @@ def _attack_class(key: str):
         raise AssertionError("unreachable")  # pragma: no cover - registry.get raised
     plugin = next(({p.name: p.version} for p in catalog.plugins if key in p.registered.get("attacks", [])), {})
     return cls, key, source, plugin
+
+
+def unknown_keys(keys: list[str]) -> list[str]:
+    """The registry's message for each key no loaded attack plugin registered (class paths are not looked up)."""
+    from ..errors import StealbenchError
+    from ..plugins import get_catalog
+
+    registry = get_catalog(attacks=True).attacks
+    errors = []
+    for key in keys:
+        if "." in key:
+            continue
+        try:
+            registry.get(key)
+        except StealbenchError as exc:
+            errors.append(str(exc))
+    return errors
 
 
 def _parser(cls):
@@ -84,8 +101,9 @@ def build_attack(choice: AttackChoice, limits: dict[str, int] | None = None):
     from ..errors import ConfigError, StealbenchError
 
     cls, key, source, plugin = _attack_class(choice.key)
+    who = f"{key!r} (plugin {source})" if source else repr(key)
     if not (isinstance(cls, type) and issubclass(cls, Attack)):
-        raise ConfigError(f"attack {key!r} (plugin {source}) is a {type(cls).__name__}, not a stealbench Attack")
+        raise ConfigError(f"attack {who} is a {type(cls).__name__}, not a stealbench Attack")
     path = f"{cls.__module__}.{cls.__qualname__}"
     parser = _parser(cls)
     try:
@@ -107,7 +125,7 @@ def build_attack(choice: AttackChoice, limits: dict[str, int] | None = None):
             cause = cause.__cause__
         if isinstance(cause, StealbenchError):
             raise ConfigError(str(cause).splitlines()[0] if str(cause) else f"attack {key!r} refused") from None
-        raise ConfigError(f"attack {key!r} (plugin {source}) failed to build: {type(cause).__name__}: "
+        raise ConfigError(f"attack {who} failed to build: {type(cause).__name__}: "
                           f"{str(cause).splitlines()[0] if str(cause) else ''}") from None
     import yaml
 
@@ -134,4 +152,4 @@ def _params(attack: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
 
-__all__ = ["AttackChoice", "DEFAULT_ATTACK", "attack_help", "build_attack"]
+__all__ = ["AttackChoice", "DEFAULT_ATTACK", "attack_help", "build_attack", "unknown_keys"]

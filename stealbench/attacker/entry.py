@@ -15,9 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stealbench.attacker.entry")
     parser.add_argument("--fd", type=int, required=True, help="this side's end of the socket to the defender")
     args = parser.parse_args(argv)
-    # imports torch before the first message: the defender starts this process early
-    from . import process  # noqa: F401 - torch and Lightning
-    from .session import serve
+    from .session import serve  # Lightning comes once the attack is built (session.py): a check needs none
 
     serve(Connection(args.fd))
     return 0

@@ -80,6 +80,11 @@ class AttackerLink:
         self._send(("help", {"key": key}))
         return str(self._answer("help", f"describing attack {key!r}").get("text", ""))
 
+    def unknown(self, keys: list[str]) -> list[str]:
+        """The registry's message for each of `keys` that no attack plugin registered (nothing is built)."""
+        self._send(("names", {"keys": list(keys)}))
+        return [str(e) for e in self._answer("names", "looking up attack names").get("errors", [])]
+
     def run(self, spec: Any):
         """Send the run's spec; returns (process, connection), now the referee's to serve and stop."""
         self._send(("spec", {}))

@@ -8,6 +8,7 @@ Protocol on the link (plain data, stealbench.transport, unless said): the defend
 - ("attack", {choice, limits}): build it and call its validate(budget, num_classes, pool_size): the same answers;
   the attack built is the one that runs;
 - ("help", {key}) -> ("help", {text}): the attack's options;
+- ("names", {keys}) -> ("names", {errors}): the message for each key that names no attack (nothing is built);
 - ("spec", {}): the next message is the pickled AttackerSpec (defender -> attacker only: the defender never
   unpickles); the run starts (process.run_attacker) and the referee's protocol takes over.
 
@@ -46,7 +47,7 @@ def serve(conn) -> None:
     from ..reproducibility import apply_thread_counts
 
     apply_thread_counts(tuple(boot["threads"]) if boot.get("threads") else None)
-    from .choice import AttackChoice, attack_help, build_attack
+    from .choice import AttackChoice, attack_help, build_attack, unknown_keys
 
     attack = None
     while True:
@@ -57,6 +58,9 @@ def serve(conn) -> None:
         try:
             if op == "spec":
                 break
+            if op == "names":
+                _send(conn, "names", {"errors": unknown_keys([str(k) for k in payload["keys"]])})
+                continue
             if op == "help":
                 _send(conn, "help", {"text": attack_help(str(payload["key"]))})
                 continue
@@ -65,6 +69,8 @@ def serve(conn) -> None:
             if op == "attack":
                 attack = built
             _send(conn, "resolved", resolved)
+            if op == "attack":
+                from . import process  # noqa: F401 - Lightning, imported while the defender trains its victim
         except BaseException as exc:  # noqa: BLE001 - the defender names the attack and decides
             from ..errors import StealbenchError
 

@@ -30,11 +30,11 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> flo
 
 def resolve_attack(attack: AttackChoice | Attack, key: str, link: AttackerLink, limits: dict[str, int]
                    ) -> dict[str, Any]:
-    """What the run records of its attack: {key, source, plugin, params, config}. A choice (name and options) is
+    """What the run records of its attack: {key, source (the registering plugin, or None), plugin, params, config}. A choice (name and options) is
     built and validated in the attacker's process; an Attack object (a library caller built it, in its own
     process) was validated by run_experiment and is sent as it is."""
     if isinstance(attack, Attack):
-        return {"key": key, "source": type(attack).__module__, "plugin": {}, "params": params(attack), "config": {}}
+        return {"key": key, "source": None, "plugin": {}, "params": params(attack), "config": {}}
     return link.resolve(attack, limits)
 
 
