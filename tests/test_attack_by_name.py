@@ -151,3 +151,29 @@ def test_the_defenders_catalogue_imports_no_attack_module():
             " len(c.attacks), len(get_catalog(attacks=True).attacks))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "[]" and out[1] == "0" and int(out[2]) >= 5, out
+
+
+def test_print_config_and_help_come_from_the_attackers_side(tmp_path, stealbench_distribution, capsys):
+    import yaml
+
+    _install(tmp_path, stealbench_distribution)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--attack", "recorder", "--attack.epochs", "3", "--sandbox", "off", "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["attack"] == {"class_path": "sb_recorder.Recorder", "init_args": {"epochs": 3, "min_budget": 1}}
+    with pytest.raises(SystemExit):
+        main(["fit", "--attack.help", "recorder"])
+    assert "--attack.min_budget" in capsys.readouterr().out
+    assert "sb_recorder" not in sys.modules
+    assert all(os.getpid() not in pids for pids in _steps(tmp_path).values())
+
+
+def test_a_grid_naming_an_unknown_attack_fails_before_its_runs(tmp_path):
+    from stealbench.errors import ConfigError
+    from stealbench.grid import check_keys, expand
+
+    runs = expand({"data": ["digits"], "defenses": ["none"], "attacks": ["random", "jbdaa"], "budgets": [50]},
+                  name="g", output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="grid: unknown attack 'jbdaa'.*jbda"):
+        check_keys(runs)
