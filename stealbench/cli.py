@@ -115,7 +115,7 @@ def plugins_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from .plugins import get_catalog
 
-    catalog = get_catalog()
+    catalog = get_catalog(attacks=True)
     if args.requirements:
         print(f"stealbench=={__version__}")
         for plugin in catalog.plugins:
@@ -150,7 +150,7 @@ def list_command(argv: list[str]) -> int:
         raise StealbenchError(f"cannot list {args.kind!r}.{hint} Choose one of: {', '.join(kinds)}.")
     from .plugins import get_catalog
 
-    catalog = get_catalog()
+    catalog = get_catalog(attacks=True)
     from rich.table import Table
     from rich.text import Text  # plugin-provided text is shown as is, never read as rich markup
 

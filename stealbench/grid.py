@@ -339,15 +339,19 @@ def grid_from_spec(spec: dict[str, Any], path: Path, output_dir: str | None = No
                 description=str(spec.get("description") or ""), claims=claims)
 
 
-def check_keys(grid_spec_runs: Iterable[GridRun]) -> None:
-    """Fail early, before hours of runs, when a grid names a data set, defense or attack nobody registered."""
+def check_keys(grid_spec_runs: Iterable[GridRun], attacks: bool = False) -> None:
+    """Fail early, before hours of runs, when a grid names a data set, defense or attack nobody registered.
+
+    The defender's process knows attacks by name only: an attacker-side process looks their names up, unless
+    `attacks` (the conformance kit, which imports attack plugins anyway) looks them up here."""
     from .plugins import get_catalog
 
-    catalog = get_catalog()
+    catalog = get_catalog(attacks)
     seen: set[tuple[str, str]] = set()
-    for run in grid_spec_runs:
-        for option, kind in (("--data", "datasets"), ("--pool_data", "datasets"), ("--defense", "defenses"),
-                             ("--attack", "attacks")):
+    options = (("--data", "datasets"), ("--pool_data", "datasets"), ("--defense", "defenses"))
+    runs = list(grid_spec_runs)
+    for run in runs:
+        for option, kind in options + ((("--attack", "attacks"),) if attacks else ()):
             if option not in run.args:
                 continue
             key = run.args[run.args.index(option) + 1]
@@ -358,6 +362,13 @@ def check_keys(grid_spec_runs: Iterable[GridRun]) -> None:
                 catalog.registry(kind).get(key)
             except Exception as exc:
                 raise ConfigError(f"grid: {exc}") from exc
+    names = sorted({r.args[r.args.index("--attack") + 1] for r in runs if "--attack" in r.args})
+    if names and not attacks:
+        from .attacker.launch import ask_attacker
+
+        errors = ask_attacker("off", (), lambda link: link.unknown(names))
+        if errors:
+            raise ConfigError(f"grid: {errors[0]}")
 
 
 __all__ = ["Entry", "Grid", "GridRun", "expand", "format_value", "load_grid"]

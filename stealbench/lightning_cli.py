@@ -3,6 +3,11 @@
 LightningCLI/jsonargparse give `--config`, `--print_config` and typed options (`--defense.beta 0.5`). On top,
 short registry keys work wherever a component is chosen: `--defense deceptive` on the command line, and
 `defense: deceptive` or `defense: {class_path: deceptive, init_args: {...}}` in YAML.
+
+The attack is the exception: this process knows it by name only. `--attack NAME`, its `--attack.KEY VALUE` options
+and a config file's `attack:` section are taken out before jsonargparse sees them (attack_args.py) and become an
+AttackChoice; an attacker-side process builds it (checks its options) and answers with its resolved config, which
+the run's config and `--print_config` show as `attack: {class_path, init_args}`, as for any component.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from . import safe_yaml
 from .arguments import check_folder, help_hint, jsonargparse_message
+from .attack_args import ATTACK_HELP, check_attack, split_attack_args
 from .attacker.label_modes import LabelOptions, make_label_mode
-from .attacks.base import Attack
 from .config import (SECRET_OPTIONS, SEED_RANGE, OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig,
                      check_int, check_seed)
 from .data.base import ImageDataset
@@ -45,7 +50,6 @@ PROG = "stealbench fit"
 COMPONENTS: dict[str, tuple[str, type, str | None]] = {
     "data": ("datasets", ImageDataset, "digits"),
     "defense": ("defenses", Defense, "none"),
-    "attack": ("attacks", Attack, "jbda"),
     # the attacker pool from another data set (pools.py), e.g. `--pool_data fashion-mnist --pool_data.root ...`
     "pool_data": ("datasets", ImageDataset, None),
 }
@@ -75,7 +79,8 @@ def own_defaults(option: str, path: str) -> dict[str, Any]:
     """`{"class_path": path, "init_args": <the class's own defaults>}` for a chosen component.
 
     jsonargparse keeps the previous value's init_args whose names the new class also accepts: without this,
-    `--attack activethief` would silently run with JBDA's default `rounds` (6, not activethief's 5).
+    `--data mnist` would silently keep digits' values of same-named options. (The attack is not built here at all:
+    attack_args.py, attacker/choice.py.)
     """
     registry = get_catalog().registry(COMPONENTS[option][0])
     cls = next((e.obj for e in registry.entries() if class_path(e.obj) == path), None)
@@ -102,6 +107,9 @@ def _rewrite_config(cfg: Any) -> Any:
     starts from its own defaults, then the file's init_args."""
     if not isinstance(cfg, dict):
         return cfg
+    cfg.pop("attack", None)  # taken by attack_args.split_attack_args: built on the attacker's side only
+    if isinstance(cfg.get("fit"), dict):
+        cfg["fit"].pop("attack", None)
     for option in COMPONENTS:
         value = cfg.get(option)
         if isinstance(value, str):
@@ -160,10 +168,11 @@ def preprocess_args(args: list[str]) -> list[str]:
 
 
 def _options_follow_choices(items: list[tuple[str, str, list[str]]]) -> list:
-    """jsonargparse applies `--attack.rounds 3` to the attack chosen so far and drops it, without a word, when a
-    later `--attack random` replaces that attack. Options given before a later choice move behind it instead:
-    they apply to the chosen component, or fail there as "not an option of random". A later --config that
-    chooses the component cannot be reordered like that (its other values would change order): an error."""
+    """jsonargparse applies `--defense.beta 0.3` to the defense chosen so far and drops it, without a word, when a
+    later `--defense topk` replaces that defense. Options given before a later choice move behind it instead:
+    they apply to the chosen component, or fail there as "not an option of topk". A later --config that
+    chooses the component cannot be reordered like that (its other values would change order): an error.
+    (attack_args.py gives the attack's options the same rules.)"""
     out = list(items)
     for component in COMPONENTS:
         for pos in range(len(out) - 1, -1, -1):
@@ -249,6 +258,8 @@ class StealbenchCLI(LightningCLI):
                                                f"{COMPONENTS[option][0]}`) or a class path")
             if default is not None:
                 parser.set_defaults({option: {"class_path": resolve_component(option, default)}})
+        # a name only here (attack_args.py): the attacker's side builds it; the dump shows its resolved config
+        parser.add_argument("--attack", type=str, default="jbda", help=ATTACK_HELP)
         parser.add_class_arguments(VictimConfig, "victim")
         parser.add_class_arguments(SurrogateConfig, "surrogate")
         parser.add_class_arguments(WandbConfig, "wandb")
@@ -277,15 +288,23 @@ class StealbenchCLI(LightningCLI):
         args = list(args)
         printing = [a for a in args if a == "--print_config" or a.startswith("--print_config=")]
         if printing:
-            # jsonargparse prints and exits inside parse_args, before any check of ours: check as `fit` would
-            # (parse, ranges, components built) without it, then let it print
+            # checked as `fit` would (parse, ranges, components built, the attack built on its side), then printed
+            # with the attack's resolved config, which jsonargparse cannot know
             self._parse([a for a in args if a not in printing], parser)
             self.instantiate_classes()
+            print(self.config_dump(), end="")
+            raise SystemExit(0)
         self._parse(args, parser)
 
     def _parse(self, args: list[str], parser: LightningArgumentParser) -> None:
+        rest, self.attack_choice, helping = split_attack_args(args)
+        if helping is not None:  # `--attack.help KEY`: the attacker's side describes the attack
+            from .attacker.launch import ask_attacker
+
+            print(ask_attacker("off", (), lambda link: link.help(helping)), end="")
+            raise SystemExit(0)
         try:
-            self.config = parser.parse_args(preprocess_args(args))
+            self.config = parser.parse_args(preprocess_args(rest))
         except ArgumentError as exc:
             raise ConfigError(_short_message(str(exc), parser, args)) from None
         validate_config(self.config)
@@ -307,14 +326,24 @@ class StealbenchCLI(LightningCLI):
             raise ConfigError(str(exc)) from exc
         check_architectures(self.config_init)
         check_trainer(_trainer_template(self.config))
+        self.attack_resolved = check_attack(self.attack_choice, self.config, self.config_init)
+
+    def config_dump(self) -> str:
+        """The resolved config as YAML, the attack's section from its side, API keys redacted."""
+        loaded = yaml.safe_load(self.parser.dump(self.config, skip_unset=False))
+        ordered = {}
+        for key, value in loaded.items():  # the attack's section where jsonargparse had it
+            ordered[key] = self.attack_resolved["config"] if key == "attack" else value
+        return _redacted_dump(yaml.safe_dump(ordered, sort_keys=False))
 
     def experiment(self) -> Experiment:
         cfg, init = self.config, self.config_init
-        dump = _redacted_dump(self.parser.dump(cfg, skip_unset=False))
+        dump = self.config_dump()
         keys = {option: _key_of(option, cfg[option]["class_path"]) for option in COMPONENTS if cfg.get(option)}
+        keys["attack"] = self.attack_resolved["key"]
         progress = cfg.progress_bar if cfg.progress_bar is not None else sys.stdout.isatty()
         return Experiment(
-            data=init.data, defense=init.defense, attack=init.attack, keys=keys, budget=cfg.budget,
+            data=init.data, defense=init.defense, attack=self.attack_choice, keys=keys, budget=cfg.budget,
             label_mode=cfg.label_mode, seed=cfg.seed, victim=init.victim, surrogate=init.surrogate,
             wandb=init.wandb, trainer=_trainer_template(cfg), output_dir=cfg.output_dir,
             name=cfg.name, config=yaml.safe_load(dump), config_yaml=dump, progress_bar=progress,

@@ -1,4 +1,10 @@
-"""Plugin loading: built-in plugins and the ``stealbench`` entry-point group, through the same hooks.
+"""Plugin loading: built-in plugins and the ``stealbench`` entry-point groups, through the same hooks.
+
+Two sides load different plugin modules. The defender's process (``get_catalog()``: ``fit``, ``grid``, the runner)
+loads the built-ins of DEFAULT_PLUGINS and the group ``stealbench``; attack modules are never imported there. The
+attacker's side (``get_catalog(attacks=True)``: the attacker's process, ``stealbench list``/``plugins``, the
+conformance kit) also loads ATTACK_PLUGINS and the group ``stealbench.attacks``. Attacks register only from the
+latter, and modules there register nothing else, so the defender knows every other component and attacks by name.
 
 Environment switches:
 
@@ -37,13 +43,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.defenses.modelguard",
     "stealbench.defenses.grad2",
     "stealbench.defenses.edm",
-    "stealbench.attacks.jbda",
-    "stealbench.attacks.jbda_variants",
-    "stealbench.attacks.random",
-    "stealbench.attacks.knockoff",
-    "stealbench.attacks.activethief",
-    "stealbench.attacks.dfme",
-    "stealbench.attacks.maze",
     "stealbench.attacker.label_modes.plain",
     "stealbench.attacker.label_modes.smooth",
     "stealbench.attacker.label_modes.invert",
@@ -58,7 +57,20 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.reproductions",
 )
 
+#: Built-in attacks: loaded only on the attacker's side, like the modules of ATTACK_ENTRY_POINT_GROUP.
+ATTACK_PLUGINS: tuple[str, ...] = (
+    "stealbench.attacks.jbda",
+    "stealbench.attacks.jbda_variants",
+    "stealbench.attacks.random",
+    "stealbench.attacks.knockoff",
+    "stealbench.attacks.activethief",
+    "stealbench.attacks.dfme",
+    "stealbench.attacks.maze",
+)
+
 ENTRY_POINT_GROUP = "stealbench"
+#: attack plugins: imported only where attacks run (never by the defender's process)
+ATTACK_ENTRY_POINT_GROUP = "stealbench.attacks"
 
 
 @dataclass
@@ -117,7 +129,21 @@ def _trace(msg: str) -> None:
         print(f"[stealbench trace] {msg}", file=sys.stderr)
 
 
-def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
+def _check_side(plugin: Any, who: str, attack_side: bool) -> None:
+    """Attack modules register attacks and nothing else; other modules never register attacks (the defender's
+    process imports them, and must not hold an attack's code)."""
+    hooks = {hook for hook in hookspecs.HOOK_KINDS if getattr(plugin, hook, None)}
+    if attack_side and hooks - {"register_attacks"}:
+        raise PluginError(f"plugin {who} is an attack plugin (entry-point group {ATTACK_ENTRY_POINT_GROUP!r}) but "
+                          f"implements {', '.join(sorted(hooks - {'register_attacks'}))}; register those from a "
+                          f"module in the group {ENTRY_POINT_GROUP!r}")
+    if not attack_side and "register_attacks" in hooks:
+        raise PluginError(f"plugin {who} implements register_attacks in the entry-point group {ENTRY_POINT_GROUP!r}, "
+                          "which the defender's process imports; move the attacks to their own module under "
+                          f"[project.entry-points.\"{ATTACK_ENTRY_POINT_GROUP}\"]")
+
+
+def make_plugin_manager(attacks: bool = False) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
     pm = pluggy.PluginManager("stealbench")
     pm.add_hookspecs(hookspecs)
     blocked = {_normalise(n) for n in _env_list("STEALBENCH_BLOCK_PLUGINS") or []}
@@ -125,16 +151,19 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
     only = None if only_list is None else {_normalise(n) for n in only_list}
     infos: dict[str, PluginInfo] = {}
 
-    for modname in DEFAULT_PLUGINS:
+    builtins = [(m, False) for m in DEFAULT_PLUGINS] + [(m, True) for m in ATTACK_PLUGINS if attacks]
+    for modname, attack_side in builtins:
         if _normalise(modname) in blocked:
             _trace(f"blocked built-in plugin {modname} (STEALBENCH_BLOCK_PLUGINS)")
             continue
         module = importlib.import_module(modname)
+        _check_side(module, modname, attack_side)
         pm.register(module, name=modname)
         infos[modname] = PluginInfo(modname, __version__, None)
 
     seen: set[str] = set()
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    groups = [(ENTRY_POINT_GROUP, False)] + ([(ATTACK_ENTRY_POINT_GROUP, True)] if attacks else [])
+    for ep, attack_side in ((ep, side) for group, side in groups for ep in entry_points(group=group)):
         dist = ep.dist.name if ep.dist is not None else "<unknown distribution>"
         names = {_normalise(ep.name), _normalise(dist)}
         seen |= names
@@ -144,7 +173,10 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
             pm.set_blocked(ep.name)
             continue
         _trace(f"loading plugin {ep.name!r} = {ep.value!r} from distribution {dist!r}")
-        if ep.name in infos:
+        # one distribution may name its defender-side and its attack module alike: one plugin, two pluggy names
+        shared = attack_side and ep.name in infos and infos[ep.name].distribution == dist
+        pm_name = f"{ep.name} (attacks)" if shared else ep.name
+        if ep.name in infos and not shared:
             other = infos[ep.name]
             raise PluginError(
                 f"two installed distributions define the stealbench plugin {ep.name!r}: {other.distribution!r} and "
@@ -157,13 +189,14 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
                 f"plugin {ep.name!r} from distribution {dist!r} failed to import ({type(exc).__name__}: {exc}). "
                 f"Fix or uninstall it (pip uninstall {dist}), or skip it with STEALBENCH_BLOCK_PLUGINS={ep.name}."
             ) from exc
+        _check_side(plugin, f"{ep.name!r} from distribution {dist!r}", attack_side)
         if pm.is_registered(plugin):
             raise PluginError(
                 f"plugin {ep.name!r} from distribution {dist!r} points at {ep.value!r}, which another plugin "
                 f"({pm.get_name(plugin)!r}) already registered; give each entry point its own module"
             )
         try:
-            pm.register(plugin, name=ep.name)
+            pm.register(plugin, name=pm_name)
             pm.check_pending()  # hookimpls whose name matches no hookspec, e.g. a misspelled hook
         except pluggy.PluginValidationError as exc:
             raise PluginError(
@@ -171,7 +204,7 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
                 f"Valid hooks: {', '.join(hookspecs.HOOK_KINDS)}."
             ) from exc
         version = ep.dist.version if ep.dist is not None else "unknown"
-        infos[ep.name] = PluginInfo(ep.name, version, dist)
+        infos[pm_name] = infos[ep.name] if shared else PluginInfo(ep.name, version, dist)
         if not any(getattr(plugin, hook, None) for hook in hookspecs.HOOK_KINDS):
             print(f"stealbench: warning: plugin {ep.name!r} from distribution {dist!r} implements no stealbench "
                   f"hook ({', '.join(hookspecs.HOOK_KINDS)}); did you forget @stealbench.hookimpl?", file=sys.stderr)
@@ -182,8 +215,8 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
     return pm, infos
 
 
-def build_catalog() -> Catalog:
-    pm, infos = make_plugin_manager()
+def build_catalog(attacks: bool = False) -> Catalog:
+    pm, infos = make_plugin_manager(attacks)
     registries = {kind: Registry(kind) for kind in hookspecs.HOOK_KINDS.values()}
     for hook_name, kind in hookspecs.HOOK_KINDS.items():
         hook = getattr(pm.hook, hook_name)
@@ -207,10 +240,12 @@ def build_catalog() -> Catalog:
     from .models.timm_models import timm_candidates, timm_factory
 
     registries["architectures"].add_resolver(timm_factory, timm_candidates)
-    return Catalog(**registries, plugins=list(infos.values()))
+    unique = list({id(info): info for info in infos.values()}.values())  # a shared plugin once
+    return Catalog(**registries, plugins=unique)
 
 
-@lru_cache(maxsize=1)
-def get_catalog() -> Catalog:
-    """The process-wide catalogue (plugins are loaded once)."""
-    return build_catalog()
+@lru_cache(maxsize=2)
+def get_catalog(attacks: bool = False) -> Catalog:
+    """The process-wide catalogue (plugins are loaded once). Without `attacks` (the defender's view) no attack
+    module is imported and the attacks registry is empty; `attacks=True` is the attacker's side's view."""
+    return build_catalog(attacks)

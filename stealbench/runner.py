@@ -22,26 +22,26 @@ from typing import Any
 import lightning
 import numpy
 import torch
-from torchmetrics.functional.classification import multiclass_accuracy
 
 from . import __version__, console, distributed
 from .attacker import sandbox as attacker_sandbox
 from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
-from .attacker.launch import start_attacker, start_sandbox
-from .attacker.process import AttackerSpec
+from .attacker.choice import AttackChoice
+from .attacker.launch import AttackerLink
 from .attacks.base import Attack
 from .config import OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, redact_argv
 from .data.base import ImageDataset, Splits
 from .defender.cost import PRICE_KEYS, state_size
 from .defender.guard import check_defense_type, checked_report, guarded_setup, weights_checksum
+from .defender.attack_phase import accuracy as _accuracy
+from .defender.attack_phase import attack_phase, params as _params, resolve_attack
 from .defender.oracle import Oracle
-from .defender.referee import AttackerFailed, Referee
-from .defender.referee import stop as stop_attacker
+from .defender.referee import Referee
 from .defender.schema import attack_metrics
 from .defenses.base import Defense, DefenseSetup
 from .devices import check_accelerator
 from .errors import ConfigError, DefenseOutputError, StealbenchError
-from .evaluator.client import EvaluatorFailed, SurrogateEvaluator
+from .evaluator.client import SurrogateEvaluator
 from .metrics import DefenseStats
 from .models.factory import build_net
 from .plugins import get_catalog
@@ -58,11 +58,14 @@ from .victim import VictimResult, default_cache_dir, obtain_victim
 
 @dataclass
 class Experiment:
-    """A fully specified run. `keys` are the registry keys of data/defense/attack (the run's identity)."""
+    """A fully specified run. `keys` are the registry keys of data/defense/attack (the run's identity).
+
+    `attack`: the attack by name and options (what `stealbench fit` gives: it is built only in the attacker's
+    process), or an Attack a library caller built itself."""
 
     data: ImageDataset
     defense: Defense
-    attack: Attack
+    attack: AttackChoice | Attack
     keys: dict[str, str]
     budget: int = 3200
     label_mode: str = "soft"
@@ -106,10 +109,6 @@ class Experiment:
         return f"{i['data']}_{i['defense']}_{i['attack']}_{i['label_mode']}_b{i['budget']}_s{i['seed']}"
 
 
-def _accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    return float(multiclass_accuracy(probs.argmax(-1), labels, num_classes=num_classes, average="micro"))
-
-
 def run_experiment(exp: Experiment) -> dict[str, Any]:
     """Run `exp` and write its folder; returns the results dict. Raises StealbenchError on bad input."""
     started = time.perf_counter()
@@ -117,8 +116,8 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     sandbox = attacker_sandbox.resolve(exp.sandbox, console.info)  # --sandbox bwrap without bwrap: fails now
     catalog = get_catalog()
     check_defense_type(exp.defense, _who(exp, catalog, "defense"))
-    if not isinstance(exp.attack, Attack):
-        raise ConfigError(f"attack {_who(exp, catalog, 'attack')} is a {type(exp.attack).__name__}, not a "
+    if not isinstance(exp.attack, (Attack, AttackChoice)):
+        raise ConfigError(f"attack {exp.keys.get('attack', '?')!r} is a {type(exp.attack).__name__}, not a "
                           "stealbench Attack")
     data = exp.data
     label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
@@ -132,8 +131,10 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
         pool_x, pool_y = load_pool(exp.pool_data, data, splits.eval_x)
         # the attacker's own data set: its labels are the attacker's knowledge (Knockoff's adversary has them)
         splits = replace(splits, pool_x=pool_x, pool_y=pool_y, pool_labels=pool_y)
-    exp.attack.validate(budget=label_mode.effective_budget(exp.budget), num_classes=data.num_classes,
-                        pool_size=len(splits.pool_y))
+    limits = {"budget": label_mode.effective_budget(exp.budget), "num_classes": data.num_classes,
+              "pool_size": len(splits.pool_y)}
+    if isinstance(exp.attack, Attack):  # the caller's own object: validated where it was built, as ever
+        exp.attack.validate(**limits)
     for role, arch in (("victim", exp.victim.arch), ("surrogate", exp.surrogate.arch)):
         try:
             catalog.architectures.get(arch)
@@ -151,7 +152,8 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
             (run_dir / "config.yaml").write_text(exp.config_yaml or json.dumps(exp.config, indent=2))
             tracker = Tracker(exp.wandb, run_dir, run_dir.name, {**exp.identity(), "plugins": catalog.versions(),
                                                                   "config": exp.config})
-            results = _run_phases(exp, catalog, splits, settings, label_mode, run_dir, tracker, started, sandbox)
+            results = _run_phases(exp, catalog, splits, settings, label_mode, run_dir, tracker, started, sandbox,
+                                  limits)
         except BaseException as exc:
             # The folder must not look complete: no results.json, an error.txt saying what happened (with the
             # attacker's traceback when the attack failed in its own process)
@@ -163,8 +165,17 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
 
 
 def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], label_mode,
-                run_dir: Path, tracker: Tracker, started: float, sandbox: str) -> dict[str, Any]:
+                run_dir: Path, tracker: Tracker, started: float, sandbox: str, limits: dict[str, int]) -> dict[str, Any]:
     device = resolve_device(exp.trainer)
+    # the attacker's process starts now (a sandboxed one imports torch meanwhile) and builds the attack from its
+    # name and options, validated against the run's limits: refused before the victim trains, never built here
+    link = AttackerLink(sandbox, _hidden_from_attacker(exp), str(device)).start()
+    try:
+        attack = resolve_attack(exp.attack, exp.keys["attack"], link, limits)
+    except BaseException:
+        link.close()
+        raise
+    attack_name = f"{attack['key']!r} (plugin {attack['source']})" if attack["source"] else repr(attack["key"])
     console.header({
         "data": f"{exp.keys['data']}  (victim train {len(splits.victim_y)}, defender holdout {len(splits.holdout_y)}, "
                 f"attacker pool {len(splits.pool_y)}, eval {len(splits.eval_y)})",
@@ -173,7 +184,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
                      + (", pretrained" if exp.surrogate.pretrained else ""),
         "defense": f"that of the endpoint {exp.oracle.url}" if exp.oracle.url
                    else f"{exp.keys['defense']}  {_params(exp.defense)}",
-        "attack": f"{exp.keys['attack']}  {_params(exp.attack)}",
+        "attack": f"{attack['key']}  {attack['params']}",
         "budget": f"{exp.budget} queries, label mode {exp.label_mode}",
         "seed": str(exp.seed),
         "device": str(device),
@@ -182,8 +193,6 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
         "attacker": "sealed in an OS sandbox (bubblewrap)" if sandbox == "bwrap" else "sealed in memory only",
     })
     logger = tracker.lightning_logger()
-    # the sandboxed attacker's interpreter starts now and imports torch while the victim trains
-    early = start_sandbox(_hidden_from_attacker(exp), str(device)) if sandbox == "bwrap" else None
     # the surrogate's code runs only in its evaluator's process (the evaluation images and nothing else): it
     # builds the architecture while the victim trains
     evaluator = SurrogateEvaluator(sandbox, _hidden_from_attacker(exp), str(device))
@@ -202,19 +211,19 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
                             defense_name=_who(exp, catalog, "defense"), benign_x=splits.eval_x,
                             benign_generator=role_generator(exp.seed, "evaluation"))
         oracle_name = f"the endpoint {exp.oracle.url}" if exp.oracle.url else _who(exp, catalog, "defense")
-        referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
-                                        logger, tracker, _who(exp, catalog, "attack"), oracle_name,
-                                        sandbox, early, evaluator)
+        referee, report = attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
+                                       logger, tracker, attack_name, oracle_name, link, evaluator,
+                                       needs_pool=attack.get("needs_pool") is not False)
         if not exp.oracle.url:  # an endpoint's benign users are its own: their figures come from the referee's
             defended.metrics.update(_utility(exp, splits, defended, oracle))
     finally:
         evaluator.close()
         if hasattr(oracle, "close"):  # a remote oracle's HTTP connections
             oracle.close()
-        if early is not None:
-            stop_attacker(*early, timeout=1.0)  # a no-op after the attack; else the waiting sandbox ends now
+        link.close()  # a no-op after the attack; else the waiting attacker ends now
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
-                          report, attacker_sandbox.SEALED[sandbox])
+                          report, attacker_sandbox.SEALED[sandbox], attack.get("plugin") or {},
+                          attack.get("needs_pool") is not False)
 
 
 def _endpoint_phase(exp: Experiment, splits: Splits):
@@ -300,68 +309,10 @@ def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str
     return Defended(victim, victim_net, clean_eval.argmax(-1), metrics, make_net)
 
 
-def _attack_phase(exp: Experiment, splits: Splits, surrogate_settings: TrainSettings, label_mode,
-                  device: torch.device, oracle: Oracle, defended: Defended, logger,
-                  tracker: Tracker, attack_name: str, oracle_name: str, sandbox: str = "off",
-                  early=None, evaluator: SurrogateEvaluator | None = None) -> tuple[Referee, dict[str, Any]]:
-    """The attack, in the attacker's own process; this side answers its queries and scores its checkpoints from
-    the outputs of the evaluator's process."""
-    data = exp.data
-
-    def evaluate(state: dict[str, torch.Tensor]) -> dict[str, float]:
-        try:
-            probs = evaluator.outputs(state)
-        except EvaluatorFailed as exc:  # the run ends: a surrogate that cannot be evaluated gives no measurement
-            raise AttackerFailed(f"attack {attack_name}: the surrogate ({exp.surrogate.arch}) cannot be evaluated: "
-                                 f"{exc}", exc.details) from None
-        if not torch.isfinite(probs).all():  # argmax of NaN is class 0: an accuracy, but not a measurement
-            raise AttackerFailed(f"attack {attack_name} broke rule [finite-surrogate]: its checkpoint gives NaN or "
-                                 "infinite outputs on the evaluation set")
-        return {"surrogate/acc": _accuracy(probs, splits.eval_y, data.num_classes),
-                "surrogate/fidelity": _accuracy(probs, defended.victim_pred, data.num_classes)}
-
-    def on_point(point: dict[str, Any]) -> None:
-        console.round_line(point, exp.budget)
-        tracker.log_point({k: v for k, v in point.items() if k != "retrained_from_scratch"})
-
-    def on_log(metrics: dict[str, float], step: int | None) -> None:
-        if logger is not None:
-            logger.log_metrics(metrics, step)
-
-    # an attack that needs no pool (data-free) gets none: nothing of the pool reaches its process
-    pool = slice(None) if getattr(exp.attack, "needs_pool", True) else slice(0, 0)
-    labels = splits.pool_labels[pool] if splits.pool_labels is not None else None
-    referee = Referee(
-        oracle=oracle, pool_x=splits.pool_x[pool], pool_truth=splits.pool_y[pool], pool_labels=labels,
-        evaluate=evaluate,
-        seed_generator=role_generator(exp.seed, "seed_set"), on_point=on_point, on_log=on_log,
-        say=console.attack_line, attack_name=attack_name, defense_name=oracle_name,
-        answer_timeout=exp.timeouts.answer,
-    )
-    spec = AttackerSpec(
-        attack=exp.attack, attack_key=exp.keys["attack"], label_mode=label_mode, seed=exp.seed, budget=exp.budget,
-        num_classes=data.num_classes, input_shape=tuple(data.input_shape), mean=tuple(data.mean),
-        std=tuple(data.std), surrogate=exp.surrogate,
-        train_settings=surrogate_settings,  # no logger: the attacker's process relays its logs
-        device=str(device),
-    )
-    process, conn = start_attacker(spec, sandbox, hide=_hidden_from_attacker(exp), started=early)
-    try:
-        with seeded_globals(role_seed(exp.seed, "oracle")):  # randomised defenses answer from this stream
-            report = referee.serve(conn, process, timeout=exp.timeouts.attack)
-    except BaseException:
-        stop_attacker(process, conn, timeout=1.0)  # interrupted or failed: no reason to wait for a clean exit
-        raise
-    stop_attacker(process, conn)
-    if not referee.curve:
-        raise StealbenchError(f"attack {exp.keys['attack']!r} finished without evaluating the surrogate "
-                              "(it never called ctx.checkpoint)")
-    return referee, report
-
-
 def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], run_dir: Path,
                    tracker: Tracker, started: float, defended: Defended, oracle: Oracle, referee: Referee,
-                   report: dict[str, Any], sealed: str) -> dict[str, Any]:
+                   report: dict[str, Any], sealed: str, attack_plugin: dict[str, str],
+                   needs_pool: bool = True) -> dict[str, Any]:
     curve = referee.curve
     final = curve[-1]
     metrics = {**defended.metrics, "surrogate/acc": final["surrogate/acc"],
@@ -388,7 +339,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "price": price,
         "curve": curve,
         "splits": splits.sizes(),
-        "pool": _pool_record(exp, splits),
+        "pool": _pool_record(exp, splits, needs_pool),
         "seed_set": seed_set,
         "randomness": {"seed": exp.seed, "scheme": "sha256(seed/role[/index]) per role", "roles": list(ROLES)},
         "victim": {"origin": defended.victim.origin, "path": defended.victim.path,
@@ -397,7 +348,8 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "config": exp.config,
         "reproducibility": reproducibility,
         "versions": {"stealbench": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
-                     "numpy": numpy.__version__, "python": platform.python_version(), "plugins": catalog.versions()},
+                     "numpy": numpy.__version__, "python": platform.python_version(),
+                     "plugins": {**catalog.versions(), **attack_plugin}},  # the attack's, as its side loaded it
         "wall_seconds": round(elapsed, 2),
         "command": " ".join(redact_argv(sys.argv)),
     }
@@ -417,9 +369,9 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     return results
 
 
-def _pool_record(exp: Experiment, splits: Splits) -> dict[str, Any]:
-    """Whether the attack used the attacker pool: a data-free attack (``needs_pool = False``) got none of it."""
-    needed = bool(getattr(exp.attack, "needs_pool", True))
+def _pool_record(exp: Experiment, splits: Splits, needed: bool) -> dict[str, Any]:
+    """Whether the attack used the attacker pool: a data-free attack (``needs_pool = False``, as its own side
+    reported it) got none of it."""
     return {"needed": needed, "sent_to_attacker": len(splits.pool_y) if needed else 0,
             "source": ("pool_data" if exp.pool_data is not None else "victim data set") if needed else "none"}
 
@@ -449,18 +401,13 @@ def _hidden_from_attacker(exp: Experiment) -> list[Path]:
 
 
 def _who(exp: Experiment, catalog, option: str) -> str:
-    """'KEY' (plugin SOURCE): how errors name a component."""
+    """'KEY' (plugin SOURCE): how errors name a defense (an attack is named by its own side: resolve_attack)."""
     key = exp.keys.get(option, "?")
-    registry = {"defense": catalog.defenses, "attack": catalog.attacks}[option]
+    registry = {"defense": catalog.defenses}[option]
     try:
         return f"{key!r} (plugin {registry.source(key)})"
     except StealbenchError:
         return repr(key)
-
-
-def _params(component: Defense | Attack) -> str:
-    cfg = {k: v for k, v in component.config().items() if not isinstance(v, (torch.Tensor, torch.nn.Module))}
-    return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
 
 def _utility(exp: Experiment, splits: Splits, defended: Defended, oracle: Oracle) -> dict[str, float]:

@@ -17,7 +17,7 @@ from stealbench.testing import (ATTACK_RULES, DEFENSE_RULES, ConformanceError, c
 
 # Parametrised from the registry at collection time: components added by anyone (built-ins or installed plugins)
 # are covered without editing this file.
-_catalog = get_catalog()
+_catalog = get_catalog(attacks=True)  # the attacks' side too: the kit runs them
 DEFENSES = sorted(_catalog.defenses)
 ATTACKS = sorted(_catalog.attacks)
 
@@ -195,7 +195,6 @@ def test_a_well_behaved_attack_passes():
 
 BROKEN_PLUGIN = '''
     import stealbench
-    from stealbench.attacks import Attack
     from stealbench.defenses import Defense
 
     class Leaky(Defense):
@@ -204,6 +203,16 @@ BROKEN_PLUGIN = '''
 
         def forward(self, x, probs):
             return probs.flip(-1)
+
+    @stealbench.hookimpl
+    def register_defenses(register):
+        register("leaky", Leaky)
+'''
+
+#: its attack: a module of its own, in the group `stealbench.attacks` (the defender's process never imports it)
+BROKEN_ATTACKS = '''
+    import stealbench
+    from stealbench.attacks import Attack
 
     class Peek(Attack):
         """Queries the victim behind the oracle's back."""
@@ -218,17 +227,14 @@ BROKEN_PLUGIN = '''
             return model
 
     @stealbench.hookimpl
-    def register_defenses(register):
-        register("leaky", Leaky)
-
-    @stealbench.hookimpl
     def register_attacks(register):
         register("peek", Peek)
 '''
 
 
 def test_a_broken_plugin_fails_naming_plugin_and_rule(stealbench_distribution):
-    stealbench_distribution("stealbench-broken", {"sbt_broken": BROKEN_PLUGIN}, entry_points={"broken": "sbt_broken"},
+    stealbench_distribution("stealbench-broken", {"sbt_broken": BROKEN_PLUGIN, "sbt_broken_attacks": BROKEN_ATTACKS},
+                            entry_points={"broken": "sbt_broken"}, attack_entry_points={"broken": "sbt_broken_attacks"},
                             version="0.0.1")
     with pytest.raises(ConformanceError) as err:
         check_defense("leaky")

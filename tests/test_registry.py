@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from stealbench.errors import DuplicateKeyError, StealbenchError, UnknownKeyError
-from stealbench.plugins import DEFAULT_PLUGINS, build_catalog
+from stealbench.plugins import ATTACK_PLUGINS, DEFAULT_PLUGINS, build_catalog
 from stealbench.registry import Registry
 
 
@@ -33,9 +33,11 @@ def test_keys_must_be_lowercase():
 
 
 def test_builtins_register_through_the_hooks():
-    catalog = build_catalog()
+    catalog = build_catalog(attacks=True)
     assert {"none", "deceptive"} <= set(catalog.defenses)
     assert {"jbda", "random"} <= set(catalog.attacks)
+    assert set(ATTACK_PLUGINS) <= {p.name for p in catalog.plugins}
+    assert not build_catalog().attacks.entries()  # the defender's view: attacks by name only
     assert {"digits", "mnist", "fashion-mnist"} <= set(catalog.datasets)
     assert {"cnn", "mlp", "lenet5"} <= set(catalog.architectures)
     assert catalog.defenses.source("deceptive") == "stealbench.defenses.deceptive"

@@ -7,7 +7,8 @@ attacker costs a fork, not an interpreter start. (Plain ``fork`` would copy the 
 hang in OpenMP after the parent has run parallel torch ops.)
 
 With ``--sandbox bwrap`` the attacker is instead a fresh ``python -m stealbench.attacker.entry`` inside bubblewrap
-(sandbox.py), joined to this process by one socket; its spec goes over that socket as the first messages.
+(sandbox.py), joined to this process by one socket. Either way the process starts before the victim trains, builds
+the attack from its name and options (AttackerLink.resolve) and then receives its spec (session.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any, Iterable
 from ..forkserver import context as _context
 from ..forkserver import warm_up
 from ..reproducibility import thread_counts
-from ..transport import encode
+from ..errors import ConfigError, StealbenchError
+from ..transport import decode, encode, rebuild_error
 from .sandbox import bwrap_command, sandbox_env
 
 def _plain_env() -> dict[str, str]:
@@ -32,29 +34,94 @@ def _plain_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "STEALBENCH_CACHE_DIR"}
 
 
-def start_attacker(spec: Any, sandbox: str = "off", hide: Iterable[str] = (), started=None):
-    """Start the attacker's process for `spec` (an AttackerSpec); returns (process, connection to it).
+class AttackerLink:
+    """The defender's end of one attacker process (session.py's protocol): `start()` it early, `resolve()` the
+    attack from its name and options there (the defender never imports it), then `run(spec)` hands the process
+    and its connection over to the referee; `close()` ends it if it was never handed over.
 
-    `sandbox`: "off" (fork server) or "bwrap" (sandbox.py; `hide` lists the run's folders it must not see);
-    `started`: a sandbox from `start_sandbox`, started earlier, that waits for its spec.
+    `sandbox`: "off" (a child of the fork server) or "bwrap" (sandbox.py; `hide` lists the run's folders it must not
+    see, those that exist when it starts).
     """
-    # the child starts from the server's environment: hand it this process's (tests and grids change it)
-    spec.sys_path = [os.path.abspath(p) for p in sys.path]
-    # and its torch thread counts: the server's pools were sized when it started, not by set_num_threads since
-    spec.threads = thread_counts()
-    if sandbox == "bwrap":
-        return _send_spec(spec, started or start_sandbox(hide, spec.device))
-    spec.env = _plain_env()
-    ctx = _context()
-    parent_end, child_end = ctx.Pipe(duplex=True)
-    from .process import attacker_main
 
-    # not daemonic: its training phases may start DDP workers (daemonic processes cannot have children); it still
-    # ends with the main process (PR_SET_PDEATHSIG in attacker_main, and referee.stop)
-    process = ctx.Process(target=attacker_main, args=(child_end, spec), name="stealbench-attacker", daemon=False)
-    process.start()
-    child_end.close()
-    return process, parent_end
+    def __init__(self, sandbox: str = "off", hide: Iterable[str] = (), device: str = "cpu") -> None:
+        self.sandbox, self.hide, self.device = sandbox, list(hide), device
+        self.process = self.conn = None
+
+    def start(self) -> "AttackerLink":
+        if self.sandbox == "bwrap":
+            self.process, self.conn = start_sandbox(self.hide, self.device)
+            env = sandbox_env()
+        else:
+            from .session import attacker_main
+
+            ctx = _context()
+            self.conn, child = ctx.Pipe(duplex=True)
+            # not daemonic: its training phases may start DDP workers (daemonic processes cannot have children); it
+            # still ends with the main process (PR_SET_PDEATHSIG in attacker_main, and referee.stop)
+            self.process = ctx.Process(target=attacker_main, args=(child,), name="stealbench-attacker", daemon=False)
+            self.process.start()
+            child.close()
+            env = _plain_env()  # the child starts from the server's environment: hand it this process's, less secrets
+        threads = thread_counts()  # the server's pools were sized when it started, not by set_num_threads since
+        self._send({"sys_path": [os.path.abspath(p) for p in sys.path], "env": env,
+                    "threads": list(threads) if threads else None})
+        return self
+
+    def resolve(self, choice: Any, limits: dict[str, int] | None = None) -> dict[str, Any]:
+        """Build `choice` (an AttackChoice) on the attacker's side; with `limits` also validate it, and that attack
+        is the one that runs. Returns its resolved config; ConfigError in one line when it is refused."""
+        if limits is None:
+            self._send(("check", choice.as_data()))
+        else:
+            self._send(("attack", {"choice": choice.as_data(), "limits": dict(limits)}))
+        return self._answer("resolved", f"building attack {choice.key!r}")
+
+    def help(self, key: str) -> str:
+        self._send(("help", {"key": key}))
+        return str(self._answer("help", f"describing attack {key!r}").get("text", ""))
+
+    def unknown(self, keys: list[str]) -> list[str]:
+        """The registry's message for each of `keys` that no attack plugin registered (nothing is built)."""
+        self._send(("names", {"keys": list(keys)}))
+        return [str(e) for e in self._answer("names", "looking up attack names").get("errors", [])]
+
+    def run(self, spec: Any):
+        """Send the run's spec; returns (process, connection), now the referee's to serve and stop."""
+        self._send(("spec", {}))
+        try:
+            self.conn.send_bytes(pickle.dumps(spec))  # defender -> attacker only: the defender never unpickles
+        except (OSError, EOFError) as exc:
+            raise StealbenchError(f"the attacker's process is gone ({exc})") from None
+        handed, self.process = (self.process, self.conn), None
+        return handed
+
+    def close(self, timeout: float = 1.0) -> None:
+        from ..defender.referee import stop
+
+        if self.process is not None:
+            stop(self.process, self.conn, timeout=timeout)
+            self.process = None
+
+    def _send(self, message: Any) -> None:
+        try:
+            self.conn.send_bytes(encode(message))
+        except (OSError, EOFError) as exc:
+            raise StealbenchError(f"the attacker's process is gone ({exc})") from None
+
+    def _answer(self, expected: str, doing: str) -> dict[str, Any]:
+        try:
+            kind, payload = decode(self.conn.recv_bytes())
+        except (OSError, EOFError, ValueError, TypeError):
+            code = getattr(self.process, "exitcode", None)
+            raise StealbenchError(f"the attacker's process ended while {doing} (exit code {code})") from None
+        payload = payload if isinstance(payload, dict) else {}
+        if kind == "failed":
+            if payload.get("stealbench"):
+                raise rebuild_error(payload)
+            raise ConfigError(f"{doing}: {payload.get('type')}: {str(payload.get('message')).splitlines()[0]}")
+        if kind != expected:
+            raise StealbenchError(f"the attacker's process answered {kind!r} while {doing}")
+        return payload
 
 
 class SandboxedProcess:
@@ -114,18 +181,15 @@ def start_sandbox(hide: Iterable[str], device: str,
     return SandboxedProcess(popen), Connection(ours.detach())
 
 
-def _send_spec(spec: Any, started: tuple[SandboxedProcess, Connection]):
-    process, conn = started
-    spec.env = sandbox_env()
+
+
+def ask_attacker(sandbox: str, hide: Iterable[str], ask):
+    """`ask(link)` of a throwaway attacker-side process (option checks, `--attack.help`), ended afterwards."""
+    link = AttackerLink(sandbox, hide).start()
     try:
-        conn.send_bytes(encode({"sys_path": spec.sys_path}))
-        conn.send_bytes(pickle.dumps(spec))  # defender -> attacker only: the defender never unpickles
-    except BaseException:
-        conn.close()
-        process.kill()
-        process.join()
-        raise
-    return process, conn
+        return ask(link)
+    finally:
+        link.close()
 
 
-__all__ = ["SandboxedProcess", "start_attacker", "start_sandbox", "warm_up"]
+__all__ = ["AttackerLink", "SandboxedProcess", "ask_attacker", "start_sandbox", "warm_up"]

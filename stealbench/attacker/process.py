@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ import lightning  # noqa: F401
 
 from ..attacks.base import Attack, AttackContext, NetworkFactory
 from ..config import SurrogateConfig
-from ..reproducibility import apply_thread_counts, process_record
+from ..reproducibility import process_record
 from ..seeding import RoleCounter, role_generator, role_seed, seeded_globals
 from ..transport import PipeChannel, error_payload
 from .label_modes.kit import AttackerKit, SeedSetCache
@@ -30,9 +30,11 @@ from .remote import RelayLogger, RemoteOracle
 
 @dataclass
 class AttackerSpec:
-    """Everything the attacker's process is started with (plain settings; the pool comes over the channel)."""
+    """What the attacker's process is sent once its attack is built (plain settings; the pool comes over the
+    channel). `attack`: None, the attack built from its name on this side (session.py); an Attack only for a
+    library caller that built the attack itself (its code has run in the caller's process already)."""
 
-    attack: Attack
+    attack: Attack | None
     attack_key: str
     label_mode: Any  # an attacker.label_modes.LabelMode: wraps the oracle, turns answers into targets
     seed: int
@@ -44,9 +46,6 @@ class AttackerSpec:
     surrogate: SurrogateConfig
     train_settings: Any  # training.TrainSettings of the surrogate (recipe, trainer options); no logger
     device: str
-    env: dict[str, str] = field(default_factory=dict)
-    sys_path: list[str] = field(default_factory=list)
-    threads: tuple[int, int] | None = None  # the defender's (intra-op, inter-op) torch threads, mirrored here
 
 
 class SurrogateFactory:
@@ -166,19 +165,10 @@ def attack_report(attack: Attack) -> dict[str, float]:
     return _finite(report)
 
 
-def attacker_main(conn, spec: AttackerSpec) -> None:
-    """Entry point of the attacker's process, forked from the fork server (--sandbox off)."""
-    _die_with_parent()
-    run_attacker(conn, spec)
-
-
-def run_attacker(conn, spec: AttackerSpec) -> None:
-    """Run the attack of `spec` against the defender at the other end of `conn` (also the sandbox's entry)."""
+def run_attacker(conn, spec: AttackerSpec, attack: Attack | None = None) -> None:
+    """Run `attack` (built on this side; else the spec's) against the defender at the other end of `conn`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it ends this one
-    os.environ.clear()
-    os.environ.update(spec.env)
-    sys.path[:] = spec.sys_path
-    apply_thread_counts(spec.threads)
+    attack = attack if attack is not None else spec.attack
     from ..quiet import quiet_lightning
 
     quiet_lightning()
@@ -186,10 +176,10 @@ def run_attacker(conn, spec: AttackerSpec) -> None:
     try:
         ctx = build_context(spec, channel)
         with seeded_globals(role_seed(spec.seed, "attack")):
-            spec.attack.run(ctx)
+            attack.run(ctx)
         # the settings this side trained with, taken after training (Lightning sets deterministic modes per Trainer)
         channel.send_final("done", {"label_mode": _finite(spec.label_mode.report()),
-                                    "attack": attack_report(spec.attack), "environment": process_record()})
+                                    "attack": attack_report(attack), "environment": process_record()})
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the main process, which decides
         try:
             channel.send_final("failed", error_payload(exc, traceback.format_exc()))
@@ -199,4 +189,4 @@ def run_attacker(conn, spec: AttackerSpec) -> None:
         conn.close()
 
 
-__all__ = ["AttackerSpec", "SurrogateFactory", "attack_report", "attacker_main", "build_context", "run_attacker"]
+__all__ = ["AttackerSpec", "SurrogateFactory", "attack_report", "build_context", "run_attacker"]

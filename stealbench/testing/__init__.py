@@ -65,7 +65,7 @@ if pytest is not None:
         from ..plugins import get_catalog
 
         _clear_catalog()
-        yield get_catalog()
+        yield get_catalog(attacks=True)  # every kind, attacks included (a test may run them)
         _clear_catalog()
 
     @pytest.fixture

@@ -43,7 +43,7 @@ def check_reproduction(target: str) -> None:
             failures.append(("reproduction-file", f"{path.name} has no `claims:` section"))
             continue
         try:
-            check_keys(grid.runs)
+            check_keys(grid.runs, attacks=True)
         except ConfigError as exc:
             failures.append(("reproduction-keys", f"{path.name}: {exc}"))
         fields = {"runs": set(FIELDS["runs"]) | _defense_params(grid.runs), "utility": set(FIELDS["utility"])}
@@ -91,7 +91,7 @@ def check_plugin(name: str, **options: Any) -> list[str]:
     """
     from ..plugins import get_catalog
 
-    catalog = get_catalog()
+    catalog = get_catalog(attacks=True)  # the kit runs plugin code by design: attacks included
     plugins = {p.name: p for p in catalog.plugins}
     if name not in plugins:
         raise StealbenchError(f"no loaded plugin is called {name!r}; loaded: {', '.join(sorted(plugins))}")
@@ -117,11 +117,13 @@ def check_plugin(name: str, **options: Any) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def write_distribution(root: Path, name: str, modules: dict[str, str], *, entry_points: dict[str, str] | None = None,
-                       version: str = "0.1.0") -> Path:
+                       version: str = "0.1.0", attack_entry_points: dict[str, str] | None = None) -> Path:
     """Write an importable distribution (modules + ``.dist-info`` with stealbench entry points) under `root`.
 
     Put `root` on ``sys.path`` and ``importlib.metadata`` sees it as installed. `modules` maps module names to
-    source text (dedented); `entry_points` maps entry-point names to ``module`` or ``module:attr``.
+    source text (dedented); `entry_points` maps entry-point names to ``module`` or ``module:attr`` (group
+    ``stealbench``; default: every module), `attack_entry_points` likewise for attack modules (group
+    ``stealbench.attacks``; the modules they name are left out of the default group).
     """
     root.mkdir(parents=True, exist_ok=True)
     for module, source in modules.items():
@@ -129,8 +131,13 @@ def write_distribution(root: Path, name: str, modules: dict[str, str], *, entry_
     info = root / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    eps = entry_points if entry_points is not None else {m: m for m in modules}
-    (info / "entry_points.txt").write_text("[stealbench]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    attack_eps = attack_entry_points or {}
+    attack_modules = {v.partition(":")[0] for v in attack_eps.values()}
+    eps = entry_points if entry_points is not None else {m: m for m in modules if m not in attack_modules}
+    text = "[stealbench]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
+    if attack_eps:
+        text += "\n[stealbench.attacks]\n" + "".join(f"{k} = {v}\n" for k, v in attack_eps.items())
+    (info / "entry_points.txt").write_text(text)
     return root
 
 

@@ -185,7 +185,7 @@ def _resolve(kind: str, target: Any, base: type) -> tuple[Any, str]:
     if isinstance(target, str):
         from ..plugins import get_catalog
 
-        entry = get_catalog().registry(kind).entry(target)
+        entry = get_catalog(attacks=True).registry(kind).entry(target)
         return entry.obj, f"{kind[:-1]} {target!r} (registered by plugin {entry.source})"
     if isinstance(target, type):
         key = _key_for(kind, target)
@@ -199,7 +199,7 @@ def _key_for(kind: str, obj: Any) -> tuple[str, str] | None:
     try:
         from ..plugins import get_catalog
 
-        for entry in get_catalog().registry(kind).entries():
+        for entry in get_catalog(attacks=True).registry(kind).entries():
             if entry.obj is obj:
                 return entry.key, entry.source
     except StealbenchError:
