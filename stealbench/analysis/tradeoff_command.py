@@ -85,7 +85,8 @@ def tradeoff_command(argv: list[str]) -> int:
         from .tradeoff_plot import plot_tradeoff
 
         plots = plot_tradeoff(points, knobs, out)
-    swept = "; ".join(f"{key[-1]} ({', '.join(names)})" for key, names in sorted(knobs.items()) if names)
+    # knobs are found per slice (data, attack, pool, budget): a defense swept in several slices is named once
+    swept = "; ".join(sorted({f"{key[-1]} ({', '.join(names)})" for key, names in knobs.items() if names}))
     (out / "tradeoff.md").write_text(
         f"# stealbench: security against cost\n\n{sum(len(r.runs) for r in rows)} runs from {', '.join(sources)}; "
         f"knobs swept: {swept}. Attacker: the best response over the attacker variants that ran "
