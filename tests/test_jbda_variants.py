@@ -1,13 +1,16 @@
 """Issue 18 item 6: JB-top-k and T-RND as iterative targeted PGD (the MAD paper's code); JBDA's named presets."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
 from helpers import attack_context, tiny_net
 
-from stealbench.attacks.jbda import JBDA, jacobian_step
+from stealbench.attacks.jbda import JBDA, JBDAOrekondy, JBDAPapernot, jacobian_step
 from stealbench.attacks.jbda_variants import TRND, JBTopK, random_other_classes, targeted_pgd, topk_other_classes
+from stealbench.cli import main
 from stealbench.errors import ConfigError
 
 SHAPE = (1, 8, 8)
@@ -133,3 +136,59 @@ def test_trnd_pgd_query_accounting_is_exact():
 def test_bad_pgd_options_get_a_one_line_error(option, value):
     with pytest.raises(ConfigError, match=f"attack.{option}"):
         TRND(**{option: value})
+
+
+# -- JBDA's named variants -------------------------------------------------------------------------------------------
+def test_plain_jbda_is_unchanged_and_the_named_variants_set_their_papers_rules():
+    plain, papernot, orekondy = JBDA(), JBDAPapernot(), JBDAOrekondy()
+    assert (plain.direction, plain.reinit_each_round) == ("towards", True)
+    assert (papernot.direction, papernot.reinit_each_round) == ("towards", False)
+    assert (orekondy.direction, orekondy.reinit_each_round) == ("away", True)
+    assert JBDAOrekondy(direction="towards", lam=0.2).lam == 0.2  # every option stays settable
+
+
+def test_orekondy_steps_along_the_sign_of_the_label_loss_gradient():
+    # the MAD code's `jbda` policy: x + lam * sign(d CE(F(x), y) / dx), clipped to [0, 1]
+    net = tiny_net().eval()
+    x = images(50)
+    labels = net(x).argmax(-1)
+    ctx, _ = attack_context(budget=10)
+    new_x = JBDAOrekondy().augment(net, x, labels, 1, ctx)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(net(xg), labels, reduction="sum"), xg)
+    reference = (x + 0.1 * grad.sign()).clamp(0, 1)
+    clear = grad.abs() > 1e-6  # where the gradient's sign is not a rounding accident
+    assert clear.float().mean() > 0.9 and torch.equal(new_x[clear], reference[clear])
+
+
+@pytest.mark.parametrize("cls,surrogates", [(JBDA, 3), (JBDAPapernot, 1), (JBDAOrekondy, 3)])
+def test_warm_start_trains_one_surrogate_fresh_start_one_per_round(cls, surrogates):
+    ctx, log = attack_context(budget=400)
+    built = []
+    ctx.new_surrogate = lambda: built.append(tiny_net(len(built))) or built[-1]
+    model = cls(seed_per_class=5, rounds=3, epochs_per_round=1).run(ctx)
+    assert len(built) == surrogates and model is built[-1] and ctx.oracle.used == 200
+
+
+# -- end to end --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["pgd", "fgsm"])
+def test_fit_jbda_topk_end_to_end(tmp_path, method):
+    code = main(["fit", "--data", "digits", "--output_dir", str(tmp_path), "--name", "run", "--budget", "60",
+                 "--progress_bar", "false", "--victim.epochs", "2", "--attack", "jbda-topk", "--attack.k", "2",
+                 "--attack.seed_per_class", "2", "--attack.rounds", "3", "--attack.epochs_per_round", "1",
+                 "--attack.method", method])
+    assert code == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [p["queries"] for p in results["curve"]] == [20, 60]
+    options = results["config"]["attack"]["init_args"]
+    assert (options["method"], options["steps"], options["alpha"]) == (method, 8, 0.01)
+
+
+def test_a_warm_start_fine_tunes_in_training_mode():
+    # ctx.train returns its net in eval mode; Lightning keeps that mode, so dropout would be off while fine-tuning
+    ctx, _ = attack_context(budget=400)
+    modes = []
+    train = ctx.train
+    ctx.train = lambda model, x, targets, epochs: modes.append(model.training) or train(model, x, targets, epochs)
+    JBDAPapernot(seed_per_class=5, rounds=3, epochs_per_round=1).run(ctx)
+    assert modes == [True, True, True]
