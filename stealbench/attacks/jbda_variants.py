@@ -98,7 +98,7 @@ class TargetedJBDA(JBDA):
     name = "targeted jbda"
 
     def __init__(self, method: Literal["pgd", "fgsm"] = "pgd", steps: int = 8, alpha: float = 0.01,
-                 grad_of: Literal["prob", "logit"] | None = None, **kwargs) -> None:
+                 grad_of: Literal["auto", "prob", "logit"] = "auto", **kwargs) -> None:
         super().__init__(**kwargs)
         reject_sign_options(self.name, self.direction, self.sign_period)
         if method not in ("pgd", "fgsm"):
@@ -107,12 +107,12 @@ class TargetedJBDA(JBDA):
             raise ConfigError(f"attack.steps must be an integer >= 1 (PGD iterations), got {steps!r}")
         if not alpha > 0:
             raise ConfigError(f"attack.alpha must be > 0 (the PGD step size), got {alpha!r}")
-        if grad_of not in (None, "prob", "logit"):
-            raise ConfigError(f"attack.grad_of must be 'prob', 'logit' or null, got {grad_of!r}")
+        if grad_of not in ("auto", "prob", "logit"):
+            raise ConfigError(f"attack.grad_of must be 'auto', 'prob' or 'logit', got {grad_of!r}")
         self.method = method
         self.steps = steps
         self.alpha = alpha
-        self.grad_of = grad_of or ("logit" if method == "pgd" else "prob")
+        self.grad_of = grad_of if grad_of != "auto" else ("logit" if method == "pgd" else "prob")
 
     def targets(self, model: nn.Module, x: Tensor, labels: Tensor, ctx: AttackContext) -> Tensor:
         """(N, per_source) target classes for the points `x` labelled `labels`."""
@@ -136,7 +136,7 @@ class JBTopK(TargetedJBDA):
     name = "jbda-topk"
 
     def __init__(self, k: int = 3, method: Literal["pgd", "fgsm"] = "pgd", steps: int = 8, alpha: float = 0.01,
-                 grad_of: Literal["prob", "logit"] | None = None, **kwargs) -> None:
+                 grad_of: Literal["auto", "prob", "logit"] = "auto", **kwargs) -> None:
         """
         Args:
             k: targeted points per point, towards the surrogate's k most probable classes other than the oracle's
@@ -148,7 +148,7 @@ class JBTopK(TargetedJBDA):
                 defenses/adversary/jacobian.py). Ignored by `fgsm`.
             alpha: PGD step size in pixel units (default 0.01: `alpha=0.01` where `jacobian_augmentation_topk`
                 calls `pgd_linf_targ`). Ignored by `fgsm`.
-            grad_of: differentiate the surrogate's logit or its softmax probability. Default (null): `logit` for
+            grad_of: differentiate the surrogate's logit or its softmax probability. Default (`auto`): `logit` for
                 `pgd` (the reference differentiates the network's raw output `yp[:, y_targ]`), `prob` for `fgsm`
                 (as before).
             lam: (a `jbda` option) the L-inf bound epsilon of `pgd` (default 0.1: the reference passes its
@@ -182,7 +182,7 @@ class TRND(TargetedJBDA):
     name = "t-rnd"
 
     def __init__(self, method: Literal["pgd", "fgsm"] = "pgd", steps: int = 8, alpha: float = 0.01,
-                 grad_of: Literal["prob", "logit"] | None = None, **kwargs) -> None:
+                 grad_of: Literal["auto", "prob", "logit"] = "auto", **kwargs) -> None:
         """
         Args:
             method: `pgd` (default): iterative targeted PGD as in the MAD paper's code; `fgsm`: one signed step of
@@ -191,7 +191,7 @@ class TRND(TargetedJBDA):
                 defenses/adversary/jacobian.py). Ignored by `fgsm`.
             alpha: PGD step size in pixel units (default 0.01: `alpha=0.01` where `jacobian_augmentation_topk`
                 calls `pgd_linf_targ`). Ignored by `fgsm`.
-            grad_of: differentiate the surrogate's logit or its softmax probability. Default (null): `logit` for
+            grad_of: differentiate the surrogate's logit or its softmax probability. Default (`auto`): `logit` for
                 `pgd` (the reference differentiates the network's raw output `yp[:, y_targ]`), `prob` for `fgsm`
                 (as before).
             lam: (a `jbda` option) the L-inf bound epsilon of `pgd` (default 0.1: the reference passes its
