@@ -1,4 +1,16 @@
-"""Jacobian-based dataset augmentation (Papernot et al. 2017, "Practical Black-Box Attacks")."""
+"""Jacobian-based dataset augmentation (Papernot et al. 2017, "Practical Black-Box Attacks").
+
+Three registry keys, one algorithm (`JBDA`); the two named ones only change defaults, every option stays settable:
+  * `jbda`: steps towards the oracle's label, x + lam * sign(d F_label / dx) (Papernot et al.'s rule), and trains a
+    fresh surrogate each round (stealbench's default since the start; unchanged).
+  * `jbda-papernot`: Papernot et al. 2017 (Algorithm 1): the same rule, and one substitute fine-tuned across the
+    rounds (warm start, `reinit_each_round: false`).
+  * `jbda-orekondy`: JBDA as the MAD paper (Orekondy et al., ICLR 2020) runs it: its code
+    (tribhuvanesh/prediction-poisoning, defenses/adversary/jacobian.py, policy `jbda`) adds
+    lam * sign(d CE(F(x), label) / dx), a step *away* from the label (`direction: away`; its `jbself` is the
+    step towards it, i.e. plain `jbda`'s rule), and builds a fresh substitute every round (`reinit_each_round:
+    true`). Not reproduced: its sign flip every tau augmentations uses round(rho / tau), `sign_period` floor.
+"""
 
 from __future__ import annotations
 
@@ -148,7 +160,10 @@ class JBDA(Attack):
         for round_idx in range(1, self.rounds + 1):
             if self.reinit_each_round and round_idx > 1:
                 model = ctx.new_surrogate()
-            model = ctx.train(model, x, targets, self.epochs_per_round)
+            # a warm start fine-tunes the last round's net, which ctx.train returned in eval mode; Lightning keeps a
+            # module's mode, so without this its dropout and batch norm would train as at test time (a no-op for
+            # a fresh net)
+            model = ctx.train(model.train(), x, targets, self.epochs_per_round)
             ctx.checkpoint(model, round_idx, self.reinit_each_round or round_idx == 1)
             if round_idx == self.rounds or ctx.oracle.remaining == 0:
                 break
@@ -167,6 +182,38 @@ class JBDA(Attack):
         return model
 
 
+class JBDAPapernot(JBDA):
+    """JBDA as Papernot et al. 2017 run it: towards the label, one substitute fine-tuned across rounds."""
+
+    def __init__(self, direction: Literal["towards", "away"] = "towards", reinit_each_round: bool = False,
+                 **kwargs) -> None:
+        """
+        Args:
+            direction: as `jbda`'s; `towards` (Papernot et al.'s rule, x + lam * sign(grad F_label)).
+            reinit_each_round: as `jbda`'s; false: warm start, the substitute of the last round is trained further.
+            **kwargs: the other options of `jbda` (seed set, lam, sign_period, rounds, reservoir, ...).
+        """
+        super().__init__(direction=direction, reinit_each_round=reinit_each_round, **kwargs)
+
+
+class JBDAOrekondy(JBDA):
+    """JBDA as the MAD paper's code runs it (Orekondy et al. 2020): away from the label, a fresh surrogate each
+    round."""
+
+    def __init__(self, direction: Literal["towards", "away"] = "away", reinit_each_round: bool = True,
+                 **kwargs) -> None:
+        """
+        Args:
+            direction: as `jbda`'s; `away`: x + lam * sign(grad CE(F(x), label)) = x - lam * sign(grad F_label),
+                the MAD code's `jbda` policy.
+            reinit_each_round: as `jbda`'s; true: a freshly initialised substitute every round, as the MAD code.
+            **kwargs: the other options of `jbda` (seed set, lam, sign_period, rounds, reservoir, ...).
+        """
+        super().__init__(direction=direction, reinit_each_round=reinit_each_round, **kwargs)
+
+
 @hookimpl
 def register_attacks(register):
     register("jbda", JBDA)
+    register("jbda-papernot", JBDAPapernot)
+    register("jbda-orekondy", JBDAOrekondy)
