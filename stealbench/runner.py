@@ -169,7 +169,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     device = resolve_device(exp.trainer)
     # the attacker's process starts now (a sandboxed one imports torch meanwhile) and builds the attack from its
     # name and options, validated against the run's limits: refused before the victim trains, never built here
-    link = AttackerLink(sandbox, _hidden_from_attacker(exp), str(device)).start()
+    link = AttackerLink(sandbox, _hidden_from_attacker(exp), str(device), timeout=exp.timeouts.attack_setup).start()
     try:
         attack = resolve_attack(exp.attack, exp.keys["attack"], link, limits)
     except BaseException:

@@ -37,12 +37,15 @@ record("import")
 class Recorder(Attack):
     """Random pool images, one round; records where each of its steps ran."""
 
-    def __init__(self, epochs: int = 1, min_budget: int = 1):
+    def __init__(self, epochs: int = 1, min_budget: int = 1, hang: bool = False):
         record("init")
-        self.epochs, self.min_budget = epochs, min_budget
+        self.epochs, self.min_budget, self.hang = epochs, min_budget, hang
 
     def validate(self, *, budget, num_classes, pool_size):
         record("validate")
+        if self.hang:  # a plugin that never returns from validate()
+            import time
+            time.sleep(3600)
         if budget < self.min_budget:
             raise ConfigError(f"attack.min_budget: recorder needs {self.min_budget} queries, the budget is {budget}")
 
@@ -92,7 +95,7 @@ def test_a_hostile_attack_plugin_never_runs_in_the_defenders_process(tmp_path, s
     results = json.loads((tmp_path / "runs" / "r" / "results.json").read_text())
     assert results["identity"]["attack"] == "recorder"
     assert results["config"]["attack"] == {"class_path": "sb_recorder.Recorder",
-                                           "init_args": {"epochs": 1, "min_budget": 1}}
+                                           "init_args": {"epochs": 1, "min_budget": 1, "hang": False}}
     assert results["versions"]["plugins"]["recorder"] == "0.1.0"  # the attack's plugin, as its side loaded it
     assert "sb_recorder" not in sys.modules, "the defender's process imported the attack's module"
     steps = _steps(tmp_path)
@@ -134,6 +137,21 @@ def test_a_refused_validate_ends_the_run_before_the_victim_trains(tmp_path, stea
     assert os.getpid() not in _steps(tmp_path).get("validate", {os.getpid()})
 
 
+def test_an_attack_that_hangs_in_validate_ends_the_run_at_its_timeout(tmp_path, stealbench_distribution, capsys):
+    import time
+
+    _install(tmp_path, stealbench_distribution)
+    started = time.monotonic()
+    code = main([*FIT, "--attack", "recorder", "--attack.hang", "true", "--timeouts.attack_setup", "2",
+                 "--sandbox", "off", "--output_dir", str(tmp_path / "runs"), "--name", "r"])
+    out, err = capsys.readouterr()
+    assert code != 0 and time.monotonic() - started < 120
+    assert "did not answer within 2 s while building attack 'recorder'" in err and "Traceback" not in err, err
+    assert "--timeouts.attack_setup" in err
+    assert "victim trained" not in out and "victim loaded" not in out
+    assert not (tmp_path / "runs" / "r" / "results.json").exists()
+
+
 def test_an_attack_registered_from_the_defenders_group_is_refused(stealbench_distribution):
     from stealbench.plugins import get_catalog
 
@@ -161,7 +179,7 @@ def test_print_config_and_help_come_from_the_attackers_side(tmp_path, stealbench
         main(["fit", "--attack", "recorder", "--attack.epochs", "3", "--sandbox", "off", "--print_config"])
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["attack"] == {"class_path": "sb_recorder.Recorder", "init_args": {"epochs": 3, "min_budget": 1}}
+    assert printed["attack"] == {"class_path": "sb_recorder.Recorder", "init_args": {"epochs": 3, "min_budget": 1, "hang": False}}
     with pytest.raises(SystemExit):
         main(["fit", "--attack.help", "recorder"])
     assert "--attack.min_budget" in capsys.readouterr().out

@@ -43,8 +43,13 @@ class AttackerLink:
     see, those that exist when it starts).
     """
 
-    def __init__(self, sandbox: str = "off", hide: Iterable[str] = (), device: str = "cpu") -> None:
-        self.sandbox, self.hide, self.device = sandbox, list(hide), device
+    #: seconds the attacker's side may take to answer one handshake request (build, validate, look up names): a
+    #: plugin whose import, __init__ or validate() never returns ends the run instead of hanging it
+    SETUP_TIMEOUT = 600.0
+
+    def __init__(self, sandbox: str = "off", hide: Iterable[str] = (), device: str = "cpu",
+                 timeout: float | None = SETUP_TIMEOUT) -> None:
+        self.sandbox, self.hide, self.device, self.timeout = sandbox, list(hide), device, timeout
         self.process = self.conn = None
 
     def start(self) -> "AttackerLink":
@@ -110,6 +115,10 @@ class AttackerLink:
 
     def _answer(self, expected: str, doing: str) -> dict[str, Any]:
         try:
+            if self.timeout is not None and not self.conn.poll(self.timeout):
+                raise StealbenchError(f"the attacker's process did not answer within {self.timeout:g} s while "
+                                      f"{doing} (its import, __init__ or validate() hangs?); raise "
+                                      "--timeouts.attack_setup if it is only slow")
             kind, payload = decode(self.conn.recv_bytes())
         except (OSError, EOFError, ValueError, TypeError):
             code = getattr(self.process, "exitcode", None)
