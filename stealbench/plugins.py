@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.attacks.activethief",
     "stealbench.attacks.dfme",
     "stealbench.attacks.maze",
+    "stealbench.attacks.dfms_hl",
     "stealbench.attacker.label_modes.plain",
     "stealbench.attacker.label_modes.smooth",
     "stealbench.attacker.label_modes.invert",
