@@ -96,6 +96,8 @@ class Experiment:
             ident["label_options"] = dict(self.label_options)
         if self.pool_data is not None:
             ident["pool_data"] = self.keys.get("pool_data", type(self.pool_data).__name__.lower())
+        if self.oracle.quantize is not None:  # an 8-bit channel is another game: never mixed with exact pixels
+            ident["oracle_quantize"] = self.oracle.quantize
         if self.oracle.url:  # the endpoint's own defense is unknown here: the run names the endpoint instead
             ident["defense"] = "endpoint"
             ident["endpoint"] = self.oracle.url
@@ -103,7 +105,8 @@ class Experiment:
 
     def default_name(self) -> str:
         i = self.identity()
-        return f"{i['data']}_{i['defense']}_{i['attack']}_{i['label_mode']}_b{i['budget']}_s{i['seed']}"
+        quantized = f"_q{i['oracle_quantize']}" if "oracle_quantize" in i else ""
+        return f"{i['data']}_{i['defense']}_{i['attack']}_{i['label_mode']}_b{i['budget']}_s{i['seed']}{quantized}"
 
 
 def _accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
@@ -200,7 +203,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
             oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                             num_classes=exp.data.num_classes, device=device,
                             defense_name=_who(exp, catalog, "defense"), benign_x=splits.eval_x,
-                            benign_generator=role_generator(exp.seed, "evaluation"))
+                            benign_generator=role_generator(exp.seed, "evaluation"), quantize=exp.oracle.quantize)
         oracle_name = f"the endpoint {exp.oracle.url}" if exp.oracle.url else _who(exp, catalog, "defense")
         referee, report = _attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
                                         logger, tracker, _who(exp, catalog, "attack"), oracle_name,
