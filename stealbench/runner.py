@@ -105,8 +105,7 @@ class Experiment:
 
     def default_name(self) -> str:
         i = self.identity()
-        quantized = f"_q{i['oracle_quantize']}" if "oracle_quantize" in i else ""
-        return f"{i['data']}_{i['defense']}_{i['attack']}_{i['label_mode']}_b{i['budget']}_s{i['seed']}{quantized}"
+        return f"{i['data']}_{i['defense']}_{i['attack']}_{i['label_mode']}_b{i['budget']}_s{i['seed']}"
 
 
 def _accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
