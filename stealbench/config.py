@@ -72,6 +72,10 @@ class OracleConfig:
         retries: retries after a timeout, a failed connection or a 5xx answer (0 to 10), with backoff
         binary: send images and take answers as raw bytes (the V2 binary tensor data extension); false: JSON. An
             endpoint that refuses the first binary request (400/415/422) is asked in JSON from then on
+        quantize: the channel's bits per pixel (1 to 16; null: off, exact float pixels). 8 is a realistic image
+            API: the local oracle rounds every attacker query to 8 bits (x -> round(255 x) / 255) on the
+            defender's side, before the victim and the defense see it. Recorded in the run's identity
+            (`oracle_quantize`). Not with --oracle.url (an endpoint's channel is its own)
     """
 
     url: str | None = None
@@ -83,6 +87,7 @@ class OracleConfig:
     timeout: float = 30.0
     retries: int = 3
     binary: bool = True
+    quantize: int | None = None
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -93,6 +98,11 @@ class OracleConfig:
         check_int("oracle.retries", self.retries, 0, 10)
         if not isinstance(self.binary, bool):
             raise ConfigError(f"--oracle.binary must be true or false, got {self.binary!r}")
+        if self.quantize is not None:
+            check_int("oracle.quantize", self.quantize, 1, 16)
+            if self.url is not None:
+                raise ConfigError("--oracle.quantize is the local oracle's channel; with --oracle.url the "
+                                  "endpoint's channel is its own")
 
     def record(self) -> dict[str, Any]:
         """What results.json keeps: the endpoint and accounts, never the keys."""

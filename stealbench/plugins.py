@@ -66,6 +66,7 @@ ATTACK_PLUGINS: tuple[str, ...] = (
     "stealbench.attacks.activethief",
     "stealbench.attacks.dfme",
     "stealbench.attacks.maze",
+    "stealbench.attacks.dfms_hl",
 )
 
 ENTRY_POINT_GROUP = "stealbench"

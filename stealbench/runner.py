@@ -99,6 +99,8 @@ class Experiment:
             ident["label_options"] = dict(self.label_options)
         if self.pool_data is not None:
             ident["pool_data"] = self.keys.get("pool_data", type(self.pool_data).__name__.lower())
+        if self.oracle.quantize is not None:  # an 8-bit channel is another game: never mixed with exact pixels
+            ident["oracle_quantize"] = self.oracle.quantize
         if self.oracle.url:  # the endpoint's own defense is unknown here: the run names the endpoint instead
             ident["defense"] = "endpoint"
             ident["endpoint"] = self.oracle.url
@@ -209,7 +211,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
             oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                             num_classes=exp.data.num_classes, device=device,
                             defense_name=_who(exp, catalog, "defense"), benign_x=splits.eval_x,
-                            benign_generator=role_generator(exp.seed, "evaluation"))
+                            benign_generator=role_generator(exp.seed, "evaluation"), quantize=exp.oracle.quantize)
         oracle_name = f"the endpoint {exp.oracle.url}" if exp.oracle.url else _who(exp, catalog, "defense")
         referee, report = attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
                                        logger, tracker, attack_name, oracle_name, link, evaluator,

@@ -42,19 +42,30 @@ def validate_images(x: Tensor, input_shape: tuple[int, ...]) -> None:
         raise OracleInputError("oracle.query got NaN or infinite pixels")
 
 
+def quantize_pixels(x: Tensor, bits: int) -> Tensor:
+    """Pixels in [0, 1] rounded to `bits` bits: round(x * (2^bits - 1)) / (2^bits - 1) (8: x -> round(255 x)/255)."""
+    levels = float(2 ** bits - 1)
+    return torch.round(x * levels) / levels
+
+
 class Oracle(QueryCounter):
     """Answers queries with the defended victim's probabilities, never past the budget.
 
     Every image counts as one query. Inputs must be float tensors (N, C, H, W) in pixel space [0, 1]. The oracle
-    keeps no public reference to the victim: attacks see only :meth:`query` and the counters.
+    keeps no public reference to the victim: attacks see only :meth:`query` and the counters. With `quantize`
+    (bits, ``--oracle.quantize 8``) every attacker query is rounded to that many bits per pixel here, before the
+    victim and the defense see it (a realistic image API's 8-bit channel); benign traffic is left as it is.
     """
 
     def __init__(self, victim: nn.Module, defense: Defense, *, budget: int, input_shape: tuple[int, int, int],
                  num_classes: int, device: torch.device | str = "cpu", batch_size: int = 1024,
                  defense_name: str | None = None, benign_x: Tensor | None = None,
-                 benign_generator: torch.Generator | None = None) -> None:
+                 benign_generator: torch.Generator | None = None, quantize: int | None = None) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
+        if quantize is not None and not 1 <= int(quantize) <= 16:
+            raise ValueError(f"quantize must be between 1 and 16 bits, got {quantize}")
+        self.quantize = None if quantize is None else int(quantize)
         self.budget = int(budget)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
@@ -80,6 +91,8 @@ class Oracle(QueryCounter):
             )
         if n == 0:
             return torch.empty(0, self.num_classes, device=x.device)
+        if self.quantize is not None:  # the channel: what reaches the victim and the defense
+            x = quantize_pixels(x, self.quantize)
         released_parts = []
         start = self._used
         for chunk in x.split(self.batch_size):
@@ -208,4 +221,4 @@ def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device, de
     return answer
 
 
-__all__ = ["Oracle", "RecoveryAudit", "check_probabilities", "validate_images"]
+__all__ = ["Oracle", "RecoveryAudit", "check_probabilities", "quantize_pixels", "validate_images"]
