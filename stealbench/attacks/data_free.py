@@ -100,6 +100,18 @@ def forward_difference(loss_at: Callable[[Tensor], Tensor], a: Tensor, m: int, e
     return grad, values[:, m]
 
 
+def ascend_generator(optimizer, a: Tensor, loss_at: Callable[[Tensor], Tensor], m: int, epsilon: float,
+                     generator: torch.Generator) -> None:
+    """One generator step of both games: the disagreement's forward-difference gradient at the generator's
+    pre-activation output `a` (no autograd through the black box), ascended by backpropagating its negative
+    through the generator (`optimizer`: the generator's StepOptimizer)."""
+    with torch.no_grad():
+        grad, _ = forward_difference(loss_at, a.detach(), m, epsilon, generator)
+    optimizer.zero_grad()
+    optimizer.backward(tensor=a, grad=-grad)
+    optimizer.apply()
+
+
 def schedule(budget: int, num_checkpoints: int, checkpoints: list[int] | None = None) -> list[int]:
     """The query counts of the budget curve: `checkpoints` if given (the budget is always the last), else a
     doubling sequence `num_checkpoints` long ending at the budget."""

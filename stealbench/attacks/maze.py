@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .. import hookimpl
 from ..errors import ConfigError
 from .base import Attack, AttackContext
-from .data_free import (Generator, QueryLedger, check_budget, check_checkpoints, check_common, forward_difference,
+from .data_free import (Generator, QueryLedger, check_budget, check_checkpoints, check_common, ascend_generator,
                         kl_disagreement, query)
 
 
@@ -177,11 +177,7 @@ class MAZE(Attack):
                 logits = student(x)
             return kl_disagreement(logits.float(), teacher)
 
-        with torch.no_grad():
-            grad, _ = forward_difference(disagreement, a.detach(), self.directions, self.epsilon, ctx.generator)
-        opt_g.zero_grad()
-        opt_g.backward(tensor=a, grad=-grad)  # ascend the disagreement
-        opt_g.apply()
+        ascend_generator(opt_g, a, disagreement, self.directions, self.epsilon, ctx.generator)
         return seen["x"], seen["t"]
 
     def report(self) -> dict[str, float]:
