@@ -364,8 +364,9 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     shown = {**metrics, **{k: v for k, v in extras.items() if k not in metrics}}  # measured metrics win
     shown.update({k: price[k] for k in PRICE_KEYS if price[k] is not None})
     console.metrics_table(shown, title=f"results ({elapsed:.1f}s, {sealed})")
-    # known only now: the attacker's side has ended
-    tracker.add_config({"reproducibility": reproducibility, "sealed": sealed})
+    # known only now: the attacker's side has ended (and loaded the attack's plugin, for W&B's plugin list)
+    tracker.add_config({"reproducibility": reproducibility, "sealed": sealed,
+                        "plugins": results["versions"]["plugins"]})
     console.info(console.escape(tracker.finish(shown, files=[run_dir / RESULTS_FILE])))
     console.info(f"results: {console.escape(run_dir / RESULTS_FILE)}")
     return results
