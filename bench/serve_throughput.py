@@ -151,12 +151,12 @@ def measure(name: str, batches, seconds: float, requests: int, repeats: int, tmp
     import torch
 
     from stealbench.lightning_cli import StealbenchCLI
-    from stealbench.serve.command import defender_side
+    from stealbench.defender.victim_phase import serving_side
 
     options = [*DATA[name], "--victim.cache_dir", str(tmp / "victims"), "--defense", "none",
                "--budget", str(BUDGET), "--progress_bar", "false"]
     exp = StealbenchCLI(options).experiment()
-    _, defended, _ = defender_side(exp)  # trains (or loads) the victim into the cache the server then loads
+    _, defended, _ = serving_side(exp)  # trains (or loads) the victim into the cache the server then loads
     torch.set_num_threads(1)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "STEALBENCH_CACHE_DIR": str(tmp / "cache")}

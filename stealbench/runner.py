@@ -9,12 +9,10 @@ attacker's luck.
 
 from __future__ import annotations
 
-import copy
 import json
 import platform
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,28 +30,27 @@ from .attacks.base import Attack
 from .config import OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, redact_argv
 from .data.base import ImageDataset, Splits
 from .defender.cost import PRICE_KEYS, state_size
-from .defender.guard import check_defense_type, checked_report, guarded_setup, weights_checksum
+from .defender.guard import check_defense_type, checked_report
 from .defender.attack_phase import accuracy as _accuracy
 from .defender.attack_phase import attack_phase, params as _params, resolve_attack
 from .defender.oracle import Oracle
 from .defender.referee import Referee
 from .defender.schema import attack_metrics
-from .defenses.base import Defense, DefenseSetup
+from .defender.victim_phase import Defended, defender_phase, defense_who
+from .defenses.base import Defense
 from .devices import check_accelerator
-from .errors import ConfigError, DefenseOutputError, StealbenchError
+from .errors import ConfigError, StealbenchError
 from .evaluator.client import SurrogateEvaluator
 from .metrics import DefenseStats
-from .models.factory import build_net
 from .plugins import get_catalog
-from .pools import check_outliers_disjoint, load_pool
+from .pools import load_pool
 from .reproducibility import process_record, run_record
 from .results import RESULTS_FILE, SCHEMA_VERSION, plot_curve, write_json_atomic
 from .rundir import open_run_dir, record_failure
-from .seeding import ROLES, RoleCounter, role_generator, role_seed, seeded_globals
-from .signals import PhaseTimeout, deadline
+from .seeding import ROLES, role_generator, role_seed, seeded_globals
 from .tracking import Tracker
-from .training import TrainSettings, fit, predict_probs, resolve_device
-from .victim import VictimResult, default_cache_dir, obtain_victim
+from .training import TrainSettings, resolve_device
+from .victim import VictimResult, default_cache_dir
 
 
 @dataclass
@@ -205,7 +202,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
         if exp.oracle.url:
             defended, oracle = _endpoint_phase(exp, splits)
         else:
-            defended = _defender_phase(exp, catalog, splits, settings, device, logger)
+            defended = defender_phase(exp, catalog, splits, settings, device, logger)
         evaluator.wait_ready()  # a broken surrogate architecture is named here, not by the attack
         if not exp.oracle.url:
             oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
@@ -238,77 +235,6 @@ def _endpoint_phase(exp: Experiment, splits: Splits):
     console.info(f"endpoint acc on the evaluation set {acc:.4f} (released answers: the fidelity reference)")
     victim = VictimResult(net=None, origin="endpoint", path=exp.oracle.url)
     return Defended(victim, None, reference.argmax(-1), {"victim/acc": acc, "victim/acc_defended": acc}, None), oracle
-
-
-@dataclass
-class Defended:
-    """The defender's side after setup: the frozen victim, its clean predictions and the utility figures."""
-
-    victim: Any  # victim.VictimResult
-    victim_net: torch.nn.Module
-    victim_pred: torch.Tensor  # the undefended argmax on the evaluation set (the fidelity reference)
-    metrics: dict[str, Any]
-    make_net: Any  # arch -> a fresh net for this data set
-
-
-def _defender_phase(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings],
-                    device: torch.device, logger) -> Defended:
-    """Victim (trained or loaded), defense setup, utility on the evaluation set: all on the defender's side."""
-    data = exp.data
-
-    def make_net(arch: str, pretrained: bool = False):
-        return build_net(arch, num_classes=data.num_classes, input_shape=data.input_shape, mean=data.mean,
-                         std=data.std, catalog=catalog, pretrained=pretrained)
-
-    victim_settings = replace(settings["victim"], logger=logger)
-    victim_seed = role_seed(exp.seed if exp.victim.seed is None else exp.victim.seed, "victim")
-    data_identity = {"dataset": f"{type(data).__module__}.{type(data).__qualname__}", **data.config()}
-    t0 = time.perf_counter()
-    with seeded_globals(victim_seed), _timed(exp.timeouts.victim, "the victim phase", "victim"):
-        victim = obtain_victim(lambda: make_net(exp.victim.arch), exp.victim, data_identity, victim_seed,
-                               splits.victim_x, splits.victim_y, data.num_classes, victim_settings,
-                               check_x=splits.holdout_x, check_y=splits.holdout_y)
-    verb = {"trained": "trained", "cache": "loaded from cache", "checkpoint": "loaded from checkpoint"}[victim.origin]
-    console.info(f"victim {verb}" + (f" ({console.escape(victim.path)})" if victim.path else "")
-                 + f" in {time.perf_counter() - t0:.1f}s")
-    victim_net = victim.net.to(device).eval()
-    for p in victim_net.parameters():
-        p.requires_grad_(False)
-
-    # the defender's auxiliary models (proxies, detectors) train like the attacker's surrogate
-    defense_settings = replace(settings["surrogate"], logger=logger)
-    train_seeds = RoleCounter(exp.seed, "defense")
-
-    def train_model(net, x, targets, epochs, log_name="defense", loss=None):
-        seed = train_seeds.next()
-        with seeded_globals(seed):
-            return fit(net, x, targets, epochs, defense_settings, seed=seed, log_name=log_name,
-                       **({"loss": loss} if loss is not None else {}))
-
-    # The defense gets its own copy of the victim: the clean answers (the oracle's, the metrics') come from the
-    # framework's copy, and a setup() that changes the weights it was handed is a broken rule, not a quiet win
-    defense_victim = copy.deepcopy(victim_net)
-    before = weights_checksum(defense_victim)
-    with seeded_globals(role_seed(exp.seed, "defense")), _timed(
-            exp.timeouts.defense_setup, f"defense {_who(exp, catalog, 'defense')} broke rule [timeout]: its setup()",
-            "defense_setup", DefenseOutputError):
-        guarded_setup(exp.defense, DefenseSetup(
-            victim=defense_victim, train_x=splits.victim_x, train_y=splits.victim_y, num_classes=data.num_classes,
-            input_shape=data.input_shape, device=device, generator=role_generator(exp.seed, "defense"),
-            train_model=train_model, holdout_x=splits.holdout_x, holdout_y=splits.holdout_y,
-            load_dataset=lambda key, part="train", **options: _load_other(catalog, key, part, splits.pool_x,
-                                                                       exp.keys.get("pool_data"), **options),
-        ), _who(exp, catalog, "defense"))
-    if weights_checksum(defense_victim) != before:
-        raise DefenseOutputError(f"defense {_who(exp, catalog, 'defense')} broke rule [victim-unchanged]: its "
-                                 "setup() changed the victim's weights; train a copy (copy.deepcopy(victim)) instead")
-
-    # The clean answers on the evaluation set (the fidelity reference), from the framework's own victim. Benign
-    # users' answers come from the oracle, mixed into the attacker's traffic (defender/benign.py, _utility)
-    clean_eval = predict_probs(victim_net, splits.eval_x, device)
-    metrics: dict[str, Any] = {"victim/acc": _accuracy(clean_eval, splits.eval_y, data.num_classes)}
-    console.info(f"victim acc {metrics['victim/acc']:.4f}")
-    return Defended(victim, victim_net, clean_eval.argmax(-1), metrics, make_net)
 
 
 def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], run_dir: Path,
@@ -379,16 +305,6 @@ def _pool_record(exp: Experiment, splits: Splits, needed: bool) -> dict[str, Any
             "source": ("pool_data" if exp.pool_data is not None else "victim data set") if needed else "none"}
 
 
-@contextmanager
-def _timed(seconds: float | None, what: str, option: str, error: type[StealbenchError] = StealbenchError):
-    """The block under a deadline; past it, `error` saying what took too long and which option sets the limit."""
-    try:
-        with deadline(seconds):
-            yield
-    except PhaseTimeout:
-        raise error(f"{what} took longer than {seconds:g}s (timeouts.{option})") from None
-
-
 def _hidden_from_attacker(exp: Experiment) -> list[Path]:
     """The run's folders that a sandboxed attacker must not see: the victim cache (and its seal key), the run
     output folder and every data root; sandbox.secret_paths adds the user's caches and W&B's folders."""
@@ -405,12 +321,7 @@ def _hidden_from_attacker(exp: Experiment) -> list[Path]:
 
 def _who(exp: Experiment, catalog, option: str) -> str:
     """'KEY' (plugin SOURCE): how errors name a defense (an attack is named by its own side: resolve_attack)."""
-    key = exp.keys.get(option, "?")
-    registry = {"defense": catalog.defenses}[option]
-    try:
-        return f"{key!r} (plugin {registry.source(key)})"
-    except StealbenchError:
-        return repr(key)
+    return {"defense": defense_who}[option](exp, catalog)
 
 
 def _utility(exp: Experiment, splits: Splits, defended: Defended, oracle: Oracle) -> dict[str, float]:
@@ -425,24 +336,6 @@ def _utility(exp: Experiment, splits: Splits, defended: Defended, oracle: Oracle
     console.info(f"benign users: victim acc defended {metrics['victim/acc_defended']:.4f}, top-1 changed "
                  f"{metrics['defense/top1_changed']:.4f} (answered among the attacker's queries)")
     return metrics
-
-
-def _load_other(catalog, key: str, part: str, pool_x: torch.Tensor, pool_key: str | None, **options):
-    """Another registered data set's `train` or `test` part, for a defense; refused if it shares attacker-pool images.
-
-    A defense must not train on the attacker's own data (e.g. an outlier set that is the attacker's pool).
-    """
-    if part not in ("train", "test"):
-        raise ConfigError(f"load_dataset(part=...) takes 'train' or 'test', got {part!r}")
-    try:
-        other = catalog.datasets.get(key)(**options)
-    except TypeError as exc:
-        raise ConfigError(f"data set {key!r} does not take options {sorted(options)}: {exc}") from exc
-    train_x, train_y, test_x, test_y = other.parts()
-    x, y = (train_x, train_y) if part == "train" else (test_x, test_y)
-    pool_name = f"--pool_data {pool_key}" if pool_key else "the victim data set's pool split"
-    check_outliers_disjoint(x, pool_x, f"data set {key!r} ({part} part)", pool_name)
-    return x, y
 
 
 __all__ = ["Experiment", "run_experiment"]

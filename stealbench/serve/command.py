@@ -101,40 +101,12 @@ def serve_main(argv: list[str]) -> int:
         sock.close()
 
 
-def defender_side(exp):
-    """The defender's phases of a `fit` run alone (runner._defender_phase): the same checks, splits, victim
-    (trained or from the cache) and defense setup as `fit` with these options, without the attacker's side."""
-    from ..devices import check_accelerator
-    from ..distributed import check_trainer_options
-    from ..defender.guard import check_defense_type
-    from ..errors import StealbenchError
-    from ..plugins import get_catalog
-    from ..runner import _defender_phase, _who
-    from ..training import TrainSettings, resolve_device
-
-    check_accelerator(exp.trainer)
-    catalog = get_catalog()
-    check_defense_type(exp.defense, _who(exp, catalog, "defense"))
-    check_trainer_options(exp.trainer)
-    data = exp.data
-    data.follow_run_seed(exp.seed)  # the same splits as `fit --seed S`: the attacker's pool never trained it
-    splits = data.splits()
-    for role in ("victim", "surrogate"):
-        try:
-            catalog.architectures.get(getattr(exp, role).arch)
-        except StealbenchError as exc:
-            raise ConfigError(f"--{role}.arch: {exc}") from exc
-    settings = {role: TrainSettings.from_config(getattr(exp, role), role, data, trainer=exp.trainer,
-                                                progress_bar=exp.progress_bar) for role in ("victim", "surrogate")}
-    device = resolve_device(exp.trainer)
-    return splits, _defender_phase(exp, catalog, splits, settings, device, None), device
-
-
 def _serve(args: Any, rest: list[str], sock: socket.socket) -> int:
     import uvicorn
 
     from .. import console
     from ..defender.oracle import _make_answerer
+    from ..defender.victim_phase import serving_side
     from ..lightning_cli import StealbenchCLI
     from ..seeding import role_seed, seeded_globals
     from .accounts import Accounts
@@ -148,7 +120,7 @@ def _serve(args: Any, rest: list[str], sock: socket.socket) -> int:
         make_answerer, input_shape, num_classes = upstream_answerer(args, exp.defense, repr(name))
         info = {"defense": name, "upstream": args.upstream}
     else:
-        splits, defended, device = defender_side(exp)
+        splits, defended, device = serving_side(exp)
 
         def make_answerer(defense):
             return _make_answerer(defended.victim_net, defense, device, repr(name))
