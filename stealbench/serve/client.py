@@ -4,8 +4,10 @@ Timeouts, connection failures and 5xx answers are retried a bounded number of ti
 then an :class:`EndpointError` names the URL and what went wrong. A 4xx answer is not retried: it raises
 :class:`EndpointRefused` with the server's own `error` message (and its `parameters`, e.g. the budget left).
 Infer requests use the binary tensor data extension (binary.py) unless `binary=False`: V2 has no capability
-negotiation, so an endpoint that refuses the first binary request with 400/415/422 is asked again in JSON, and
-the client stays on JSON from then on (`fallback` says why).
+negotiation, so an endpoint that refuses the first binary request with 400/415/422, or fails on it with a 5xx
+(MLServer 1.7 answers a body it cannot parse as JSON with 500: its validation error handler cannot print raw
+bytes), is asked again in JSON, and the client stays on JSON from then on (`fallback` says why). That first binary
+request is not retried after a 5xx; the JSON one is, as any request.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from .binary import CONTENT_TYPE, HEADER, split_body
 from .errors import V2Error
 from .protocol import decode_infer_response, encode_binary_request, encode_infer_request
 
-#: statuses of a first binary request after which the client asks again in JSON (an endpoint without the extension)
+#: statuses of a first binary request after which the client asks again in JSON (an endpoint without the extension),
+#: besides any 5xx
 _NO_BINARY = (400, 415, 422)
 
 
@@ -88,10 +91,10 @@ class V2Client:
             return self._decode(response, len(images))
         body, length = encode_binary_request(images, parameters=parameters)
         try:
-            response = self._request("POST", path, content=body,
+            response = self._request("POST", path, content=body, fail_5xx=not self._binary_answered,
                                      headers={HEADER: str(length), "Content-Type": CONTENT_TYPE})
         except EndpointRefused as exc:
-            if self._binary_answered or exc.status not in _NO_BINARY:
+            if self._binary_answered or not (exc.status in _NO_BINARY or exc.status >= 500):
                 raise
             self.binary, self.fallback = False, str(exc)  # no binary extension there, it seems: JSON from now on
             return self.infer(images, parameters)
@@ -120,7 +123,9 @@ class V2Client:
     def _where(self) -> str:
         return f"the endpoint {self.url} (model {self.model_name!r})"
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, *, fail_5xx: bool = False, **kwargs: Any) -> httpx.Response:
+        """The response (< 400) after at most `retries` retries; EndpointRefused for a 4xx answer, or for a 5xx one
+        at once, unretried, with `fail_5xx`; EndpointError when the tries are spent."""
         problem = ""
         for attempt in range(self.retries + 1):
             self.last_attempts = attempt + 1
@@ -134,13 +139,14 @@ class V2Client:
             except httpx.TransportError as exc:
                 problem = f"cannot be reached ({_reason(exc)})"
                 continue
-            if response.status_code >= 500:
+            if response.status_code >= 500 and not fail_5xx:
                 problem = f"answered {response.status_code}: {_message(response)}"
                 continue
             if response.status_code >= 400:
                 params = _parameters(response)
                 left = f" (queries left: {params['queries_left']})" if "queries_left" in params else ""
-                raise EndpointRefused(f"{self._where()} refused {method} {path} with {response.status_code}: "
+                verb = "refused" if response.status_code < 500 else "failed on"
+                raise EndpointRefused(f"{self._where()} {verb} {method} {path} with {response.status_code}: "
                                       f"{_message(response)}{left}", response.status_code, params)
             return response
         tries = f"{self.retries + 1} tries" if self.retries else "1 try"

@@ -79,7 +79,7 @@ class RemoteOracle(QueryCounter):
             if binary and not self._client.binary:
                 from .. import console
 
-                console.info(f"oracle: {console.escape(self._where)} refused a binary request; JSON from now on "
+                console.info(f"oracle: {console.escape(self._where)} did not take a binary request; JSON from now on "
                              f"({console.escape(self._client.fallback or '')})")
             if probs.shape != (len(chunk), self.num_classes):
                 raise EndpointError(f"{self._where} answered {len(chunk)} images with shape {tuple(probs.shape)}, "
