@@ -98,18 +98,27 @@ def _config_attack(value: str) -> tuple[str, dict[str, Any]] | None:
 
 
 def check_attack(choice: AttackChoice, cfg: Any, init: Any) -> dict[str, Any]:
-    """The attack built (its options checked; validate() needs the data, and comes with the run) by a throwaway
-    attacker-side process, sealed as the run's attacker will be; the run's folders hidden as far as they exist.
-    Returns the resolved attack: {key, source, plugin, params, config}."""
+    """The label mode (`--label_mode`, `--label_options.*`) and the attack built (their options checked;
+    validate() needs the data, and comes with the run) by a throwaway attacker-side process, sealed as the run's
+    attacker will be; the run's folders hidden as far as they exist. Returns the resolved attack: {key, source,
+    plugin, params, config}."""
     from .attacker import sandbox as attacker_sandbox
+    from .attacker.label_choice import LabelModeChoice
     from .attacker.launch import ask_attacker
     from .victim import default_cache_dir
 
-    mode = attacker_sandbox.resolve(cfg.sandbox)  # no notice here: the run gives it
+    mode = LabelModeChoice.checked(cfg.label_mode, cfg.label_options or {})
+
+    def check(link):
+        link.label_mode(mode, 2)  # the mode's key and options (num_classes is the data's, known to the run)
+        return link.resolve(choice)
+
+    sandbox = attacker_sandbox.resolve(cfg.sandbox)  # no notice here: the run gives it
     roots = [getattr(d, "root", None) for d in (init.data, init.get("pool_data")) if d is not None]
     hide = attacker_sandbox.secret_paths([Path(init.victim.cache_dir or default_cache_dir()), Path(cfg.output_dir),
                                           *(Path(r) for r in roots if isinstance(r, (str, Path)))])
-    return ask_attacker(mode, hide, lambda link: link.resolve(choice))
+    timeout = getattr(getattr(init, "timeouts", None), "attack_setup", None)
+    return ask_attacker(sandbox, hide, check, timeout=timeout)
 
 
 __all__ = ["ATTACK_HELP", "check_attack", "split_attack_args"]

@@ -215,7 +215,7 @@ class Timeouts:
     victim: float | None = 24 * 3600.0  # training (or loading) the victim
     defense_setup: float | None = 6 * 3600.0  # the defense's setup()
     attack: float | None = 48 * 3600.0  # the whole attack, in the attacker's process
-    attack_setup: float | None = 600.0  # building and validating the attack from its name, in its process
+    attack_setup: float | None = 600.0  # building the label mode and the attack from their names, in its process
     answer: float | None = 900.0  # the defender's side answering one request (e.g. the defense on one batch)
 
     def __post_init__(self) -> None:

@@ -37,10 +37,12 @@ This module only plans runs (and imports no Lightning); `stealbench.grid_runner`
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from .analysis.labels import OWN_POOL  # the `pools:` entry that means the victim data set's own pool split
 from .errors import ConfigError
@@ -176,24 +178,60 @@ def _entries(spec: dict, key: str, default: list | None = None) -> list[Entry]:
 
 @dataclass(frozen=True)
 class ModeEntry:
-    """One value of the label-mode dimension: a registered mode, its options and its label."""
+    """One value of the label-mode dimension: a registered mode, its options, its label and the defenses it is
+    built against ("all", or their keys: the attacker's side's word, used only to pick the grid's cells)."""
 
     name: str
     params: dict[str, Any]
     label: str
-    answers: Callable[[str], bool]  # defense key -> whether the mode is built against it
+    answered: str | tuple[str, ...] = "all"
+
+    def answers(self, defense_key: str) -> bool:
+        """Whether the mode is built against `defense_key`."""
+        return self.answered == "all" or defense_key in self.answered
+
+
+#: (plugin search path, key, options as JSON) -> the defenses the mode answers, as the attacker's side said
+_DESCRIBED: dict[tuple[Any, ...], str | tuple[str, ...]] = {}
+
+
+def _describe(items: list[tuple[Any, Any]]) -> list[str | tuple[str, ...]]:
+    """For each (grid entry, LabelModeChoice): the defenses the mode answers ("all" or their keys). The modes are
+    built, their options checked, on the attacker's side (one throwaway process for those not described before):
+    the defender knows label modes by name only."""
+    from .attacker.launch import ask_attacker
+    from .errors import StealbenchError
+
+    where = (tuple(sys.path), os.environ.get("STEALBENCH_PLUGINS"), os.environ.get("STEALBENCH_BLOCK_PLUGINS"))
+
+    def cached(choice) -> tuple[Any, ...]:
+        return (*where, choice.key, json.dumps(choice.options, sort_keys=True))
+
+    todo = [(item, choice) for item, choice in items if cached(choice) not in _DESCRIBED]
+
+    def ask(link) -> None:
+        for item, choice in todo:
+            try:
+                answers = link.label_mode(choice, 2)["answers"]
+            except StealbenchError as exc:
+                raise ConfigError(f"grid `label_modes:` entry {item!r}: {exc}") from None
+            _DESCRIBED[cached(choice)] = answers if answers == "all" else tuple(answers)
+
+    if todo:
+        ask_attacker("off", (), ask)
+    return [_DESCRIBED[cached(choice)] for _, choice in items]
 
 
 def _label_modes(raw: Any) -> list[ModeEntry]:
     """`label_modes:` -> entries; unknown modes and options are refused now, before any run starts."""
-    from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
+    from .attacker.label_choice import LabelModeChoice, mode_label
     from .errors import StealbenchError
 
     raw = [raw] if isinstance(raw, (str, dict)) else raw
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"grid `label_modes:` must be a list of label modes (keys, or mappings like "
                           f"{{mode: average, k: 4}}), got {raw!r}")
-    entries = []
+    items = []
     for item in raw:
         if isinstance(item, dict):
             key = item.get("mode", item.get("name"))
@@ -203,11 +241,14 @@ def _label_modes(raw: Any) -> list[ModeEntry]:
         if not isinstance(key, str):
             raise ConfigError(f"grid `label_modes:` entry {item!r} needs `mode: KEY` (stealbench list label_modes)")
         try:
-            mode = make_label_mode(key, 2, LabelOptions(params))  # checks the key and the options
+            items.append((item, LabelModeChoice.checked(key, params)))
         except StealbenchError as exc:
             raise ConfigError(f"grid `label_modes:` entry {item!r}: {exc}") from None
-        label = item.get("label") if isinstance(item, dict) and item.get("label") else mode_label(key, params)
-        entries.append(ModeEntry(key, params, str(label), type(mode).answers_defense))
+    entries = []
+    for (item, choice), answered in zip(items, _describe(items)):  # key and options checked over there
+        label = item.get("label") if isinstance(item, dict) and item.get("label") else mode_label(choice.key,
+                                                                                                choice.options)
+        entries.append(ModeEntry(choice.key, choice.options, str(label), answered))
     labels = [e.label for e in entries]
     dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
     if dupes:

@@ -13,7 +13,9 @@ Each hook receives a ``register`` callback; call it once per component::
 - register_datasets:      a subclass of :class:`stealbench.data.ImageDataset`
 - register_label_modes:   a subclass of :class:`stealbench.attacker.label_modes.LabelMode` (how the attacker
                           turns answers into targets; adaptive attacks on the answers); it declares `answers`
-                          (the defense keys it is built against, or "all") and `Options` (a dataclass)
+                          (the defense keys it is built against, or "all") and `Options` (a dataclass).
+                          Attacker-side code, like register_attacks: implement both only in a module of the
+                          entry-point group ``stealbench.attacks``, which the defender's process never imports
 - register_reproductions: the path of a reproduction file (a grid YAML with `paper:`, `utility:` and `claims:`,
                           see stealbench.reproduce); `stealbench reproduce KEY` runs it, `--quick` runs
                           `<stem>_quick.yaml` beside it. Ship the files as package data of the plugin.

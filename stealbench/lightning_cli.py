@@ -31,7 +31,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from . import safe_yaml
 from .arguments import check_folder, help_hint, jsonargparse_message
 from .attack_args import ATTACK_HELP, check_attack, split_attack_args
-from .attacker.label_modes import LabelOptions, make_label_mode
+from .attacker.label_choice import LabelModeChoice, LabelOptions
 from .config import (SECRET_OPTIONS, SEED_RANGE, OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig,
                      check_int, check_seed)
 from .data.base import ImageDataset
@@ -266,14 +266,13 @@ class StealbenchCLI(LightningCLI):
         parser.add_class_arguments(Timeouts, "timeouts")  # seconds per phase; a plugin that never returns
         parser.add_class_arguments(OracleConfig, "oracle")  # --oracle.url: attack a V2 endpoint instead
         parser.add_argument("--budget", type=int, default=3200, help="maximum number of oracle queries (>= 1)")
-        # a Literal, not type=str plus choices: jsonargparse shows the latter's type as a lambda in --help
-        modes = get_catalog().label_modes
+        # names only here (attacker/label_choice.py): the attacker's side builds the mode and checks its options
         parser.add_argument("--label_mode", type=str, default="soft",
-                            help="a registered label mode (`stealbench list label_modes`): " + "; ".join(
-                                f"{e.key}: {e.description}" for e in modes.entries()))
+                            help="a registered label mode (`stealbench list label_modes` lists them, the defenses "
+                                 "each answers and its options). Built in the attacker's process only")
         parser.add_argument("--label_options", type=dict[str, Any], default={},
-                            help="options of the chosen label mode, e.g. --label_options.k 4; "
-                                 + "; ".join(f"{e.key}: {e.obj.summary()}" for e in modes.entries()))
+                            help="options of the chosen label mode, e.g. --label_options.k 4 "
+                                 "(`stealbench list label_modes`)")
         parser.add_argument("--output_dir", type=str, default="runs", help="parent folder of run folders")
         parser.add_argument("--name", type=str | None, default=None, help="run folder name (default: derived)")
         parser.add_argument("--progress_bar", type=bool | None, default=None,
@@ -376,8 +375,8 @@ def validate_config(cfg: Any) -> None:
     """Ranges of the options that no dataclass or component owns; checked before anything is built."""
     check_int("budget", cfg.budget, 1)
     check_seed("seed", cfg.seed)
-    # the mode and its options are checked now, before anything trains (make_label_mode raises ConfigError)
-    make_label_mode(cfg.label_mode, 2, LabelOptions(cfg.label_options or {}))
+    # the mode's shape now; the mode and its options on the attacker's side, before anything trains (check_attack)
+    LabelModeChoice.checked(cfg.label_mode, cfg.label_options or {})
     for option in COMPONENTS:  # every component option named *seed is a seed, e.g. --data.split_seed
         init_args = (cfg.get(option) or {}).get("init_args") or {}
         for key, value in init_args.items():

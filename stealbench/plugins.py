@@ -1,10 +1,11 @@
 """Plugin loading: built-in plugins and the ``stealbench`` entry-point groups, through the same hooks.
 
 Two sides load different plugin modules. The defender's process (``get_catalog()``: ``fit``, ``grid``, the runner)
-loads the built-ins of DEFAULT_PLUGINS and the group ``stealbench``; attack modules are never imported there. The
-attacker's side (``get_catalog(attacks=True)``: the attacker's process, ``stealbench list``/``plugins``, the
-conformance kit) also loads ATTACK_PLUGINS and the group ``stealbench.attacks``. Attacks register only from the
-latter, and modules there register nothing else, so the defender knows every other component and attacks by name.
+loads the built-ins of DEFAULT_PLUGINS and the group ``stealbench``; attacker-side modules (attacks and label modes)
+are never imported there. The attacker's side (``get_catalog(attacks=True)``: the attacker's process, ``stealbench
+list``/``plugins``, the conformance kit) also loads ATTACK_PLUGINS and the group ``stealbench.attacks``. Attacks and
+label modes (ATTACKER_HOOKS) register only from the latter, and modules there register nothing else, so the
+defender knows every other component, and attacks and label modes by name.
 
 Environment switches:
 
@@ -43,11 +44,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.defenses.modelguard",
     "stealbench.defenses.grad2",
     "stealbench.defenses.edm",
-    "stealbench.attacker.label_modes.plain",
-    "stealbench.attacker.label_modes.smooth",
-    "stealbench.attacker.label_modes.invert",
-    "stealbench.attacker.label_modes.ddae",
-    "stealbench.attacker.label_modes.adaptive",
     "stealbench.models.builtin",
     "stealbench.models.resnet_cifar",
     "stealbench.data.digits",
@@ -57,7 +53,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "stealbench.reproductions",
 )
 
-#: Built-in attacks: loaded only on the attacker's side, like the modules of ATTACK_ENTRY_POINT_GROUP.
+#: Built-in attacks and label modes: loaded only on the attacker's side, like the modules of ATTACK_ENTRY_POINT_GROUP.
 ATTACK_PLUGINS: tuple[str, ...] = (
     "stealbench.attacks.jbda",
     "stealbench.attacks.jbda_variants",
@@ -67,10 +63,17 @@ ATTACK_PLUGINS: tuple[str, ...] = (
     "stealbench.attacks.dfme",
     "stealbench.attacks.maze",
     "stealbench.attacks.dfms_hl",
+    "stealbench.attacker.label_modes.plain",
+    "stealbench.attacker.label_modes.smooth",
+    "stealbench.attacker.label_modes.invert",
+    "stealbench.attacker.label_modes.ddae",
+    "stealbench.attacker.label_modes.adaptive",
 )
+#: the hooks of attacker-side code: implemented only by modules of ATTACK_PLUGINS and ATTACK_ENTRY_POINT_GROUP
+ATTACKER_HOOKS: tuple[str, ...] = ("register_attacks", "register_label_modes")
 
 ENTRY_POINT_GROUP = "stealbench"
-#: attack plugins: imported only where attacks run (never by the defender's process)
+#: attacker-side plugins (attacks, label modes): imported only where attacks run (never by the defender's process)
 ATTACK_ENTRY_POINT_GROUP = "stealbench.attacks"
 
 
@@ -131,17 +134,17 @@ def _trace(msg: str) -> None:
 
 
 def _check_side(plugin: Any, who: str, attack_side: bool) -> None:
-    """Attack modules register attacks and nothing else; other modules never register attacks (the defender's
-    process imports them, and must not hold an attack's code)."""
+    """Attacker-side modules register attacks and label modes (ATTACKER_HOOKS) and nothing else; other modules
+    never register those (the defender's process imports them, and must not hold the attacker's code)."""
     hooks = {hook for hook in hookspecs.HOOK_KINDS if getattr(plugin, hook, None)}
-    if attack_side and hooks - {"register_attacks"}:
-        raise PluginError(f"plugin {who} is an attack plugin (entry-point group {ATTACK_ENTRY_POINT_GROUP!r}) but "
-                          f"implements {', '.join(sorted(hooks - {'register_attacks'}))}; register those from a "
+    if attack_side and hooks - set(ATTACKER_HOOKS):
+        raise PluginError(f"plugin {who} is an attacker-side plugin (entry-point group {ATTACK_ENTRY_POINT_GROUP!r}) "
+                          f"but implements {', '.join(sorted(hooks - set(ATTACKER_HOOKS)))}; register those from a "
                           f"module in the group {ENTRY_POINT_GROUP!r}")
-    if not attack_side and "register_attacks" in hooks:
-        raise PluginError(f"plugin {who} implements register_attacks in the entry-point group {ENTRY_POINT_GROUP!r}, "
-                          "which the defender's process imports; move the attacks to their own module under "
-                          f"[project.entry-points.\"{ATTACK_ENTRY_POINT_GROUP}\"]")
+    if not attack_side and hooks & set(ATTACKER_HOOKS):
+        raise PluginError(f"plugin {who} implements {', '.join(sorted(hooks & set(ATTACKER_HOOKS)))} in the "
+                          f"entry-point group {ENTRY_POINT_GROUP!r}, which the defender's process imports; move "
+                          f"them to their own module under [project.entry-points.\"{ATTACK_ENTRY_POINT_GROUP}\"]")
 
 
 def make_plugin_manager(attacks: bool = False) -> tuple[pluggy.PluginManager, dict[str, PluginInfo]]:
@@ -247,6 +250,6 @@ def build_catalog(attacks: bool = False) -> Catalog:
 
 @lru_cache(maxsize=2)
 def get_catalog(attacks: bool = False) -> Catalog:
-    """The process-wide catalogue (plugins are loaded once). Without `attacks` (the defender's view) no attack
-    module is imported and the attacks registry is empty; `attacks=True` is the attacker's side's view."""
+    """The process-wide catalogue (plugins are loaded once). Without `attacks` (the defender's view) no attack or
+    label-mode module is imported and those registries are empty; `attacks=True` is the attacker's side's view."""
     return build_catalog(attacks)

@@ -23,7 +23,7 @@ import torch
 
 from . import __version__, console, distributed
 from .attacker import sandbox as attacker_sandbox
-from .attacker.label_modes import LabelOptions, make_label_mode, mode_label
+from .attacker.label_choice import LabelModeChoice, LabelOptions, mode_label
 from .attacker.choice import AttackChoice
 from .attacker.launch import AttackerLink
 from .attacks.base import Attack
@@ -76,7 +76,8 @@ class Experiment:
     config: dict[str, Any] = field(default_factory=dict)  # the resolved config, as written to config.yaml
     config_yaml: str = ""
     progress_bar: bool = False
-    #: options of the label mode (`--label_options.k 4`), checked against the mode's own Options
+    #: options of the label mode (`--label_options.k 4`), checked against the mode's own Options on the attacker's
+    #: side: the defender knows label modes by name only (attacker/label_choice.py)
     label_options: LabelOptions = field(default_factory=LabelOptions)
     #: attacker pool from another data set (None: the victim data set's own pool split); see pools.py
     pool_data: ImageDataset | None = None
@@ -119,7 +120,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
         raise ConfigError(f"attack {exp.keys.get('attack', '?')!r} is a {type(exp.attack).__name__}, not a "
                           "stealbench Attack")
     data = exp.data
-    label_mode = make_label_mode(exp.label_mode, data.num_classes, exp.label_options)  # answers -> targets
+    label_mode = LabelModeChoice.checked(exp.label_mode, exp.label_options)  # built on the attacker's side only
     if exp.budget < 1:
         raise ConfigError(f"budget must be a positive number of queries, got {exp.budget}")
     distributed.check_trainer_options(exp.trainer)  # fsdp, several nodes: refused before anything trains
@@ -130,10 +131,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
         pool_x, pool_y = load_pool(exp.pool_data, data, splits.eval_x)
         # the attacker's own data set: its labels are the attacker's knowledge (Knockoff's adversary has them)
         splits = replace(splits, pool_x=pool_x, pool_y=pool_y, pool_labels=pool_y)
-    limits = {"budget": label_mode.effective_budget(exp.budget), "num_classes": data.num_classes,
-              "pool_size": len(splits.pool_y)}
-    if isinstance(exp.attack, Attack):  # the caller's own object: validated where it was built, as ever
-        exp.attack.validate(**limits)
+    limits = {"budget": exp.budget, "num_classes": data.num_classes, "pool_size": len(splits.pool_y)}
     for role, arch in (("victim", exp.victim.arch), ("surrogate", exp.surrogate.arch)):
         try:
             catalog.architectures.get(arch)
@@ -163,13 +161,20 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     return results
 
 
-def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings], label_mode,
-                run_dir: Path, tracker: Tracker, started: float, sandbox: str, limits: dict[str, int]) -> dict[str, Any]:
+def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, TrainSettings],
+                label_mode: LabelModeChoice, run_dir: Path, tracker: Tracker, started: float, sandbox: str,
+                limits: dict[str, int]) -> dict[str, Any]:
     device = resolve_device(exp.trainer)
-    # the attacker's process starts now (a sandboxed one imports torch meanwhile) and builds the attack from its
-    # name and options, validated against the run's limits: refused before the victim trains, never built here
+    # the attacker's process starts now (a sandboxed one imports torch meanwhile) and builds the label mode and the
+    # attack from their names and options, the attack validated against the run's limits: refused before the victim
+    # trains, never built here. The budget the attack is told is the mode's word (in images); the oracle counts
+    # every real query against exp.budget whatever it says
     link = AttackerLink(sandbox, _hidden_from_attacker(exp), str(device), timeout=exp.timeouts.attack_setup).start()
     try:
+        mode = link.label_mode(label_mode, exp.data.num_classes, exp.budget)
+        limits = {**limits, "budget": mode["effective_budget"]}
+        if isinstance(exp.attack, Attack):  # the caller's own object: validated where it was built, as ever
+            exp.attack.validate(**limits)
         attack = resolve_attack(exp.attack, exp.keys["attack"], link, limits)
     except BaseException:
         link.close()
@@ -221,7 +226,7 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
             oracle.close()
         link.close()  # a no-op after the attack; else the waiting attacker ends now
     return _write_results(exp, catalog, splits, settings, run_dir, tracker, started, defended, oracle, referee,
-                          report, attacker_sandbox.SEALED[sandbox], attack.get("plugin") or {},
+                          report, attacker_sandbox.SEALED[sandbox], {**(attack.get("plugin") or {}), **mode["plugin"]},
                           attack.get("needs_pool") is not False)
 
 
@@ -277,7 +282,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "reproducibility": reproducibility,
         "versions": {"stealbench": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
                      "numpy": numpy.__version__, "python": platform.python_version(),
-                     "plugins": {**catalog.versions(), **attack_plugin}},  # the attack's, as its side loaded it
+                     "plugins": {**catalog.versions(), **attack_plugin}},  # the attack's and mode's, from their side
         "wall_seconds": round(elapsed, 2),
         "command": " ".join(redact_argv(sys.argv)),
     }

@@ -149,7 +149,7 @@ def test_average_asks_k_perturbed_copies_counts_each_and_is_deterministic_per_se
 
 
 def test_every_mode_declares_what_it_answers_and_its_options():
-    modes = get_catalog().label_modes
+    modes = get_catalog(attacks=True).label_modes  # attacker-side code: the defender's view has none
     assert {"soft", "hard", "smooth", "average", "invert"} <= set(modes)
     assert modes.get("invert").answers == ("deceptive",) and modes.get("hard").answers == "all"
     assert "k=4" in modes.get("average").summary() and "answers: deceptive" in modes.get("invert").summary()

@@ -20,19 +20,32 @@ DEFAULT_ATTACK = "jbda"
 
 
 @dataclass
-class AttackChoice:
-    """`key`: a registry key or a class path; `options`: option name -> JSON-able value (command-line text as
-    given: the attacker's side converts it to the option's type)."""
+class Choice:
+    """An attacker-side component as the defender holds it: `key` (its name) and `options` (option name ->
+    JSON-able value), sent to the attacker's side as a message; only that side imports and builds it."""
 
-    key: str = DEFAULT_ATTACK
+    key: str
     options: dict[str, Any] = field(default_factory=dict)
 
     def as_data(self) -> dict[str, Any]:
         return {"key": self.key, "options": dict(self.options)}
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> "AttackChoice":
+    def from_data(cls, data: dict[str, Any]):
         return cls(str(data["key"]), dict(data.get("options") or {}))
+
+
+@dataclass
+class AttackChoice(Choice):
+    """`key`: a registry key or a class path; `options`: option name -> JSON-able value (command-line text as
+    given: the attacker's side converts it to the option's type)."""
+
+    key: str = DEFAULT_ATTACK
+
+
+def plugin_of(catalog: Any, kind: str, key: str) -> dict[str, str]:
+    """{plugin name: version} of the plugin that registered `key` as a `kind` (attacks, label_modes), or {}."""
+    return next(({p.name: p.version} for p in catalog.plugins if key in p.registered.get(kind, [])), {})
 
 
 def _attack_class(key: str):
@@ -58,8 +71,7 @@ def _attack_class(key: str):
         except StealbenchError as exc:
             raise ConfigError(f"--attack: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover - registry.get raised
-    plugin = next(({p.name: p.version} for p in catalog.plugins if key in p.registered.get("attacks", [])), {})
-    return cls, key, source, plugin
+    return cls, key, source, plugin_of(catalog, "attacks", key)
 
 
 def unknown_keys(keys: list[str]) -> list[str]:
@@ -153,4 +165,4 @@ def _params(attack: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
 
-__all__ = ["AttackChoice", "DEFAULT_ATTACK", "attack_help", "build_attack", "unknown_keys"]
+__all__ = ["AttackChoice", "Choice", "DEFAULT_ATTACK", "plugin_of", "attack_help", "build_attack", "unknown_keys"]

@@ -81,6 +81,16 @@ class AttackerLink:
             self._send(("attack", {"choice": choice.as_data(), "limits": dict(limits)}))
         return self._answer("resolved", f"building attack {choice.key!r}")
 
+    def label_mode(self, choice: Any, num_classes: int, budget: int | None = None) -> dict[str, Any]:
+        """Build `choice` (a LabelModeChoice) on the attacker's side: the mode the run uses. Returns its account
+        (defender/schema.check_label_mode: {key, source, plugin, answers, effective_budget}), the attacker's word
+        only; ConfigError in one line when it is refused."""
+        from ..defender.schema import check_label_mode
+
+        self._send(("label_mode", {"choice": choice.as_data(), "num_classes": int(num_classes),
+                                   "budget": None if budget is None else int(budget)}))
+        return check_label_mode(self._answer("label_mode", f"building label mode {choice.key!r}"), choice.key, budget)
+
     def help(self, key: str) -> str:
         self._send(("help", {"key": key}))
         return str(self._answer("help", f"describing attack {key!r}").get("text", ""))
@@ -192,9 +202,10 @@ def start_sandbox(hide: Iterable[str], device: str,
 
 
 
-def ask_attacker(sandbox: str, hide: Iterable[str], ask):
-    """`ask(link)` of a throwaway attacker-side process (option checks, `--attack.help`), ended afterwards."""
-    link = AttackerLink(sandbox, hide).start()
+def ask_attacker(sandbox: str, hide: Iterable[str], ask, timeout: float | None = AttackerLink.SETUP_TIMEOUT):
+    """`ask(link)` of a throwaway attacker-side process (option checks, `--attack.help`), ended afterwards;
+    `timeout`: seconds per answer (--timeouts.attack_setup)."""
+    link = AttackerLink(sandbox, hide, timeout=timeout).start()
     try:
         return ask(link)
     finally:

@@ -36,7 +36,9 @@ class AttackerSpec:
 
     attack: Attack | None
     attack_key: str
-    label_mode: Any  # an attacker.label_modes.LabelMode: wraps the oracle, turns answers into targets
+    #: the label mode by name and options ({key, options}, plain data): built on this side (session.py), where it
+    #: wraps the oracle and turns answers into targets
+    label_mode: dict[str, Any]
     seed: int
     budget: int
     num_classes: int
@@ -77,7 +79,7 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def build_context(spec: AttackerSpec, channel: PipeChannel) -> AttackContext:
+def build_context(spec: AttackerSpec, channel: PipeChannel, label_mode: Any) -> AttackContext:
     from ..training import fit
 
     hello = channel.call("hello")
@@ -102,11 +104,12 @@ def build_context(spec: AttackerSpec, channel: PipeChannel) -> AttackContext:
     # one seed set per run, shared by the attack and a label mode that needs labelled images
     seed_set = SeedSetCache(fetch_seed_set)
     log = lambda message: channel.notify("say", text=str(message))  # noqa: E731
-    spec.label_mode.prepare(_attacker_kit(spec, hello, device, settings, seed_set, log))
+    label_mode.prepare(_attacker_kit(spec, hello, device, settings, seed_set, log))
     return AttackContext(
-        oracle=spec.label_mode.wrap_oracle(oracle, role_generator(spec.seed, "attack", 1)), pool_x=hello["pool_x"], num_classes=spec.num_classes,
+        oracle=label_mode.wrap_oracle(oracle, role_generator(spec.seed, "attack", 1)), pool_x=hello["pool_x"],
+        num_classes=spec.num_classes,
         input_shape=spec.input_shape, generator=role_generator(spec.seed, "attack"), device=device,
-        new_surrogate=SurrogateFactory(spec), train=train, to_targets=spec.label_mode, checkpoint=checkpoint,
+        new_surrogate=SurrogateFactory(spec), train=train, to_targets=label_mode, checkpoint=checkpoint,
         seed_set=seed_set.get, pool_labels=hello.get("pool_labels"), log=log,
         new_network=NetworkFactory(role_seed(spec.seed, "attack"), device),
         optimizer=_step_optimizers(spec, device),
@@ -165,8 +168,9 @@ def attack_report(attack: Attack) -> dict[str, float]:
     return _finite(report)
 
 
-def run_attacker(conn, spec: AttackerSpec, attack: Attack | None = None) -> None:
-    """Run `attack` (built on this side; else the spec's) against the defender at the other end of `conn`."""
+def run_attacker(conn, spec: AttackerSpec, attack: Attack | None = None, label_mode: Any = None) -> None:
+    """Run `attack` (built on this side; else the spec's) against the defender at the other end of `conn`, its
+    answers turned into targets by `label_mode` (built on this side in the handshake; else from the spec's)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle; it ends this one
     attack = attack if attack is not None else spec.attack
     from ..quiet import quiet_lightning
@@ -174,11 +178,16 @@ def run_attacker(conn, spec: AttackerSpec, attack: Attack | None = None) -> None
     quiet_lightning()
     channel = PipeChannel(conn)
     try:
-        ctx = build_context(spec, channel)
+        if label_mode is None:
+            from .label_choice import LabelModeChoice
+            from .label_modes.base import build_label_mode
+
+            label_mode, _ = build_label_mode(LabelModeChoice.from_data(spec.label_mode), spec.num_classes)
+        ctx = build_context(spec, channel, label_mode)
         with seeded_globals(role_seed(spec.seed, "attack")):
             attack.run(ctx)
         # the settings this side trained with, taken after training (Lightning sets deterministic modes per Trainer)
-        channel.send_final("done", {"label_mode": _finite(spec.label_mode.report()),
+        channel.send_final("done", {"label_mode": _finite(label_mode.report()),
                                     "attack": attack_report(attack), "environment": process_record()})
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the main process, which decides
         try:

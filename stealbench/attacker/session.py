@@ -7,12 +7,16 @@ Protocol on the link (plain data, stealbench.transport, unless said): the defend
 - ("check", choice): build the attack from its name and options -> ("resolved", resolved) or ("failed", error);
 - ("attack", {choice, limits}): build it and call its validate(budget, num_classes, pool_size): the same answers;
   the attack built is the one that runs;
+- ("label_mode", {choice, num_classes, budget}): build the label mode from its name and options ->
+  ("label_mode", {key, source, plugin, answers, effective_budget}) or ("failed", error); the mode built last is
+  the one the run uses (budget: null when only its options are checked);
 - ("help", {key}) -> ("help", {text}): the attack's options;
 - ("names", {keys}) -> ("names", {errors}): the message for each key that names no attack (nothing is built);
 - ("spec", {}): the next message is the pickled AttackerSpec (defender -> attacker only: the defender never
   unpickles); the run starts (process.run_attacker) and the referee's protocol takes over.
 
-The attack's module is imported here and nowhere on the defender's side (see attacker/choice.py).
+The attack's and the label mode's modules are imported here and nowhere on the defender's side (see
+attacker/choice.py, attacker/label_choice.py).
 """
 
 from __future__ import annotations
@@ -48,8 +52,10 @@ def serve(conn) -> None:
 
     apply_thread_counts(tuple(boot["threads"]) if boot.get("threads") else None)
     from .choice import AttackChoice, attack_help, build_attack, unknown_keys
+    from .label_choice import LabelModeChoice
+    from .label_modes.base import build_label_mode
 
-    attack = None
+    attack = label_mode = None
     while True:
         try:
             op, payload = decode(conn.recv_bytes())
@@ -60,6 +66,13 @@ def serve(conn) -> None:
                 break
             if op == "names":
                 _send(conn, "names", {"errors": unknown_keys([str(k) for k in payload["keys"]])})
+                continue
+            if op == "label_mode":
+                budget = payload.get("budget")
+                label_mode, resolved = build_label_mode(LabelModeChoice.from_data(payload["choice"]),
+                                                        int(payload["num_classes"]),
+                                                        None if budget is None else int(budget))
+                _send(conn, "label_mode", resolved)
                 continue
             if op == "help":
                 _send(conn, "help", {"text": attack_help(str(payload["key"]))})
@@ -85,7 +98,7 @@ def serve(conn) -> None:
 
         PipeChannel(conn).send_final("failed", error_payload(exc, traceback.format_exc()))
         return
-    run_attacker(conn, spec, attack)
+    run_attacker(conn, spec, attack, label_mode)
 
 
 def _send(conn, kind: str, payload) -> None:

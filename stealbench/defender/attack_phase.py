@@ -84,7 +84,7 @@ def attack_phase(exp, splits, surrogate_settings, label_mode, device: torch.devi
     spec = AttackerSpec(
         # None: the attacker's process runs the attack it built from the choice (resolve_attack)
         attack=exp.attack if isinstance(exp.attack, Attack) else None, attack_key=exp.keys["attack"],
-        label_mode=label_mode, seed=exp.seed, budget=exp.budget,
+        label_mode=label_mode.as_data(), seed=exp.seed, budget=exp.budget,  # a name and options: built over there
         num_classes=data.num_classes, input_shape=tuple(data.input_shape), mean=tuple(data.mean),
         std=tuple(data.std), surrogate=exp.surrogate,
         train_settings=surrogate_settings,  # no logger: the attacker's process relays its logs

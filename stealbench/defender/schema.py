@@ -147,6 +147,34 @@ def check_envelope(message: Any) -> tuple[str, Any, Any]:
     return kind, op, args
 
 
+def check_label_mode(payload: Any, key: str, budget: int | None) -> dict[str, Any]:
+    """The attacker's side's account of the label mode it built (the handshake's "label_mode" answer): {key,
+    source, plugin, answers, effective_budget}. Its word only: `answers` picks grid cells, `effective_budget` is
+    what the attack's validate() is told; the oracle counts every real query against the budget regardless."""
+    what = "label mode description"
+    payload = _fields(what, payload, ("key", "source", "plugin", "answers", "effective_budget"))
+    if payload["key"] != key:
+        raise _broke(what, f"it describes {payload['key']!r}, not the label mode {key!r} asked for")
+    source = payload["source"]
+    source = None if source is None else _text(what, "source", source, MAX_TEXT)
+    plugin = payload["plugin"]
+    if not isinstance(plugin, dict) or len(plugin) > 1 or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in plugin.items()):
+        raise _broke(what, "plugin must map the registering plugin's name to its version")
+    answers = payload["answers"]
+    if answers != "all" and (not isinstance(answers, list) or len(answers) > MAX_KEYS
+                             or not all(isinstance(a, str) for a in answers)):
+        raise _broke(what, f"answers must be \"all\" or a list of defense keys, got {answers!r}"[:MAX_TEXT])
+    effective = payload["effective_budget"]
+    if budget is None and effective is not None:
+        raise _broke(what, "effective_budget must be null when no budget was given")
+    if budget is not None and (not _is_int(effective) or not 0 <= effective <= budget):
+        raise _broke(what, f"effective_budget must be an integer from 0 to the budget {budget}, got {effective!r}")
+    return {"key": key, "source": source, "plugin": {k[:MAX_TEXT]: v[:MAX_TEXT] for k, v in plugin.items()},
+            "answers": answers if answers == "all" else [a[:MAX_TEXT] for a in answers],
+            "effective_budget": effective}
+
+
 # ---------------------------------------------------------------------------------------------- key ownership
 def attack_key(key: str) -> str:
     """Where an attacker-reported figure lands: always under ``attack/`` (``label_mode/kept`` becomes
@@ -161,4 +189,5 @@ def attack_metrics(values: dict[str, Any]) -> dict[str, float]:
 
 
 __all__ = ["ATTACK_PREFIX", "FRAMEWORK_KEYS", "FRAMEWORK_PREFIXES", "ProtocolError", "attack_key", "attack_metrics",
-           "check_call", "check_done", "check_envelope", "check_failed", "check_notify", "is_finite_number"]
+           "check_call", "check_done", "check_envelope", "check_failed", "check_label_mode", "check_notify",
+           "is_finite_number"]

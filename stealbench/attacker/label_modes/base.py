@@ -17,7 +17,6 @@ kept (``label_mode/recovery_l1``): the attacker never sees the clean answers.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -25,6 +24,8 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...transport import audited_queries
+from ..choice import plugin_of
+from ..label_choice import LabelModeChoice, LabelOptions, mode_label  # plain data: what the defender holds
 
 if TYPE_CHECKING:
     from ...attacks.base import OracleHandle
@@ -37,11 +38,6 @@ ALL = "all"
 @dataclasses.dataclass
 class NoOptions:
     """The mode takes no options."""
-
-
-class LabelOptions(dict):
-    """The options given to a label mode (`--label_options.k 4` -> ``LabelOptions(k=4)``): a plain mapping,
-    checked against the chosen mode's own ``Options`` dataclass by :func:`make_label_mode`."""
 
 
 class LabelMode:
@@ -163,11 +159,10 @@ class ModeOracle:
 
 
 def _catalog_entry(name: str):
+    from ...errors import StealbenchError
     from ...plugins import get_catalog  # the catalogue loads the modes' modules, never the other way round
 
-    from ...errors import StealbenchError
-
-    registry = get_catalog().label_modes
+    registry = get_catalog(attacks=True).label_modes  # attacker-side code: the defender's view has none
     try:
         return registry.entry(name)
     except StealbenchError as exc:
@@ -188,15 +183,26 @@ def make_label_mode(name: str, num_classes: int, options: dict[str, Any] | None 
     return mode
 
 
-def mode_label(key: str, options: dict[str, Any] | None) -> str:
-    """How runs name a label mode: its key, then its given options (`average-k4-scale0.05`), sorted by name, so
-    variants of one mode are told apart in run names, identities and leaderboards."""
-    parts = [key]
-    for name, value in sorted((options or {}).items()):
-        text = {True: "true", False: "false", None: "null"}.get(value, value) if not isinstance(value, (int, float)) \
-            or isinstance(value, bool) else value
-        parts.append(name + re.sub(r"[^A-Za-z0-9.+-]+", "", str(text)))
-    return "-".join(parts)
+def build_label_mode(choice: LabelModeChoice, num_classes: int, budget: int | None = None):
+    """(mode, resolved): the attacker's side builds the label mode; ConfigError (one line, naming the option)
+    when it is refused. `resolved`: {key, source, plugin, answers ("all" or defense keys), effective_budget (the
+    budget in images as the attack sees it, None without `budget`)}. Runs on the attacker's side (session.py)."""
+    from ...errors import StealbenchError
+    from ...plugins import get_catalog
+
+    try:
+        mode = make_label_mode(choice.key, int(num_classes), LabelOptions(choice.options))
+        answers = type(mode).answers
+        resolved = {"key": choice.key, "source": get_catalog(attacks=True).label_modes.source(choice.key),
+                    "plugin": plugin_of(get_catalog(attacks=True), "label_modes", choice.key),
+                    "answers": ALL if answers == ALL else [str(a) for a in answers],
+                    "effective_budget": None if budget is None else int(mode.effective_budget(int(budget)))}
+    except StealbenchError as exc:
+        raise ConfigError(str(exc).splitlines()[0] if str(exc) else f"label mode {choice.key!r} refused") from None
+    except Exception as exc:  # the mode's own __init__ or Options: its words, in one line
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(f"label mode {choice.key!r} failed to build: {type(exc).__name__}: {text}") from None
+    return mode, resolved
 
 
 def check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -217,5 +223,5 @@ def check_number(option: str, value: Any, *, minimum: float, integer: bool = Fal
         raise ConfigError(f"--label_options.{option} must be {kind} {bound}{null}, got {value!r}")
 
 
-__all__ = ["ALL", "LabelMode", "LabelOptions", "ModeOracle", "NoOptions", "check_choice", "check_number",
-           "make_label_mode", "mode_label"]
+__all__ = ["ALL", "LabelMode", "LabelModeChoice", "LabelOptions", "ModeOracle", "NoOptions", "build_label_mode",
+           "check_choice", "check_number", "make_label_mode", "mode_label"]
