@@ -164,13 +164,14 @@ def unknown_option(args: list[str], options: dict[str, Any]) -> str | None:
     """The first option name the parser does not know, where that is certain from the names alone; None when
     the command line holds something only the parser can judge (help, a component's own option such as
     --defense.beta, a possible abbreviation, a missing value): then the parser decides, as before."""
+    names = [a.partition("=")[0] for a in args]
+    if any(n in ("-h", "--help") or n.endswith(".help") or n.startswith("--print_config") for n in names):
+        return None  # help (wherever it stands) and --print_config are the parser's: it answers before errors
     i = 0
     while i < len(args):
         token = args[i]
         name, eq, _ = token.partition("=")
-        if not _looks_like_option(token) or name in ("-", "--") or name in ("-h", "--help"):
-            return None
-        if name.endswith(".help") or name.startswith("--print_config"):
+        if not _looks_like_option(token) or name in ("-", "--"):
             return None
         if name == "--attack" or name.startswith("--attack."):  # taken out before the parser (attack_args.py)
             i += 1 if eq or i + 1 >= len(args) else 2
