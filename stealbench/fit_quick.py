@@ -95,13 +95,18 @@ def _distributions() -> list[tuple[str, int]]:
     return out
 
 
-@lru_cache(maxsize=1)
 def fingerprint() -> str:
+    """Computed once per search path and plugin switches (a test may install a plugin distribution in-process)."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k in _ENV or k.startswith(_ENV_PREFIXES)))
+    return _fingerprint(tuple(sys.path), env)
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(path: tuple[str, ...], env: tuple[tuple[str, str], ...]) -> str:
     from . import __version__
 
-    env = {k: v for k, v in os.environ.items() if k in _ENV or k.startswith(_ENV_PREFIXES)}
-    parts = [sys.version, sys.executable, __version__, sorted(env.items()), _files(Path(__file__).parent),
-             _distributions(), _plugin_sources()]
+    parts = [sys.version, sys.executable, __version__, path, env, _files(Path(__file__).parent), _distributions(),
+             _plugin_sources()]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 

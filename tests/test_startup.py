@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO
 from stealbench import fit_quick
+from stealbench.testing import stealbench_distribution  # noqa: F401  (fixture)
 
 HEAVY = ("torch", "lightning", "wandb", "timm", "torchvision", "torchmetrics", "scipy", "matplotlib", "jsonargparse")
 
@@ -79,12 +80,10 @@ def test_unknown_option_only_where_the_names_settle_it(args, unknown):
     assert fit_quick.unknown_option(args, OPTIONS) == unknown
 
 
-def test_the_stored_answers_follow_the_plugin_switches(monkeypatch):
-    fit_quick.fingerprint.cache_clear()
-    try:
-        before = fit_quick.fingerprint()
-        monkeypatch.setenv("STEALBENCH_BLOCK_PLUGINS", "stealbench.defenses.edm")
-        fit_quick.fingerprint.cache_clear()
-        assert fit_quick.fingerprint() != before
-    finally:
-        fit_quick.fingerprint.cache_clear()
+def test_the_stored_answers_follow_the_plugin_switches_and_installed_plugins(monkeypatch, stealbench_distribution):
+    before = fit_quick.fingerprint()
+    monkeypatch.setenv("STEALBENCH_BLOCK_PLUGINS", "stealbench.defenses.edm")
+    blocked = fit_quick.fingerprint()
+    assert blocked != before
+    stealbench_distribution("stealbench-startup", {"sbt_startup": "X = 1\n"}, entry_points={"startup": "sbt_startup"})
+    assert fit_quick.fingerprint() not in (before, blocked)
