@@ -41,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         command, rest = argv[0], argv[1:]
         if command == "fit":
-            if _uses_fork_server(rest):
+            from .fit_quick import quick_answer
+
+            answer = quick_answer(rest)  # the stored `fit --help`; a mistyped option name fails here (no torch)
+            if answer is not None:
+                print(answer, end="")
+                return 0
+            if not _asks_for_help(rest) and _uses_fork_server(rest):
                 from .forkserver import warm_up
 
                 warm_up()  # the attacker's fork server imports torch while this process parses and trains the victim
@@ -79,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except (RunInterrupted, KeyboardInterrupt) as exc:
         print(f"stealbench: {exc or 'interrupted by Ctrl-C'}; the run did not finish", file=sys.stderr)
         return exit_code(exc)
+
+
+def _asks_for_help(args: list[str]) -> bool:
+    """`--help`, `--defense.help KEY`, ...: no attacker runs, so no fork server to start (`--attack.help` asks one)."""
+    names = [a.partition("=")[0] for a in args]
+    return any(n in ("-h", "--help") or (n.endswith(".help") and n != "--attack.help") for n in names)
 
 
 def _uses_fork_server(args: list[str]) -> bool:

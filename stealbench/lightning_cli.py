@@ -12,8 +12,10 @@ the run's config and `--print_config` show as `attack: {class_path, init_args}`,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import io
 import inspect
 import json
 import logging
@@ -28,7 +30,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from . import safe_yaml
+from . import fit_quick, safe_yaml
 from .arguments import check_folder, help_hint, jsonargparse_message
 from .attack_args import ATTACK_HELP, check_attack, split_attack_args
 from .attacker.label_choice import LabelModeChoice, LabelOptions
@@ -302,6 +304,7 @@ class StealbenchCLI(LightningCLI):
 
             print(ask_attacker("off", (), lambda link: link.help(helping)), end="")
             raise SystemExit(0)
+        fit_quick.store_options(parser)  # once per installed code: later mistyped names fail without Lightning
         try:
             self.config = parser.parse_args(preprocess_args(rest))
         except ArgumentError as exc:
@@ -461,6 +464,18 @@ def check_fit_args(args: list[str]) -> None:
 
 
 def fit_main(args: list[str]) -> int:
+    if fit_quick.is_help(args):  # stored for the next `fit --help` (fit_quick.py), printed as usual
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                StealbenchCLI(args)
+        except SystemExit as exc:
+            if exc.code in (0, None) and out.getvalue():
+                fit_quick.store_help(out.getvalue())
+            raise
+        finally:
+            print(out.getvalue(), end="")
+        return 0
     with handle_signals():  # SIGTERM / Ctrl-C raise RunInterrupted, whatever Lightning does with signals
         cli = StealbenchCLI(args)
         run_experiment(cli.experiment())
