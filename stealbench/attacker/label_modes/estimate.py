@@ -3,15 +3,18 @@
 What identifies them: a confident victim gives some classes probabilities below the defense's clip floor
 (eps = 1e-9); the defense clips those to eps, so they come out as several equal answers y'_floor = f(eps) / Z,
 which pins the normaliser Z for a guessed (beta, gamma). The guess is right when the preimages of Z y'_i then
-sum to 1. Rows whose other entries are saturated pin only c = f(eps) - eps = beta (sigmoid(gamma L) - 1/2),
-L = logit(1 - eps) (and so do rows with two free entries: f(1 - y) = 1 - f(y)); rows with three or more entries
-above the floor pin the point along that ridge. So the search runs in (log c, log gamma), where the two are
-nearly separate: c comes in closed form from the saturated rows, then gamma is searched along the ridge (a
-fine scan, Brent's method between the best points' neighbours) and both are polished (Nelder-Mead, scipy).
-The score is a soft count of the rows the parameters do not explain (r / (r + 1e-5), r the best branch
-assignment's |sum - 1|): at the truth every exact answer is explained, near it few are, so a coincidental tie
-or a row out of reach costs one row, not the estimate. The estimate is wherever the optimiser ends: no grid
-point or default guess is special.
+sum to 1: one equation per row, a curve in the plane of the two parameters, and the truth is where the rows'
+curves meet. The search runs in c = f(eps) - eps = beta (sigmoid(gamma L) - 1/2), L = logit(1 - eps), and gamma.
+Rows whose other entries are saturated pin c alone, in closed form (f(1 - y) = 1 - f(y)); gamma is then where the
+rows' roots along that ridge agree (a fine scan). Without such rows (an MNIST CNN's answers: 2-4 entries at the
+floor, the others spread over 1e-9 .. 1e-2) a Hough-style zoom finds the grid cell most rows' curves pass
+through and refines it (:func:`_zoom`). Both end in a polish (Nelder-Mead, scipy) of a soft count of the rows
+the parameters do not explain, r / (r + 1e-2), r the best branch assignment's |sum - 1| relative to the row's
+mass off its top entry: an absolute |sum - 1| cannot tell a confident row's tiny entries apart, and was fitted
+as well by parameters far from the truth (beta 100, gamma 0.001) whose inversion is 0.4 .. 0.8 L1 off. At the
+truth r is float32 rounding (median 9e-4, 90th percentile 9e-3 on an MNIST victim). No grid point or default
+guess is special. Where the parameters are barely identified (gamma 0.5: c ~ beta / 2 for every gamma above
+~0.3) the estimate can be wrong with a misfit like the truth's; `label_mode/recovery_l1` says so.
 """
 
 from __future__ import annotations
@@ -27,19 +30,22 @@ from torch import Tensor
 from .reverse_sigmoid import _EPS, _Branches, _floor_values
 
 _L = math.log((1 - _EPS) / _EPS)  # logit(1 - eps)
-_CAP = 1.0  # |sum - 1| of a row without any preimage
-_TOL = 1e-5  # a row is explained when its preimages sum to 1 within about this much (float32 answers, tables)
+_CAP = 1.0  # residual of a row without any preimage
+_TOL = 1e-2  # a row is explained when |sum - 1| is within about this share of its mass off the top entry
 _C_MAX = 0.999  # c = f(eps) - eps < 1 for any beta (f is clipped to [0, 1])
 _FREE = 8  # entries of a row whose branch is searched (see _searched_entries); the others sit on the low branch
 
 
 def _branch_table(k: int) -> Tensor:
-    """(2**k, k) branch assignments of a row's k searched entries, the argmax first: it on M or H, the others on
-    L or M (only one entry can exceed 1/2, and only that one can sit on H)."""
-    codes = torch.arange(2 ** k)[:, None] >> torch.arange(k)[None, :] & 1  # (2**k, k) bits
-    table = codes.clone()  # others: 0 = L, 1 = M
-    table[:, 0] = 1 + codes[:, 0]  # the largest: 1 = M, 2 = H
-    return table
+    """Branch assignments of a row's k searched entries, the argmax first: it on M or H and every other entry on
+    L, or one of them on M (a confident victim's answers; every assignment more lets a wrong (beta, gamma) explain
+    a row by coincidence)."""
+    rows = []
+    for top in (1, 2):  # the largest: 1 = M, 2 = H
+        rows.append([top] + [0] * (k - 1))
+        for j in range(1, k):
+            rows.append([top] + [1 if i == j else 0 for i in range(1, k)])
+    return torch.tensor(rows)
 
 
 def _searched_entries(rows: Tensor, floor: Tensor, m: int) -> Tensor:
@@ -52,8 +58,9 @@ def _searched_entries(rows: Tensor, floor: Tensor, m: int) -> Tensor:
     return key.argsort(-1)[:, :m]
 
 
-def _signed_sums(br: _Branches, z: Tensor, rows: Tensor, order: Tensor, table: Tensor) -> Tensor:
-    """(n, C): sum - 1 of every branch assignment of `table` at normaliser z (n,); NaN where a preimage is missing."""
+def _sums(br: _Branches, z: Tensor, rows: Tensor, order: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, C) each: the preimages' sum under every branch assignment of `table` at normaliser z (n,), and the top
+    entry's preimage; NaN where a preimage is missing."""
     pre = br.preimages(z[:, None] * rows)  # (n, K, 3)
     pre = torch.where(rows[..., None] <= 0, torch.full_like(pre, _EPS), pre)
     top = pre.gather(1, order[..., None].expand(-1, -1, 3))  # (n, m, 3): the searched entries
@@ -62,22 +69,20 @@ def _signed_sums(br: _Branches, z: Tensor, rows: Tensor, order: Tensor, table: T
     n, m, _ = top.shape
     chosen = top[:, None, :, :].expand(n, len(table), m, 3).gather(-1, table[None, :, :, None].expand(
         n, -1, -1, 1)).squeeze(-1)  # (n, C, m)
-    return chosen.sum(-1) + rest[:, None] - 1
+    return chosen.sum(-1) + rest[:, None], chosen[..., 0]
+
+
+def _signed_sums(br: _Branches, z: Tensor, rows: Tensor, order: Tensor, table: Tensor) -> Tensor:
+    """(n, C): sum - 1 of every branch assignment at normaliser z (n,); NaN where a preimage is missing."""
+    return _sums(br, z, rows, order, table)[0] - 1
 
 
 def _best_sums(br: _Branches, z: Tensor, rows: Tensor, order: Tensor, table: Tensor) -> Tensor:
-    """Per row, the |sum - 1| of the best branch assignment at normaliser z (n,) (capped; NaN -> cap)."""
-    values = z[:, None] * rows  # (n, K)
-    pre = br.preimages(values)  # (n, K, 3)
-    pre = torch.where(rows[..., None] <= 0, torch.full_like(pre, _EPS), pre)
-    top = pre.gather(1, order[..., None].expand(-1, -1, 3))  # (n, m, 3): the m largest entries
-    others = torch.ones_like(rows, dtype=torch.bool).scatter(1, order, False)
-    rest = torch.where(others, pre[..., 0], torch.zeros_like(rows)).sum(-1)  # the others, on the low branch
-    n, m, _ = top.shape
-    chosen = top[:, None, :, :].expand(n, len(table), m, 3).gather(-1, table[None, :, :, None].expand(
-        n, -1, -1, 1)).squeeze(-1)  # (n, C, m)
-    sums = chosen.sum(-1) + rest[:, None]
-    return (sums - 1).abs().nan_to_num(nan=_CAP).clamp_max(_CAP).min(-1).values
+    """Per row, the best branch assignment's |sum - 1| relative to the row's mass off its top entry (capped;
+    NaN -> cap): sum - 1 = (the others' sum) - (1 - top), and a confident row's entries are far below any
+    absolute tolerance."""
+    sums, top = _sums(br, z, rows, order, table)
+    return ((sums - 1).abs() / (sums - top)).nan_to_num(nan=_CAP).clamp_max(_CAP).min(-1).values
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Estimate:
     beta: float
     gamma: float
     rows: int  # clip-floor answers behind it
-    misfit: float  # soft share of those rows the estimate does not explain (|sum - 1| >> 1e-5); ~0 at the truth
+    misfit: float  # soft share of those rows the estimate does not explain (see _best_sums); ~0.15 at the truth
 
 
 def beta_from_ridge(c: float, gamma: float) -> float:
@@ -177,33 +182,74 @@ def _residuals(c: float, gamma: float, rows: Tensor, floor: Tensor, order: Tenso
     return _best_sums(br, br.f_eps / floor, rows, order, table)
 
 
-def _median_log_residual(c: float, gamma: float, rows: Tensor, floor: Tensor, order: Tensor, table: Tensor,
-                         points: int) -> float:
-    r = _residuals(c, gamma, rows, floor, order, table, points)
-    return 0.0 if r is None else float(torch.log10(r + 1e-12).median())
+_G_RANGE = (math.log(1e-3), math.log(10.0))  # log gamma searched
+_C_RANGE = (math.log(1e-4), math.log(_C_MAX))  # log c searched when no row is saturated
+_COARSE = 41  # grid points per axis of the first level
+_KEEP = 128  # cells kept per level (the most rows crossing first)
+_ZOOM_ROWS = 16  # rows the zoom counts crossings of (the polish scores all of them)
 
 
-def _ridge_candidates(rows: Tensor, floor: Tensor, order: Tensor, table: Tensor, keep: int = 3) -> list[float]:
-    """log c candidates when no row is saturated (a victim that is rarely that confident): c where the rows'
-    median log |sum - 1|, at its best gamma of a coarse scan, has its deepest local minima (a coarse log-c scan,
-    then Brent in each minimum's bracket). The median ignores the rows a wrong branch assignment misses; the
-    basin around the truth is narrow (about 1% of c), hence the refinement before the roots are clustered."""
-    log_gs = np.linspace(math.log(1e-3), math.log(10.0), 40)
+# The zoom's gamma axis is v = asinh(gamma L): f's shape depends on gamma through gamma L (the logit range the
+# sigmoid sees), and every gamma << 1 / L gives nearly the same function, the linear-in-logit limit
+# f(y) = y - (c / L) logit(y). In log gamma that limit would fill most of the grid with cells every row crosses;
+# in v it is a thin strip at v ~ 0, and v is logarithmic in gamma above 1 / L.
+_V_RANGE = (math.asinh(1e-3 * _L), math.asinh(10.0 * _L))
 
-    def ridge(log_c: float, points: int = 4001) -> float:
-        return min(_median_log_residual(math.exp(log_c), math.exp(lg), rows, floor, order, table, points)
-                   for lg in log_gs)
 
-    log_cs = np.linspace(math.log(1e-4), math.log(_C_MAX), 48)
-    values = np.array([ridge(lc, points=1001) for lc in log_cs])
-    minima = [i for i in range(len(values)) if (i == 0 or values[i] <= values[i - 1])
-              and (i == len(values) - 1 or values[i] <= values[i + 1])]
-    found = []
-    for i in sorted(minima, key=lambda i: values[i])[:keep]:
-        lo, hi = log_cs[max(i - 1, 0)], log_cs[min(i + 1, len(log_cs) - 1)]
-        result = minimize_scalar(ridge, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-        found.append((float(result.fun), float(result.x)))
-    return [log_c for _, log_c in sorted(found)]
+def _log_gamma(v: np.ndarray) -> np.ndarray:
+    return np.log(np.sinh(v) / _L)
+
+
+def _signs(log_c: float, log_g: float, rows: Tensor, floor: Tensor, order: Tensor, table: Tensor,
+           points: int) -> Tensor:
+    """(n, C) int8: the sign of sum - 1 of every branch assignment at (c, gamma); 0 where a preimage is missing."""
+    gamma = math.exp(log_g)
+    beta = beta_from_ridge(math.exp(log_c), gamma)
+    if not 0 < beta < 100:
+        return torch.zeros(len(rows), len(table), dtype=torch.int8)
+    br = _Branches(beta, gamma, points=points)
+    s = _signed_sums(br, br.f_eps / floor, rows, order, table)
+    return torch.sign(s.nan_to_num(0.0)).to(torch.int8)
+
+
+def _crossing_rows(log_gs: np.ndarray, log_cs: np.ndarray, *args, points: int) -> Tensor:
+    """(G - 1, C - 1): per grid cell, the rows with some branch assignment whose sum - 1 changes sign across the
+    cell's corners (its zero curve passes through the cell)."""
+    s = torch.stack([torch.stack([_signs(lc, lg, *args, points=points) for lc in log_cs]) for lg in log_gs])
+    corners = (s[:-1, :-1], s[1:, :-1], s[:-1, 1:], s[1:, 1:])
+    above = torch.stack([c > 0 for c in corners]).any(0)
+    below = torch.stack([c < 0 for c in corners]).any(0)
+    return (above & below).any(-1).sum(-1)
+
+
+def _zoom(rows: Tensor, floor: Tensor, order: Tensor, table: Tensor) -> list[tuple[float, float]]:
+    """Candidate (log c, log gamma) when no row is saturated: the cells of a (log gamma, log c) grid through
+    which the most rows' zero curves pass, refined 4 x 4 at a time. Every exactly answered row's curve passes
+    through the truth, so its cell keeps them all while cells where curves only pass near each other lose rows
+    as they shrink. It stops where the lookup tables' own error (~1e-4 in log gamma) starts to cost rows too;
+    the polish takes it from there. (A residual scan instead has a basin ~0.1% of c wide: coarse steps miss it.)"""
+    args = (rows[:_ZOOM_ROWS], floor[:_ZOOM_ROWS], order[:_ZOOM_ROWS], table)
+    log_gs, log_cs = np.linspace(*_V_RANGE, _COARSE), np.linspace(*_C_RANGE, _COARSE)  # log_gs: v, see _v
+    counts = _crossing_rows(_log_gamma(log_gs), log_cs, *args, points=2001)
+    width = np.array([log_gs[1] - log_gs[0], log_cs[1] - log_cs[0]])
+    cells = [(log_gs[i], log_cs[j], int(counts[i, j])) for i, j in torch.nonzero(counts).tolist()]
+    first_top = max(n for _, _, n in cells)
+    best = cells
+    while width[0] > 1e-7:
+        top = max(n for _, _, n in cells)
+        if top < 0.75 * first_top:
+            break
+        cells = sorted((c for c in cells if c[2] >= top - max(1, top // 10)), key=lambda c: -c[2])[:_KEEP]
+        best, best_width = cells, width
+        sub = width / 4
+        points = 2001 if width[0] > 1e-2 else 4001
+        finer = []
+        for lg, lc, _ in cells:
+            gs, cs = lg + sub[0] * np.arange(5), lc + sub[1] * np.arange(5)
+            counts = _crossing_rows(_log_gamma(gs), cs, *args, points=points)
+            finer += [(gs[i], cs[j], int(counts[i, j])) for i in range(4) for j in range(4)]
+        cells, width = finer, sub
+    return [(lc + best_width[1] / 2, float(_log_gamma(np.array([v + best_width[0] / 2]))[0])) for v, lc, _ in best[:3]]
 
 
 def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_rows: int = 8) -> Estimate | None:
@@ -228,24 +274,24 @@ def estimate_reverse_sigmoid(released: Tensor, *, max_rows: int = 64, min_floor_
             return 2.0
         return (r / (r + _TOL)).mean().item()  # a soft count of the rows the parameters do not explain
 
-    log_gs = np.linspace(math.log(1e-3), math.log(10.0), 400)
     c_known = _ridge_from_saturated(rows, free)
-    log_cs = [math.log(c_known)] if c_known is not None else _ridge_candidates(rows, floor, order, table)
-    best_count, best = -1, None
-    for log_c in log_cs:
-        count, log_g = _root_cluster(log_gs, log_c, rows, floor, order, table)
-        if count > best_count:
-            best_count, best = count, np.array([log_c, log_g])
-    # polish: Brent along the ridge in the cluster's window, then both coordinates (Nelder-Mead)
-    lo, hi = best[1] - 2 * _WINDOW, best[1] + 2 * _WINDOW
-    result = minimize_scalar(lambda lg: score((best[0], lg)), bounds=(lo, hi), method="bounded",
-                             options={"xatol": 1e-9})
-    best_score, best = float(result.fun), np.array([best[0], result.x])
-    result = minimize(score, best, method="Nelder-Mead", options={
-        "xatol": 1e-9, "fatol": 1e-12, "maxiter": 200,
-        "initial_simplex": best + np.array([[0, 0], [1e-5, 0], [0, 1e-5]])})
-    if result.fun < best_score:
-        best_score, best = float(result.fun), result.x
+    if c_known is not None:  # c in closed form: gamma where the rows' roots along that ridge agree
+        log_gs = np.linspace(*_G_RANGE, 400)
+        _, log_g = _root_cluster(log_gs, math.log(c_known), rows, floor, order, table)
+        lo, hi = log_g - 2 * _WINDOW, log_g + 2 * _WINDOW
+        result = minimize_scalar(lambda lg: score((math.log(c_known), lg)), bounds=(lo, hi), method="bounded",
+                                 options={"xatol": 1e-9})
+        starts = [np.array([math.log(c_known), result.x])]
+    else:
+        starts = [np.array(point) for point in _zoom(rows, floor, order, table)]
+    best_score, best = math.inf, starts[0]
+    for start in starts:  # polish both coordinates (Nelder-Mead); the lowest soft count wins
+        result = minimize(score, start, method="Nelder-Mead", options={
+            "xatol": 1e-9, "fatol": 1e-12, "maxiter": 200,
+            "initial_simplex": start + np.array([[0, 0], [1e-5, 0], [0, 1e-5]])})
+        for value, at in ((score(start), start), (float(result.fun), result.x)):
+            if value < best_score:
+                best_score, best = value, np.asarray(at)
     gamma = math.exp(best[1])
     return Estimate(beta_from_ridge(math.exp(best[0]), gamma), gamma, len(rows), best_score)
 
