@@ -1,13 +1,12 @@
 """A steal through a third-party V2 server: MLServer (Seldon) serving a small PyTorch digits classifier, attacked
 end to end by `stealbench fit --oracle.url` (JBDA by default), all on 127.0.0.1.
 
-    python bench/third_party_v2.py --mlserver-python /work/mlsvenv/bin/python
+    python bench/third_party_v2.py --mlserver-python .venv-mlserver/bin/python
     python bench/third_party_v2.py --budget 300 --attack.rounds 2          # unknown options go to `fit`
 
 MLServer lives in a Python of its own (its pins, e.g. fastapi 0.115 / starlette 0.46, clash with stealbench's):
 
-    python3 -m venv /work/mlsvenv
-    /work/mlsvenv/bin/pip install torch==2.13.0 mlserver==1.7.1
+    bash .ci/mlserver.sh        # builds .venv-mlserver (.ci/mlserver-requirements.txt), prints its python
 
 The Python with mlserver: --mlserver-python, else $STEALBENCH_MLSERVER_PYTHON, else this one if it imports
 mlserver. Steps: (1) the victim: stealbench trains (or loads from its cache) the digits victim `fit --seed S`

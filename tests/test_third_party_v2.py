@@ -19,8 +19,7 @@ from stealbench.errors import EndpointError
 from stealbench.serve.client import V2Client
 
 REPO = Path(__file__).resolve().parents[1]
-SETUP = ("python3 -m venv /work/mlsvenv && /work/mlsvenv/bin/pip install torch==2.13.0 mlserver==1.7.1, then "
-         "STEALBENCH_MLSERVER_PYTHON=/work/mlsvenv/bin/python")
+SETUP = "export STEALBENCH_MLSERVER_PYTHON=$(bash .ci/mlserver.sh) (builds .venv-mlserver, as .ci/run does)"
 
 
 def _mlserver_python() -> tuple[str | None, str]:
