@@ -228,3 +228,18 @@ def test_the_defender_checks_a_label_modes_shape_only(key, options, message):
         LabelModeChoice.checked(key, options)
     assert LabelModeChoice.checked("anything", {"k": [1, {"a": None}]}).as_data() == {
         "key": "anything", "options": {"k": [1, {"a": None}]}}
+
+
+def test_the_attacks_own_description_is_checked_like_any_attacker_message():
+    from stealbench.defender.schema import check_attack_description
+    from stealbench.errors import ProtocolError
+
+    good = {"key": "jbda", "source": None, "plugin": {}, "params": "rounds=2",
+            "config": {"class_path": "stealbench.attacks.jbda.JBDA", "init_args": {"rounds": 2}}, "needs_pool": True}
+    assert check_attack_description(good, "jbda") == good
+    assert check_attack_description(dict(good), "stealbench.attacks.jbda.JBDA")["key"] == "jbda"  # a class path
+    for forged in ({**good, "key": "random"}, {**good, "needs_pool": "no"}, {**good, "budget": 10 ** 6},
+                   {**good, "config": {"class_path": "x", "init_args": [1]}}, {**good, "plugin": {"a": 1}},
+                   {**good, "params": ["rounds"]}):
+        with pytest.raises(ProtocolError):
+            check_attack_description(forged, "jbda")

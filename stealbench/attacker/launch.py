@@ -75,11 +75,13 @@ class AttackerLink:
     def resolve(self, choice: Any, limits: dict[str, int] | None = None) -> dict[str, Any]:
         """Build `choice` (an AttackChoice) on the attacker's side; with `limits` also validate it, and that attack
         is the one that runs. Returns its resolved config; ConfigError in one line when it is refused."""
+        from ..defender.schema import check_attack_description
+
         if limits is None:
             self._send(("check", choice.as_data()))
         else:
             self._send(("attack", {"choice": choice.as_data(), "limits": dict(limits)}))
-        return self._answer("resolved", f"building attack {choice.key!r}")
+        return check_attack_description(self._answer("resolved", f"building attack {choice.key!r}"), choice.key)
 
     def label_mode(self, choice: Any, num_classes: int, budget: int | None = None) -> dict[str, Any]:
         """Build `choice` (a LabelModeChoice) on the attacker's side: the mode the run uses. Returns its account

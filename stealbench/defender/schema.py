@@ -157,10 +157,7 @@ def check_label_mode(payload: Any, key: str, budget: int | None) -> dict[str, An
         raise _broke(what, f"it describes {payload['key']!r}, not the label mode {key!r} asked for")
     source = payload["source"]
     source = None if source is None else _text(what, "source", source, MAX_TEXT)
-    plugin = payload["plugin"]
-    if not isinstance(plugin, dict) or len(plugin) > 1 or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in plugin.items()):
-        raise _broke(what, "plugin must map the registering plugin's name to its version")
+    plugin = _plugin(what, payload["plugin"])
     answers = payload["answers"]
     if answers != "all" and (not isinstance(answers, list) or len(answers) > MAX_KEYS
                              or not all(isinstance(a, str) for a in answers)):
@@ -170,9 +167,38 @@ def check_label_mode(payload: Any, key: str, budget: int | None) -> dict[str, An
         raise _broke(what, "effective_budget must be null when no budget was given")
     if budget is not None and (not _is_int(effective) or not 0 <= effective <= budget):
         raise _broke(what, f"effective_budget must be an integer from 0 to the budget {budget}, got {effective!r}")
-    return {"key": key, "source": source, "plugin": {k[:MAX_TEXT]: v[:MAX_TEXT] for k, v in plugin.items()},
+    return {"key": key, "source": source, "plugin": plugin,
             "answers": answers if answers == "all" else [a[:MAX_TEXT] for a in answers],
             "effective_budget": effective}
+
+
+def _plugin(what: str, plugin: Any) -> dict[str, str]:
+    if not isinstance(plugin, dict) or len(plugin) > 1 or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in plugin.items()):
+        raise _broke(what, "plugin must map the registering plugin's name to its version")
+    return {k[:MAX_TEXT]: v[:MAX_TEXT] for k, v in plugin.items()}
+
+
+def check_attack_description(payload: Any, key: str) -> dict[str, Any]:
+    """The attacker's side's account of the attack it built (the handshake's "resolved" answer): {key, source,
+    plugin, params, config, needs_pool}, recorded in results.json and the run's config. Its word only: nothing in
+    it sets a budget, a metric or a path."""
+    what = "attack description"
+    payload = _fields(what, payload, ("key", "source", "plugin", "params", "config", "needs_pool"))
+    resolved = _text(what, "key", payload["key"], MAX_TEXT)
+    if resolved != key and "." not in key:  # a class path asked for comes back as its registry key
+        raise _broke(what, f"it describes {resolved!r}, not the attack {key!r} asked for")
+    source = payload["source"]
+    config = payload["config"]
+    if not isinstance(config, dict) or set(config) != {"class_path", "init_args"} or not isinstance(
+            config["init_args"], dict) or len(config["init_args"]) > MAX_KEYS:
+        raise _broke(what, "config must be {class_path, init_args} with init_args a mapping")
+    if not isinstance(payload["needs_pool"], bool):
+        raise _broke(what, f"needs_pool must be true or false, got {payload['needs_pool']!r}"[:MAX_TEXT])
+    return {"key": resolved, "source": None if source is None else _text(what, "source", source, MAX_TEXT),
+            "plugin": _plugin(what, payload["plugin"]), "params": _text(what, "params", payload["params"], MAX_TEXT),
+            "config": {"class_path": _text(what, "class_path", config["class_path"], MAX_TEXT),
+                       "init_args": config["init_args"]}, "needs_pool": payload["needs_pool"]}
 
 
 # ---------------------------------------------------------------------------------------------- key ownership
