@@ -201,6 +201,9 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=at_least(1, "--jobs"), default=1,
                         help="run this many runs at a time, each its own process with cores / JOBS threads "
                              "(default 1: one after another)")
+    from .grid_launcher import add_launcher_options, launcher_options
+
+    add_launcher_options(parser)  # --launcher submitit, --launcher.backend slurm|local, ...
     parser.add_argument("--sandbox", choices=("auto", "bwrap", "off"), default=None,
                         help="`stealbench fit --sandbox` for every run (default: the grid file's, else auto)")
     parser.add_option("--grid_run", default=None, metavar="NAME",
@@ -212,6 +215,7 @@ def grid_command(argv: list[str]) -> int:
     parser.add_argument("--program", default=None,
                         help="grid file path as agents will see it (default: FILE as given)")
     args = parser.parse_args(argv)
+    launcher = launcher_options(args)  # bad launcher options, or no submitit, fail before the grid file is read
     from .grid import check_keys, load_grid, set_sandbox
     from .grid_runner import dry_run_lines, run_grid
 
@@ -241,7 +245,8 @@ def grid_command(argv: list[str]) -> int:
         return 0
     check_keys(runs)
     check_run_options(runs)
-    report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast, jobs=args.jobs)
+    report = run_grid(grid, runs, subprocess_mode=args.subprocess, fail_fast=args.fail_fast, jobs=args.jobs,
+                      launcher=launcher)
     if report.interrupted:
         return report.interrupt_code
     if grid.claims is not None and grid.claims.claims:

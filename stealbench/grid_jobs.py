@@ -20,7 +20,7 @@ from pathlib import Path
 from .grid import Grid, GridRun
 from .results import RESULTS_FILE
 from .rundir import is_busy, is_complete, set_aside_error, taken_by_another
-from .signals import RunInterrupted, child_exit_interrupted, die_with_parent, exit_code
+from .signals import RunInterrupted, child_exit_interrupted, die_with_parent, exit_code, spawn_child
 
 #: hidden, so that leaderboards reading the output folder never take it for a run
 LOG_DIR = ".logs"
@@ -40,7 +40,7 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
-class _Jobs:
+class Jobs:
     """The shared state of the workers: what is left, what runs, what happened."""
 
     def __init__(self, grid: Grid, todo: list[GridRun], report, out, fail_fast: bool, threads: int) -> None:
@@ -63,14 +63,11 @@ class _Jobs:
         while (item := self.next_run()) is not None:
             i, run = item
             folder = run.folder(self.grid.output_dir)
-            why = taken_by_another(folder)
+            why = prepare_cell(folder)
             if why is not None:
-                self._finish(run, "busy", f"skipped: {why}")
+                self.finish(run, "busy", f"skipped: {why}")
                 continue
-            if folder.exists():
-                set_aside_error(folder)
-            log = Path(self.grid.output_dir) / LOG_DIR / f"{run.name}.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
+            log = cell_log(self.grid.output_dir, run.name)
             self.out.info(f"[bold]grid run {i}/{self.total}[/] started: {self.out.escape(run.name)} "
                           f"(log {self.out.escape(log)})")
             t0 = time.perf_counter()
@@ -78,31 +75,24 @@ class _Jobs:
                 with self.lock:
                     if self.stop:
                         return
-                    proc = subprocess.Popen([sys.executable, "-m", "stealbench", "fit", *run.args],
-                                            stdout=sink, stderr=subprocess.STDOUT, env=child_env(self.threads),
-                                            preexec_fn=die_with_parent, process_group=0)
+                    proc = subprocess.Popen(cell_command(run.args), stdout=sink, stderr=subprocess.STDOUT,
+                                            env=child_env(self.threads), preexec_fn=die_with_parent,
+                                            process_group=0)
                     self.running[run.name] = proc
                 code = proc.wait()
             with self.lock:
                 self.running.pop(run.name, None)
                 stopped = self.stop
-            elapsed = time.perf_counter() - t0
-            if child_exit_interrupted(code) is not None:
-                if not stopped:  # the child alone was signalled (by a user or the OOM killer): the grid stops too
-                    self.interrupt(child_exit_interrupted(code))
-                self._finish(run, "interrupted", f"interrupted after {elapsed:.0f}s")
-            elif code == 0 and is_complete(folder):
-                self._finish(run, "completed", f"done in {elapsed:.0f}s")
-            elif is_busy(folder) is not None:
-                self._finish(run, "busy", "skipped: in use by another stealbench process")
-            else:
-                why = (f"`stealbench fit` exited with status {code}" if code else
-                       f"finished without a complete {folder / RESULTS_FILE}")
-                self._finish(run, "failed", why, log)
-                if self.fail_fast:
-                    self.interrupt(None)
+            if child_exit_interrupted(code) is not None and not stopped:
+                # the child alone was signalled (by a user or the OOM killer): the grid stops too
+                self.interrupt(child_exit_interrupted(code))
+            outcome, message = cell_outcome(code, folder, time.perf_counter() - t0, log)
+            self.finish(run, outcome, message)
+            if outcome == "failed" and self.fail_fast:
+                self.interrupt(None)
 
-    def _finish(self, run: GridRun, outcome: str, message: str, log: Path | None = None) -> None:
+    def finish(self, run: GridRun, outcome: str, message: str) -> None:
+        """Count one run's outcome (completed, busy, failed, interrupted) and print its two lines."""
         with self.lock:
             self.finished += 1
             if outcome == "completed":
@@ -110,7 +100,7 @@ class _Jobs:
             elif outcome == "busy":
                 self.report.busy.append(run.name)
             elif outcome == "failed":
-                self.report.failed.append((run.name, message + (f" (log {log})" if log else "")))
+                self.report.failed.append((run.name, message))
             done, failed = self.finished, len(self.report.failed)
         colour = "[red]" if outcome == "failed" else ""
         self.out.info(f"{colour}grid run {self.out.escape(run.name)}[/]: {self.out.escape(message)}" if colour else
@@ -136,7 +126,7 @@ def run_parallel(grid: Grid, todo: list[GridRun], report, out, *, jobs: int, fai
     threads = max(1, available_cores() // jobs)
     out.info(f"grid: {jobs} jobs at a time, {threads} thread{'s' if threads > 1 else ''} each; each run's output "
              f"in {out.escape(Path(grid.output_dir) / LOG_DIR)}")
-    state = _Jobs(grid, todo, report, out, fail_fast, threads)
+    state = Jobs(grid, todo, report, out, fail_fast, threads)
     workers = [threading.Thread(target=state.worker, name=f"grid-job-{k}", daemon=True) for k in range(jobs)]
     for w in workers:
         w.start()
@@ -154,4 +144,58 @@ def run_parallel(grid: Grid, todo: list[GridRun], report, out, *, jobs: int, fai
         out.info("grid interrupted; run the same command again to resume")
 
 
-__all__ = ["LOG_DIR", "available_cores", "child_env", "run_parallel"]
+# --------------------------------------------------------------------------------------- one cell, wherever it runs
+
+def cell_command(args: list[str]) -> list[str]:
+    """The process that runs one cell: `stealbench fit` with the run's arguments."""
+    return [sys.executable, "-m", "stealbench", "fit", *args]
+
+
+def cell_log(output_dir: str | Path, name: str) -> Path:
+    """Where a cell's output goes (its parent folder made)."""
+    log = Path(output_dir) / LOG_DIR / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return log
+
+
+def prepare_cell(folder: Path) -> str | None:
+    """Why another process has the cell (it runs or ran it), else None, an earlier attempt's error set aside."""
+    why = taken_by_another(folder)
+    if why is None and folder.exists():
+        set_aside_error(folder)
+    return why
+
+
+def cell_outcome(code: int, folder: Path, elapsed: float, log: Path) -> tuple[str, str]:
+    """A finished cell's `stealbench fit` exit status -> (completed|interrupted|busy|failed, message)."""
+    if child_exit_interrupted(code) is not None:
+        return "interrupted", f"interrupted after {elapsed:.0f}s"
+    if code == 0 and is_complete(folder):
+        return "completed", f"done in {elapsed:.0f}s"
+    if is_busy(folder) is not None:
+        return "busy", "skipped: in use by another stealbench process"
+    why = (f"`stealbench fit` exited with status {code}" if code else
+           f"finished without a complete {folder / RESULTS_FILE}")
+    return "failed", f"{why} (log {log})"
+
+
+def run_cell(args: list[str], output_dir: str, name: str, threads: int, cwd: str) -> tuple[str, str]:
+    """Run one cell to its end in a process of its own, as a worker of run_parallel does; what a cluster job
+    (grid_launcher.py) calls on its node. SIGTERM/Ctrl-C reach the cell and come out as an `interrupted` outcome."""
+    os.chdir(cwd)  # the grid's relative paths mean what they meant where it was submitted
+    folder = Path(output_dir) / name
+    why = prepare_cell(folder)
+    if why is not None:
+        return "busy", f"skipped: {why}"
+    log = cell_log(output_dir, name)
+    t0 = time.perf_counter()
+    with open(log, "wb") as sink:
+        try:
+            code = spawn_child(cell_command(args), stdout=sink, stderr=subprocess.STDOUT, env=child_env(threads))
+        except RunInterrupted as exc:
+            return "interrupted", f"{exc} after {time.perf_counter() - t0:.0f}s"
+    return cell_outcome(code, folder, time.perf_counter() - t0, log)
+
+
+__all__ = ["LOG_DIR", "available_cores", "cell_command", "cell_log", "cell_outcome", "child_env", "prepare_cell",
+           "run_cell", "run_parallel"]

@@ -80,9 +80,10 @@ def _fmt_seconds(seconds: float | None) -> str:
 
 def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: bool = False,
              fail_fast: bool = False, runner: Callable[[list[str]], None] | None = None,
-             progress: bool | None = None, jobs: int = 1) -> GridReport:
+             progress: bool | None = None, jobs: int = 1, launcher=None) -> GridReport:
     """Run `runs` (default: all), skipping complete ones; a failure does not stop the grid. `jobs` > 1: that many
-    at a time, each its own `stealbench fit` process with its share of the cores (grid_jobs.py)."""
+    at a time, each its own `stealbench fit` process with its share of the cores (grid_jobs.py). `launcher` (a
+    grid_launcher.LauncherOptions): each a cluster job through submitit (grid_launcher.py)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from . import console as out
@@ -100,6 +101,12 @@ def run_grid(grid: Grid, runs: list[GridRun] | None = None, *, subprocess_mode: 
              f"{len(todo)} to run -> {out.escape(grid.output_dir)}")
     if not todo:
         return report
+    if launcher is not None:
+        from .grid_launcher import run_launched
+
+        with handle_signals():
+            run_launched(grid, todo, report, out, launcher, fail_fast=fail_fast)
+        return _summary(grid, report, out)
     if jobs > 1:
         from .grid_jobs import run_parallel
 
