@@ -346,7 +346,7 @@ def test_jobs_run_cells_at_once_train_the_shared_victim_once_and_match_one_by_on
         assert metrics[0]["surrogate/acc"] == metrics[1]["surrogate/acc"], run.name
     # a rerun finds everything complete; the logs folder is not taken for a run
     assert run_grid(grid, jobs=2).skipped == [r.name for r in grid.runs]
-    assert main(["leaderboard", str(tmp_path / "parallel" / "runs")]) == 0
+    assert main(["leaderboard", str(tmp_path / "parallel" / "runs"), "--output_dir", str(tmp_path / "board")]) == 0
 
 
 def test_jobs_pass_sigterm_to_every_running_cell_and_a_rerun_resumes(tmp_path):
