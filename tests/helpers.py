@@ -46,3 +46,21 @@ def attack_context(budget, pool=400, defense=None, pool_labels=None, classes=10)
         new_surrogate=tiny_net, train=train, to_targets=lambda p: p, checkpoint=checkpoint, seed_set=seed_set,
         pool_labels=pool_labels, log=lambda msg: None)
     return ctx, log
+
+
+def install_recorder(tmp_path, stealbench_distribution, distribution: str, module: str, source: str):
+    """Install `source` (a plugin module whose steps write steps.<step>.<pid> files) as an attacker-side plugin
+    distribution; returns the report prefix it was given."""
+    report = tmp_path / "steps"
+    stealbench_distribution(distribution, {module: source.replace("{report!r}", repr(str(report)))},
+                            attack_entry_points={module.removeprefix("sb_"): module})
+    return report
+
+
+def recorded_steps(tmp_path) -> dict:
+    """{step: {process ids}} from the steps.<step>.<pid> files a recording plugin wrote."""
+    found: dict = {}
+    for path in tmp_path.glob("steps.*.*"):
+        _, step, pid = path.name.split(".")
+        found.setdefault(step, set()).add(int(pid))
+    return found

@@ -16,6 +16,8 @@ from stealbench.cli import main
 from stealbench.errors import PluginError
 from stealbench.testing import stealbench_distribution  # noqa: F401  (fixture)
 
+from helpers import install_recorder, recorded_steps
+
 HOSTILE = '''
 import os
 import torch
@@ -68,18 +70,10 @@ def register_attacks(register):
 
 
 def _install(tmp_path, stealbench_distribution):
-    report = tmp_path / "steps"
-    stealbench_distribution("stealbench-recorder", {"sb_recorder": HOSTILE.replace("{report!r}", repr(str(report)))},
-                            attack_entry_points={"recorder": "sb_recorder"})
-    return report
+    return install_recorder(tmp_path, stealbench_distribution, "stealbench-recorder", "sb_recorder", HOSTILE)
 
 
-def _steps(tmp_path) -> dict[str, set[int]]:
-    found: dict[str, set[int]] = {}
-    for path in tmp_path.glob("steps.*.*"):
-        _, step, pid = path.name.split(".")
-        found.setdefault(step, set()).add(int(pid))
-    return found
+_steps = recorded_steps
 
 
 FIT = ["fit", "--data", "digits", "--victim.epochs", "1", "--budget", "20", "--progress_bar", "false"]

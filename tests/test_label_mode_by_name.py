@@ -17,6 +17,8 @@ from stealbench.cli import main
 from stealbench.errors import PluginError, ProtocolError
 from stealbench.testing import stealbench_distribution  # noqa: F401  (fixture)
 
+from helpers import install_recorder, recorded_steps
+
 HOSTILE = '''
 import dataclasses
 import os
@@ -80,18 +82,10 @@ def register_label_modes(register):
 
 
 def _install(tmp_path, stealbench_distribution):
-    report = tmp_path / "steps"
-    stealbench_distribution("stealbench-lmrecorder", {"sb_lmrecorder": HOSTILE.replace("{report!r}", repr(str(report)))},
-                            attack_entry_points={"lmrecorder": "sb_lmrecorder"})
-    return report
+    return install_recorder(tmp_path, stealbench_distribution, "stealbench-lmrecorder", "sb_lmrecorder", HOSTILE)
 
 
-def _steps(tmp_path) -> dict[str, set[int]]:
-    found: dict[str, set[int]] = {}
-    for path in tmp_path.glob("steps.*.*"):
-        _, step, pid = path.name.split(".")
-        found.setdefault(step, set()).add(int(pid))
-    return found
+_steps = recorded_steps
 
 
 FIT = ["fit", "--data", "digits", "--victim.epochs", "1", "--budget", "20", "--progress_bar", "false",
