@@ -51,11 +51,11 @@ def attacker_gradient(proxy: nn.Module, x: torch.Tensor, target: torch.Tensor) -
     return torch.cat([g.flatten() for g in grads]).double()
 
 
-def test_it_releases_the_vertex_direction_of_largest_angular_deviation():
+def test_feasible_oracle_releases_the_feasible_point_of_largest_angular_deviation():
     """Independent brute force: for each sample and each vertex e_k, the feasible point y + a (e_k - y) with
     ||a (e_k - y)||_1 = min(eps, ||e_k - y||_1), the attacker's gradient by autograd and its angular deviation
     from the clean answer's gradient; MAD's answer must be the candidate of largest deviation."""
-    defense = MAD(gradient="full", proxy_arch="mlp", epsilon=0.6)
+    defense = MAD(gradient="full", proxy_arch="mlp", epsilon=0.6, oracle="feasible")
     defense.setup(make_defense_setup())
     x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(4))
     y = random_probs(12, scale=1.5)
@@ -81,24 +81,120 @@ def test_it_releases_the_vertex_direction_of_largest_angular_deviation():
         assert devs.max() > 1e-3  # it really deviates
 
 
-def test_zero_epsilon_releases_the_clean_answer():
+@pytest.mark.parametrize("oracle", ["objmax", "surrogate", "feasible"])
+@pytest.mark.parametrize("argmax_preserving", [False, True])
+def test_zero_epsilon_releases_the_clean_answer(oracle, argmax_preserving):
     y = random_probs()
-    assert torch.allclose(mad_perturb(y, random_gram(len(y), 10), 0.0), y)
+    out = mad_perturb(y, random_gram(len(y), 10), 0.0, oracle=oracle, argmax_preserving=argmax_preserving)
+    assert torch.allclose(out, y)
 
 
-def test_argmax_preserving_keeps_the_top1_even_for_near_ties():
-    y = random_probs(256, scale=0.5)  # flat answers: the top-1 is easy to flip
+def explicit_jacobians(n: int, k: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, k, 30, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def objective(jac: torch.Tensor, target: torch.Tensor, y: torch.Tensor, oracle: str) -> float:
+    """The authors' two objectives on one row, from an explicit Jacobian (K, D): objmax is the angular one."""
+    u, v = jac.T @ target, jac.T @ y
+    if oracle == "surrogate":
+        return float(((u - v) ** 2).sum())
+    return float(((u / u.norm() - v / v.norm()) ** 2).sum())
+
+
+def along_segment(y: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    a = min(1.0, eps / float((target - y).abs().sum()))
+    return (1 - a) * y + a * target
+
+
+@pytest.mark.parametrize("oracle", ["objmax", "surrogate"])
+def test_the_authors_oracle_takes_the_vertex_of_largest_objective_at_the_vertex(oracle):
+    """Brute force, row by row: the objective evaluated at each vertex e_k (not at the released point), the
+    first best vertex, then the closed-form line search to the edge of the L1 ball."""
+    y = random_probs(40, scale=1.5)
+    jac = explicit_jacobians(40, 10)
+    out = mad_perturb(y, jac @ jac.transpose(1, 2), 0.6, oracle=oracle)
+    eye = torch.eye(10, dtype=torch.float64)
+    for i in range(len(y)):
+        values = [objective(jac[i], eye[k], y[i], oracle) for k in range(10)]
+        torch.testing.assert_close(out[i], along_segment(y[i], eye[max(range(10), key=values.__getitem__)], 0.6),
+                                   rtol=0, atol=1e-12)
+
+
+def test_objmax_and_the_feasible_heuristic_release_different_answers():
+    y = random_probs(256, scale=1.5)
     gram = random_gram(256, 10)
-    free = mad_perturb(y, gram, 1.0)
-    kept = mad_perturb(y, gram, 1.0, argmax_preserving=True)
+    differ = (mad_perturb(y, gram, 0.6) - mad_perturb(y, gram, 0.6, oracle="feasible")).abs().sum(-1) > 1e-6
+    assert differ.float().mean() > 0.05
+
+
+def subset_target(members: list[int], top: int, k: int) -> torch.Tensor:
+    t = torch.zeros(k, dtype=torch.float64)
+    t[members] = 1.0
+    t[top] += 1e-5
+    return t / t.sum()
+
+
+@pytest.mark.parametrize("oracle", ["objmax", "surrogate"])
+def test_argmax_preserving_searches_every_vertex_set_holding_the_top1(oracle):
+    """K <= 10: all 2^(K-1) sets that hold the top-1 c, mass spread evenly, c upweighted by 1e-5 (brute force)."""
+    import itertools
+
+    k = 6
+    y = random_probs(30, k=k, scale=1.0)
+    jac = explicit_jacobians(30, k)
+    out = mad_perturb(y, jac @ jac.transpose(1, 2), 0.8, argmax_preserving=True, oracle=oracle)
+    for i in range(len(y)):
+        top = int(y[i].argmax())
+        others = [j for j in range(k) if j != top]
+        sets = [[top, *extra] for r in range(k) for extra in itertools.combinations(others, r)]
+        targets = [subset_target(s, top, k) for s in sets]
+        values = torch.tensor([objective(jac[i], t, y[i], oracle) for t in targets])
+        released_value = objective(jac[i], out[i], y[i], oracle)
+        best = targets[int(values.argmax())]
+        if values.topk(2).values.diff().abs() > 1e-9:
+            torch.testing.assert_close(out[i], along_segment(y[i], best, 0.8), rtol=0, atol=1e-12)
+        assert released_value > 0
+
+
+def test_argmax_preserving_grows_the_vertex_set_greedily_beyond_ten_classes():
+    """K > 10: the set grows from {c} by the class whose addition scores best; the best set seen is the target."""
+    k = 13
+    y = random_probs(20, k=k, scale=1.0)
+    jac = explicit_jacobians(20, k)
+    out = mad_perturb(y, jac @ jac.transpose(1, 2), 0.8, argmax_preserving=True)
+    for i in range(len(y)):
+        top = int(y[i].argmax())
+        members, best, best_value, evaluated = [top], None, -1.0, 0
+        while evaluated < 1024 and len(members) < k:
+            rest = [j for j in range(k) if j not in members]
+            values = [objective(jac[i], subset_target(members + [j], top, k), y[i], "objmax") for j in rest]
+            pick = max(range(len(rest)), key=values.__getitem__)
+            if values[pick] > best_value:
+                best_value, best = values[pick], subset_target(members + [rest[pick]], top, k)
+            members.append(rest[pick])
+            evaluated += len(rest)
+        torch.testing.assert_close(out[i], along_segment(y[i], best, 0.8), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("oracle", ["objmax", "surrogate", "feasible"])
+@pytest.mark.parametrize("k", [10, 14])
+def test_argmax_preserving_keeps_the_top1_even_for_near_ties(oracle, k):
+    y = random_probs(256, k=k, scale=0.5)  # flat answers: the top-1 is easy to flip
+    gram = random_gram(256, k)
+    free = mad_perturb(y, gram, 1.0, oracle=oracle)
+    kept = mad_perturb(y, gram, 1.0, argmax_preserving=True, oracle=oracle)
     assert (free.argmax(-1) != y.argmax(-1)).any()  # the unconstrained variant does flip some
     assert torch.equal(kept.argmax(-1), y.argmax(-1))
+    top = y.argmax(-1, keepdim=True)
+    others = torch.ones_like(y, dtype=torch.bool).scatter_(-1, top, False)
+    assert ((kept.gather(-1, top) - kept)[others] > 0).all()  # strictly on top, no tie
+    assert ((kept - y).abs().sum(-1) <= 1.0 + 1e-9).all()
 
 
 @pytest.mark.parametrize("eps", [0.3, 1.0, 2.0])
-def test_argmax_preserving_keeps_one_percent_of_every_gap_to_the_top1(eps):
+def test_feasible_argmax_preserving_keeps_one_percent_of_every_gap_to_the_top1(eps):
     y = random_probs(256, scale=0.5)
-    kept = mad_perturb(y, random_gram(256, 10), eps, argmax_preserving=True)
+    kept = mad_perturb(y, random_gram(256, 10), eps, argmax_preserving=True, oracle="feasible")
     top = y.argmax(-1, keepdim=True)
     gap = y.gather(-1, top) - y
     kept_gap = kept.gather(-1, top) - kept
@@ -189,6 +285,8 @@ def test_bad_options_fail_clearly():
         MAD(epsilon=3)
     with pytest.raises(ConfigError, match="norm"):
         MAD(norm="linf")
+    with pytest.raises(ConfigError, match="oracle must be one of objmax, surrogate, feasible"):
+        MAD(oracle="extreme")
 
 
 @pytest.mark.parametrize("key", ["mad", "mad-argmax"])

@@ -15,10 +15,20 @@ vmapped over the query batch, in chunks). With ``gradient="last_layer"`` only th
 Jacobian is ``(e_k - p) (x) [h; 1]`` for the proxy's probabilities p and features h, so
 ``M_kl = (delta_kl - p_k - p_l + ||p||^2) ||[h; 1]||^2`` and the angle depends on p alone.
 
-The optimisation follows the paper's heuristic: the objective is convex in y', so its maximum over the simplex is
-at a vertex; y' moves from y towards a vertex e_k as far as the epsilon ball (and, for the argmax-preserving variant,
-the top-1 constraint) allows. We evaluate the *feasible* point of every one of the K directions, for the whole
-batch at once, and release the one with the largest angular deviation.
+The optimisation follows the authors' code (tribhuvanesh/prediction-poisoning, `defenses/victim/bb_mad.py`): the
+objective is convex in y', so its maximum over the simplex is at a vertex. An *oracle* picks a target y* and y' is
+the point on the segment from y to y* where the ball ends (their closed-form line search):
+
+- ``oracle="objmax"`` (the default; their ``objmax=1``): y* is the vertex e_k whose own angular deviation
+  (the objective evaluated at the vertex, not at the point released) is largest;
+- ``oracle="surrogate"`` (their code's ``objmax=0``): the vertex maximising the unnormalised ``||G^T (e_k - y)||^2``;
+- ``oracle="feasible"`` (stealbench's earlier heuristic, a deviation kept as a named option): every direction's
+  feasible point is evaluated and the one of largest deviation released.
+
+For the argmax-preserving variant their oracle searches vertex *subsets*: y* spreads its mass evenly over a set S
+of classes that contains the top-1 c, with c upweighted by 1e-5 so that it stays the top-1; all 2^(K-1) sets when
+K <= 10, else a greedy search that grows S one class at a time (the authors' cap of 1,024 evaluated sets). Every
+point of the segment keeps c on top, so no margin is needed. Everything is batched over the query batch.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from stealbench.defenses import Defense, DefenseSetup
 from stealbench.errors import ConfigError, StealbenchError
@@ -44,40 +55,98 @@ def gram_last_layer(p: Tensor) -> Tensor:
     return eye - p.unsqueeze(-1) - p.unsqueeze(-2) + sq
 
 
-def mad_perturb(y: Tensor, gram: Tensor, epsilon: float, *, norm: str = "l1",
-                argmax_preserving: bool = False) -> Tensor:
-    """The MAD answer for clean probabilities y (B, K) given gradient Gram matrices (B, K, K). Batched, float64.
+#: the authors' upweighting of the top-1 in the argmax-preserving targets, and their exhaustive-search limit
+_TOP_UPWEIGHT = 1e-5
+_EXHAUSTIVE_MAX_CLASSES = 10
+_GREEDY_MAX_SETS = 1024
+ORACLES = ("objmax", "surrogate", "feasible")
 
-    Candidate k moves y towards the vertex e_k by the largest step alpha_k in [0, 1] with
-    ``||alpha_k (e_k - y)|| <= epsilon`` (and, when argmax_preserving, the top-1 class kept with a margin);
-    the candidate with the smallest cosine between ``G^T y`` and ``G^T y'`` wins.
-    """
-    y = y.double()
-    gram = gram.double()
+
+def _distance(delta: Tensor, norm: str) -> Tensor:
+    if norm == "l1":
+        return delta.abs().sum(-1)
+    if norm == "l2":
+        return delta.norm(dim=-1)
+    raise ConfigError(f"defense.norm must be l1 or l2, got {norm!r}")
+
+
+def _scores(targets: Tensor, gram: Tensor, y: Tensor, oracle: str) -> Tensor:
+    """The oracle's objective at each candidate target (B, C, K): larger is better. Float64."""
+    my = torch.einsum("bkl,bl->bk", gram, y)
+    s = (y * my).sum(-1, keepdim=True)  # y^T M y
+    cross = torch.einsum("bck,bk->bc", targets, my)  # t^T M y
+    quad = torch.einsum("bck,bkl,bcl->bc", targets, gram, targets)  # t^T M t
+    if oracle == "surrogate":  # ||G^T t - G^T y||^2
+        return quad - 2 * cross + s
+    den = (s * quad.clamp_min(0)).sqrt()
+    cos = torch.where(den > _TINY, cross / den.clamp_min(_TINY), torch.ones_like(cross))
+    return 2 - 2 * cos  # ||u/|u| - v/|v|||^2
+
+
+def _subset_targets(y: Tensor, members: Tensor) -> Tensor:
+    """Targets spread evenly over each candidate class set (B, C, K bool), the top-1 upweighted by 1e-5."""
+    top = F.one_hot(y.argmax(-1), y.shape[-1]).to(y.dtype)[:, None, :]
+    t = members.to(y.dtype) + _TOP_UPWEIGHT * top
+    return t / t.sum(-1, keepdim=True)
+
+
+def _best_target(y: Tensor, gram: Tensor, oracle: str, argmax_preserving: bool) -> Tensor:
+    """The oracle's target y* (B, K) for each row."""
+    b, k = y.shape
+    if not argmax_preserving:
+        eye = torch.eye(k, dtype=y.dtype, device=y.device)
+        scores = _scores(eye.expand(b, k, k), gram, y, oracle)
+        return eye[scores.argmax(-1)]  # the first best vertex, as their loop keeps it
+    top = y.argmax(-1)
+    if k <= _EXHAUSTIVE_MAX_CLASSES:
+        codes = torch.arange(2**k, device=y.device)
+        sets = (codes[:, None] >> torch.arange(k, device=y.device)) & 1  # (2^K, K)
+        members = sets.bool()[None].expand(b, -1, -1)
+        valid = members.gather(-1, top[:, None, None].expand(-1, 2**k, 1)).squeeze(-1)
+        targets = _subset_targets(y, members)
+        scores = _scores(targets, gram, y, oracle).masked_fill(~valid, -torch.inf)
+        return targets[torch.arange(b), scores.argmax(-1)]
+    # greedy: grow each row's set by the class whose addition scores best; keep the best set seen
+    fixed = F.one_hot(top, k).bool()
+    best_score = torch.full((b,), -torch.inf, dtype=y.dtype, device=y.device)
+    best = _subset_targets(y, fixed[:, None, :])[:, 0]
+    eye = torch.eye(k, dtype=torch.bool, device=y.device)
+    evaluated = 0
+    while evaluated < _GREEDY_MAX_SETS and not bool(fixed.all()):
+        members = fixed[:, None, :] | eye[None]  # candidate k: the set plus class k
+        targets = _subset_targets(y, members)
+        scores = _scores(targets, gram, y, oracle).masked_fill(fixed, -torch.inf)
+        value, pick = scores.max(-1)
+        better = value > best_score
+        best = torch.where(better[:, None], targets[torch.arange(b), pick], best)
+        best_score = torch.where(better, value, best_score)
+        fixed = fixed | F.one_hot(pick, k).bool()
+        evaluated += k - int(fixed[0].sum()) + 1
+    return best
+
+
+def _feasible_point_perturb(y: Tensor, gram: Tensor, epsilon: float, norm: str, argmax_preserving: bool) -> Tensor:
+    """stealbench's earlier heuristic (``oracle="feasible"``): each direction's feasible point, the best released."""
     k = y.shape[-1]
     eye = torch.eye(k, dtype=y.dtype, device=y.device)
     # distance of the full step e_k - y
     if norm == "l1":
         step_norm = 2.0 * (1.0 - y)  # |1 - y_k| + sum_{j != k} y_j
-    elif norm == "l2":
-        step_norm = ((y * y).sum(-1, keepdim=True) - 2.0 * y + 1.0).clamp_min(0).sqrt()
     else:
-        raise ConfigError(f"defense.norm must be l1 or l2, got {norm!r}")
+        step_norm = ((y * y).sum(-1, keepdim=True) - 2.0 * y + 1.0).clamp_min(0).sqrt()
     alpha = torch.where(step_norm > _TINY, epsilon / step_norm.clamp_min(_TINY), torch.zeros_like(y)).clamp(0, 1)
     if argmax_preserving:
         # Moving towards e_k (k != c, the top-1) by a: y'_c = (1 - a) y_c, y'_k = (1 - a) y_k + a, so with
         # d = y_c - y_k >= 0 the margin is y'_c - y'_k = d - a (1 + d), and
         #     d - a (1 + d) >= _KEEP_GAP d   <=>   a <= (1 - _KEEP_GAP) d / (1 + d).
         # At that bound the margin is exactly _KEEP_GAP d. Every other class j keeps (1 - a)(y_c - y_j) >=
-        # _KEEP_GAP (y_c - y_j), as a <= (1 - _KEEP_GAP) / 2; moving towards e_c only widens the margins. So the
-        # released answer keeps at least a _KEEP_GAP share of every gap to the top-1 (in float64; see forward).
+        # _KEEP_GAP (y_c - y_j), as a <= (1 - _KEEP_GAP) / 2; moving towards e_c only widens the margins.
         # A tie (d = 0) gives a = 0: no move towards that class.
         top = y.argmax(-1, keepdim=True)
         d = (y.gather(-1, top) - y).clamp_min(0)
         bound = (1 - _KEEP_GAP) * d / (1.0 + d)
         is_top = torch.zeros_like(y, dtype=torch.bool).scatter_(-1, top, True)
         alpha = torch.where(is_top, alpha, torch.minimum(alpha, bound))
-
     my = torch.einsum("bkl,bl->bk", gram, y)  # M y
     s = (y * my).sum(-1, keepdim=True)  # y^T M y
     diag = torch.diagonal(gram, dim1=-2, dim2=-1)  # e_k^T M e_k
@@ -89,7 +158,29 @@ def mad_perturb(y: Tensor, gram: Tensor, epsilon: float, *, norm: str = "l1",
     cos = torch.where(alpha > 0, cos, torch.ones_like(cos))  # no move, no deviation
     best = cos.argmin(-1, keepdim=True)
     a = alpha.gather(-1, best)
-    released = (1 - a) * y + a * eye[best.squeeze(-1)]
+    return (1 - a) * y + a * eye[best.squeeze(-1)]
+
+
+def mad_perturb(y: Tensor, gram: Tensor, epsilon: float, *, norm: str = "l1",
+                argmax_preserving: bool = False, oracle: str = "objmax") -> Tensor:
+    """The MAD answer for clean probabilities y (B, K) given gradient Gram matrices (B, K, K). Batched, float64.
+
+    The oracle (module docstring) picks a target y*; the answer is ``(1 - a) y + a y*`` with the largest
+    ``a`` in [0, 1] for which ``||a (y* - y)|| <= epsilon``.
+    """
+    if oracle not in ORACLES:
+        raise ConfigError(f"defense.oracle must be one of {', '.join(ORACLES)}, got {oracle!r}")
+    _distance(y[:0], norm)  # checks the norm's name
+    y = y.double()
+    gram = gram.double()
+    if oracle == "feasible":
+        released = _feasible_point_perturb(y, gram, epsilon, norm, argmax_preserving)
+    else:
+        target = torch.cat([_best_target(yb, gb, oracle, argmax_preserving)
+                            for yb, gb in zip(y.split(256), gram.split(256))]) if len(y) else y.clone()
+        length = _distance(target - y, norm)[:, None]
+        a = torch.where(length > _TINY, epsilon / length.clamp_min(_TINY), torch.zeros_like(length)).clamp(0, 1)
+        released = (1 - a) * y + a * target
     released = released.clamp_min(0)
     return released / released.sum(-1, keepdim=True)
 
@@ -102,6 +193,7 @@ class MAD(Defense):
         epsilon: float = 0.5,
         norm: Literal["l1", "l2"] = "l1",
         argmax_preserving: bool = False,
+        oracle: Literal["objmax", "surrogate", "feasible"] = "objmax",
         gradient: Literal["full", "last_layer"] = "last_layer",
         proxy: Literal["random", "trained"] = "random",
         proxy_arch: str = "cnn",
@@ -113,8 +205,11 @@ class MAD(Defense):
             epsilon: radius of the ball around the clean answer y (L1: in [0, 2]; L2: in [0, sqrt 2]).
             norm: `l1` (the paper's main setting) or `l2` distance between y and the released y'.
             argmax_preserving: keep the victim's top-1 class (MAD-argmax: no accuracy loss for benign users).
-            gradient: `full` uses the proxy's per-sample Jacobian over all parameters (the paper); `last_layer`
-                only its final linear layer (closed form, much faster).
+            oracle: how the target is chosen: `objmax` (the authors' `objmax` option: the vertex, or for
+                MAD-argmax the vertex set, of largest angular deviation), `surrogate` (their unnormalised
+                gradient distance), or `feasible` (stealbench's earlier heuristic: the best feasible point).
+            gradient: `last_layer` (the authors' code: the gradient w.r.t. the proxy's final linear layer, closed
+                form) or `full` (the per-sample Jacobian over all parameters, the paper's G in full; slow).
             proxy: the defender's stand-in for the attacker's model: `random` (freshly initialised, as the paper's
                 default surrogate) or `trained` (distilled from the victim's answers on its training data).
             proxy_arch: architecture of the proxy (`stealbench list architectures`, or a timm name).
@@ -136,6 +231,9 @@ class MAD(Defense):
         self.norm = norm
         self.argmax_preserving = bool(argmax_preserving)
         self.preserves_argmax = self.argmax_preserving
+        if oracle not in ORACLES:
+            raise ConfigError(f"defense.oracle must be one of {', '.join(ORACLES)}, got {oracle!r}")
+        self.oracle = oracle
         self.gradient = gradient
         self.proxy = proxy
         self.proxy_arch = proxy_arch
@@ -199,10 +297,12 @@ class MAD(Defense):
         if len(probs) == 0:
             return probs.clone()
         gram = self.gram(x).to(probs.device)
-        released = mad_perturb(probs, gram, self.epsilon, norm=self.norm, argmax_preserving=self.argmax_preserving)
+        released = mad_perturb(probs, gram, self.epsilon, norm=self.norm, argmax_preserving=self.argmax_preserving,
+                               oracle=self.oracle)
         released = released.to(probs.dtype)
         if self.argmax_preserving:
-            # the kept margin (_KEEP_GAP of the gap) can round away in float32 for near-ties of a few ulps:
+            # the kept margin (the 1e-5 upweight, or the feasible heuristic's _KEEP_GAP) can round away in float32
+            # for near-ties of a few ulps:
             # those rows are released clean rather than with a changed top-1
             flipped = released.argmax(-1) != probs.argmax(-1)
             released = torch.where(flipped[:, None], probs, released)
@@ -218,11 +318,12 @@ class MADArgmax(MAD):
         self,
         epsilon: float = 0.5,
         norm: Literal["l1", "l2"] = "l1",
+        oracle: Literal["objmax", "surrogate", "feasible"] = "objmax",
         gradient: Literal["full", "last_layer"] = "last_layer",
         proxy: Literal["random", "trained"] = "random",
         proxy_arch: str = "cnn",
         proxy_epochs: int = 5,
         chunk_size: int = 0,
     ) -> None:
-        super().__init__(epsilon=epsilon, norm=norm, argmax_preserving=True, gradient=gradient, proxy=proxy,
-                         proxy_arch=proxy_arch, proxy_epochs=proxy_epochs, chunk_size=chunk_size)
+        super().__init__(epsilon=epsilon, norm=norm, argmax_preserving=True, oracle=oracle, gradient=gradient,
+                         proxy=proxy, proxy_arch=proxy_arch, proxy_epochs=proxy_epochs, chunk_size=chunk_size)
