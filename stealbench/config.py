@@ -76,6 +76,16 @@ class OracleConfig:
             API: the local oracle rounds every attacker query to 8 bits (x -> round(255 x) / 255) on the
             defender's side, before the victim and the defense see it. Recorded in the run's identity
             (`oracle_quantize`). Not with --oracle.url (an endpoint's channel is its own)
+        accounts: the attacker's queries spread over this many accounts (1 to --budget): a stateful defense
+            (PRADA, ModelGuard-S) keeps one state per account, and results.json reports each account's queries,
+            state and detector figures (`accounts`). Recorded in the run's identity when above 1
+            (`oracle_accounts`). Not with --oracle.url (name the accounts at the endpoint instead)
+        account_split: how queries are charged to the accounts: `round_robin` (query i to account i mod k, the
+            stream interleaved) or `sequential` (the budget cut into k consecutive shares)
+        benign_state: where benign users' images (the evaluation set, answered during the attack) go: `shared`
+            (mixed into the attacker's batches, so a stateful defense's state holds them too: the earlier
+            behaviour) or `own` (an account of their own: their own batches and state; its detector figures,
+            `accounts/benign/...`, are false alarms). Recorded in the run's identity when `own`
     """
 
     url: str | None = None
@@ -88,6 +98,9 @@ class OracleConfig:
     retries: int = 3
     binary: bool = True
     quantize: int | None = None
+    accounts: int = 1
+    account_split: str = "round_robin"
+    benign_state: str = "shared"
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -103,6 +116,14 @@ class OracleConfig:
             if self.url is not None:
                 raise ConfigError("--oracle.quantize is the local oracle's channel; with --oracle.url the "
                                   "endpoint's channel is its own")
+        check_int("oracle.accounts", self.accounts, 1, None)
+        if self.account_split not in ("round_robin", "sequential"):
+            raise ConfigError(f"--oracle.account_split must be round_robin or sequential, got {self.account_split!r}")
+        if self.benign_state not in ("shared", "own"):
+            raise ConfigError(f"--oracle.benign_state must be shared or own, got {self.benign_state!r}")
+        if (self.accounts > 1 or self.benign_state != "shared") and self.url is not None:
+            raise ConfigError("--oracle.accounts and --oracle.benign_state are the local oracle's; with --oracle.url "
+                              "the endpoint keeps its own accounts (run one fit per --oracle.account NAME)")
 
     def record(self) -> dict[str, Any]:
         """What results.json keeps: the endpoint and accounts, never the keys."""

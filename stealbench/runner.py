@@ -29,6 +29,7 @@ from .attacker.launch import AttackerLink
 from .attacks.base import Attack
 from .config import OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, redact_argv
 from .data.base import ImageDataset, Splits
+from .defender.accounts import check_accounts
 from .defender.cost import PRICE_KEYS, state_size
 from .defender.guard import check_defense_type, checked_report
 from .defender.attack_phase import accuracy as _accuracy
@@ -99,6 +100,11 @@ class Experiment:
             ident["pool_data"] = self.keys.get("pool_data", type(self.pool_data).__name__.lower())
         if self.oracle.quantize is not None:  # an 8-bit channel is another game: never mixed with exact pixels
             ident["oracle_quantize"] = self.oracle.quantize
+        if self.oracle.accounts > 1:  # k accounts against a stateful defense is another game
+            ident["oracle_accounts"] = self.oracle.accounts
+            ident["oracle_account_split"] = self.oracle.account_split
+        if self.oracle.benign_state != "shared":
+            ident["oracle_benign_state"] = self.oracle.benign_state
         if self.oracle.url:  # the endpoint's own defense is unknown here: the run names the endpoint instead
             ident["defense"] = "endpoint"
             ident["endpoint"] = self.oracle.url
@@ -123,6 +129,7 @@ def run_experiment(exp: Experiment) -> dict[str, Any]:
     label_mode = LabelModeChoice.checked(exp.label_mode, exp.label_options)  # built on the attacker's side only
     if exp.budget < 1:
         raise ConfigError(f"budget must be a positive number of queries, got {exp.budget}")
+    check_accounts(exp.oracle.accounts, exp.oracle.account_split, exp.budget, exp.oracle.benign_state)
     distributed.check_trainer_options(exp.trainer)  # fsdp, several nodes: refused before anything trains
 
     data.follow_run_seed(exp.seed)  # before the splits are drawn: a null --data.split_seed is the run's seed
@@ -213,7 +220,9 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
             oracle = Oracle(defended.victim_net, exp.defense, budget=exp.budget, input_shape=exp.data.input_shape,
                             num_classes=exp.data.num_classes, device=device,
                             defense_name=_who(exp, catalog, "defense"), benign_x=splits.eval_x,
-                            benign_generator=role_generator(exp.seed, "evaluation"), quantize=exp.oracle.quantize)
+                            benign_generator=role_generator(exp.seed, "evaluation"), quantize=exp.oracle.quantize,
+                            accounts=exp.oracle.accounts, account_split=exp.oracle.account_split,
+                            benign_state=exp.oracle.benign_state)
         oracle_name = f"the endpoint {exp.oracle.url}" if exp.oracle.url else _who(exp, catalog, "defense")
         referee, report = attack_phase(exp, splits, settings["surrogate"], label_mode, device, oracle, defended,
                                        logger, tracker, attack_name, oracle_name, link, evaluator,
@@ -255,7 +264,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     # own report (defense/report/, checked), the attacker's label-mode figures (attack/, schema-checked)
     extras = {**oracle.stats(), **oracle.recovery(), "seed_set/size": float(seed_set["size"] if seed_set else 0),
               **checked_report(exp.defense, _who(exp, catalog, "defense")), **attack_metrics(report.get("attack", {})),
-              **attack_metrics(report["label_mode"])}
+              **attack_metrics(report["label_mode"]), **(oracle.accounts_summary() if not exp.oracle.url else {})}
     # the defense's price: serving time over the victim's, and what it keeps (timings vary: never among metrics)
     price = oracle.price(state_size(exp.defense, _who(exp, catalog, "defense")))
     elapsed = time.perf_counter() - started
@@ -288,6 +297,10 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     }
     if exp.oracle.url:
         results["endpoint"] = oracle.record()
+    elif oracle.accounts > 1 or oracle.benign_state != "shared":
+        results["accounts"] = {"count": oracle.accounts, "split": oracle.account_split,
+                               "benign_state": oracle.benign_state, "per_account": oracle.account_records(),
+                               "benign": oracle.benign_record()}
     title = (f"{exp.keys['data']}: {exp.keys['attack']} vs {exp.keys['defense']} "
              f"({exp.label_mode} labels, seed {exp.seed})")
     plot_curve(run_dir / "curve.png", curve, title, metrics["victim/acc"])

@@ -5,7 +5,9 @@ Why: utility (``victim/acc_defended``, ``defense/*``) used to be measured on a d
 attack, and a defense could recognise that copy (or that moment) and answer it truthfully while the attacker got
 noise. Here each batch the defense sees mixes attacker queries with evaluation images in a seeded random order,
 spread evenly over the budget; what is left when the attack ends is answered last, in batches like the
-attacker's. A stateful defense therefore sees benign traffic in its history, as it would on a real API.
+attacker's. A stateful defense therefore sees benign traffic in its history, as it would on a real API. With
+``--oracle.benign_state own`` the benign users are an account of their own instead (defender/accounts.py): their
+images, due at the same pace, go in batches of their own to a state of their own.
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ class BenignTraffic:
         target = min(len(self.x), -(-len(self.x) * attacker_used // self.budget))
         return max(0, target - self.sent)
 
-    def mix(self, chunk: Tensor, attacker_used: int) -> tuple[Tensor, Tensor, int]:
-        """(batch, order, n_benign): `chunk` and the due evaluation images, shuffled; `order` undoes the shuffle."""
+    def take(self, chunk: Tensor, attacker_used: int) -> Tensor:
+        """The evaluation images due with `chunk` (see `due`), handed out: for a benign account of its own."""
         self._last_batch = max(self._last_batch, len(chunk))
         n = self.due(attacker_used)
         benign = self.x[self.sent:self.sent + n].to(chunk.device, chunk.dtype)
         self.sent += n
+        return benign
+
+    def mix(self, chunk: Tensor, attacker_used: int) -> tuple[Tensor, Tensor, int]:
+        """(batch, order, n_benign): `chunk` and the due evaluation images, shuffled; `order` undoes the shuffle."""
+        benign = self.take(chunk, attacker_used)
+        n = len(benign)
         batch = torch.cat([chunk, benign])
         perm = torch.randperm(len(batch), generator=self.generator).to(chunk.device)
         return batch[perm], torch.argsort(perm), n

@@ -16,6 +16,7 @@ from ..defenses.base import Defense
 from ..errors import BudgetExceededError, OracleInputError
 from ..metrics import DefenseStats
 from ..transport import AUDIT_BLOCK, audit_stride, audited_queries
+from .accounts import account_defenses, account_records, check_accounts, owners, summary
 from .benign import BenignTraffic
 from .cost import ServingClock, price_record
 from .guard import check_probabilities, guarded_answer
@@ -54,15 +55,19 @@ class Oracle(QueryCounter):
     Every image counts as one query. Inputs must be float tensors (N, C, H, W) in pixel space [0, 1]. The oracle
     keeps no public reference to the victim: attacks see only :meth:`query` and the counters. With `quantize`
     (bits, ``--oracle.quantize 8``) every attacker query is rounded to that many bits per pixel here, before the
-    victim and the defense see it (a realistic image API's 8-bit channel); benign traffic is left as it is.
+    victim and the defense see it (a realistic image API's 8-bit channel); benign traffic is left as it is. With
+    `accounts` k > 1 (``--oracle.accounts``) the queries are charged to k accounts and a stateful defense keeps one
+    state per account (defender/accounts.py).
     """
 
     def __init__(self, victim: nn.Module, defense: Defense, *, budget: int, input_shape: tuple[int, int, int],
                  num_classes: int, device: torch.device | str = "cpu", batch_size: int = 1024,
                  defense_name: str | None = None, benign_x: Tensor | None = None,
-                 benign_generator: torch.Generator | None = None, quantize: int | None = None) -> None:
+                 benign_generator: torch.Generator | None = None, quantize: int | None = None,
+                 accounts: int = 1, account_split: str = "round_robin", benign_state: str = "shared") -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
+        check_accounts(accounts, account_split, budget, benign_state)
         if quantize is not None and not 1 <= int(quantize) <= 16:
             raise ValueError(f"quantize must be between 1 and 16 bits, got {quantize}")
         self.quantize = None if quantize is None else int(quantize)
@@ -74,8 +79,22 @@ class Oracle(QueryCounter):
         self._stats = DefenseStats()
         self._audit = RecoveryAudit(self.budget, num_classes)
         self._clock = ServingClock(device)  # the defense's price: its serving time over the victim's
-        self._answer = _make_answerer(victim, defense, torch.device(device), defense_name or type(defense).__name__,
-                                      self._clock)
+        self._who = defense_name or type(defense).__name__
+        self.accounts, self.account_split = int(accounts), account_split
+        self._defenses = account_defenses(defense, self.accounts)
+        answerers = {id(d): _make_answerer(victim, d, torch.device(device), self._who, self._clock)
+                     for d in self._defenses}
+        self._answerers = [answerers[id(d)] for d in self._defenses]
+        self._account_used = [0] * self.accounts
+        self._answer = self._answerers[0]
+        self.benign_state = benign_state
+        self._benign_defense = None  # with an account of their own, the benign users' defense (a copy if stateful)
+        self._benign_answer = None
+        if benign_state == "own":
+            self._benign_defense = account_defenses(defense, 2)[1]
+            self._benign_answer = answerers.get(id(self._benign_defense)) or _make_answerer(
+                victim, self._benign_defense, torch.device(device), self._who, self._clock)
+        self._one_state = len(answerers) == 1  # one account, or a shared stateless defense: answer chunks whole
         # benign users' images (the evaluation set), mixed into the attacker's batches: see defender/benign.py
         self._benign = None if benign_x is None else BenignTraffic(
             benign_x, self.budget, benign_generator or torch.Generator().manual_seed(0))
@@ -96,7 +115,7 @@ class Oracle(QueryCounter):
         released_parts = []
         start = self._used
         for chunk in x.split(self.batch_size):
-            clean, released, clean_log = self._answer_mixed(chunk, start + len(chunk))
+            clean, released, clean_log = self._answer_accounts(chunk, start)
             self._stats.update(clean, released, clean_log)
             self._audit.keep(start + torch.arange(len(chunk)), clean)
             start += len(chunk)
@@ -104,12 +123,34 @@ class Oracle(QueryCounter):
         self._used += n
         return torch.cat(released_parts).to(x.device)
 
-    def _answer_mixed(self, chunk: Tensor, used_after: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _answer_accounts(self, chunk: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The chunk's queries (numbers start, start+1, ...) answered by the accounts they are charged to."""
+        owner = owners(start + torch.arange(len(chunk)), self.budget, self.accounts, self.account_split)
+        if self._one_state:  # the answers do not depend on the account: exactly as with one account
+            for account, count in zip(*owner.unique(return_counts=True)):
+                self._account_used[int(account)] += int(count)
+            return self._answer_mixed(chunk, start + len(chunk), self._answer)
+        parts = []
+        for i, account in enumerate(_in_order(owner)):
+            rows = (owner == account).nonzero().squeeze(1)
+            self._account_used[account] += len(rows)
+            answer = self._answerers[account]
+            # the benign images due by now ride with the chunk's first account, as they would with one account
+            parts.append((rows, self._answer_mixed(chunk[rows.to(chunk.device)], start + len(chunk), answer)
+                          if i == 0 else answer(chunk[rows.to(chunk.device)])))
+        return tuple(_scatter_rows(len(chunk), [(rows, part[j]) for rows, part in parts]) for j in range(3))
+
+    def _answer_mixed(self, chunk: Tensor, used_after: int, answer) -> tuple[Tensor, Tensor, Tensor]:
         """The attacker's chunk answered in one batch with the benign images due by now; returns its own rows."""
         if self._benign is None:
-            return self._answer(chunk)
+            return answer(chunk)
+        if self._benign_answer is not None:  # the benign users' own account: their own batch and state
+            benign = self._benign.take(chunk, used_after)
+            if len(benign):
+                self._benign.keep(*self._benign_answer(benign))
+            return answer(chunk)
         batch, order, n = self._benign.mix(chunk, used_after)
-        clean, released, clean_log = self._answer(batch)
+        clean, released, clean_log = answer(batch)
         order = order.to(clean.device)
         clean, released, clean_log = clean[order], released[order], clean_log[order.cpu()]
         c = len(chunk)
@@ -123,12 +164,32 @@ class Oracle(QueryCounter):
         if self._benign is None:
             raise ValueError("this oracle was built without benign traffic (benign_x)")
         for batch in self._benign.remaining(self.batch_size):
-            self._benign.keep(*self._answer(batch))
+            self._benign.keep(*(self._benign_answer or self._answer)(batch))
         return self._benign.answers()
 
     def stats(self) -> dict[str, float]:
         """Defense statistics over every answered query (keys prefixed `oracle/`)."""
         return self._stats.compute("oracle/")
+
+    def account_records(self) -> list[dict]:
+        """Per account: its queries and, for a stateful defense, its state size and report (defender/accounts.py)."""
+        return account_records(self._defenses, self._account_used, self._who)
+
+    def benign_record(self) -> dict | None:
+        """The benign users' own account (``benign_state="own"``): its queries, state size and report; else None."""
+        if self._benign_defense is None or self._benign is None:
+            return None
+        (record,) = account_records([self._benign_defense], [self._benign.sent], self._who, force=True)
+        return {**record, "account": "benign"}
+
+    def accounts_summary(self) -> dict[str, float]:
+        """`accounts/...` figures for results.json's extra metrics (the benign account's under `accounts/benign/`);
+        empty with one account and benign traffic in the attacker's state."""
+        out = summary(self.account_records()) if self.accounts > 1 else {}
+        benign = self.benign_record()
+        if benign is not None:
+            out.update({f"accounts/benign/{k}": v for k, v in benign.get("report", {}).items()})
+        return out
 
     def price(self, state_size: int | None) -> dict:
         """results.json's `price`: `defense/cost_ratio` (the defense's time over the victim's forward pass, every
@@ -192,6 +253,23 @@ class RecoveryAudit:
         if not self._rows:
             return {}
         return {"label_mode/recovery_l1": self._l1_sum / self._rows, "label_mode/recovery_rows": float(self._rows)}
+
+
+def _in_order(owner: Tensor) -> list[int]:
+    """The distinct accounts of a chunk, in the order their first queries come."""
+    accounts, inverse = owner.unique(return_inverse=True)
+    first = torch.full((len(accounts),), len(owner), dtype=torch.long).scatter_reduce(
+        0, inverse, torch.arange(len(owner)), reduce="amin")
+    return accounts[first.argsort()].tolist()
+
+
+def _scatter_rows(n: int, parts: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Rows answered per account put back in query order."""
+    template = parts[0][1]
+    out = template.new_empty((n, *template.shape[1:]))
+    for rows, values in parts:
+        out[rows.to(out.device)] = values
+    return out
 
 
 def _make_answerer(victim: nn.Module, defense: Defense, device: torch.device, defense_name: str,
