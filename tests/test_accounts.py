@@ -85,7 +85,10 @@ def test_one_account_holds_every_query_in_the_run_defense():
     oracle = make_oracle(defense, budget=40)
     oracle.query(numbered(40))
     assert len(defense.seen) == 40 and oracle.accounts_summary() == {}
-    assert oracle.account_records() == [{"account": 0, "queries": 40}]
+    assert oracle.account_records() == [{"account": 0, "queries": 40, "state_size": 40,
+                                         "report": {"defense/report/alarm": 1.0, "defense/report/seen": 40.0}}]
+    assert make_oracle(LogitNoise(), accounts=2).account_records() == [{"account": 0, "queries": 0},
+                                                                        {"account": 1, "queries": 0}]
 
 
 def test_a_stateless_defense_answers_exactly_as_with_one_account():

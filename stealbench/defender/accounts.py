@@ -66,11 +66,11 @@ def account_defenses(defense: Defense, accounts: int) -> list[Defense]:
 def account_records(defenses: list[Defense], used: list[int], who: str, force: bool = False
                     ) -> list[dict[str, Any]]:
     """Per account: its queries, its defense's state size and its defense's own report (checked)."""
-    distinct = force or len({id(d) for d in defenses}) > 1
+    stateful = force or bool(getattr(defenses[0], "stateful", False))
     records = []
     for i, (defense, n) in enumerate(zip(defenses, used)):
         record: dict[str, Any] = {"account": i, "queries": n}
-        if distinct:  # a shared, stateless defense has no per-account state to report
+        if stateful:  # a shared, stateless defense has no per-account state to report
             record["state_size"] = state_size(defense, who)
             record["report"] = checked_report(defense, who)
         records.append(record)
