@@ -48,6 +48,22 @@ def attack_context(budget, pool=400, defense=None, pool_labels=None, classes=10)
     return ctx, log
 
 
+#: the start of a recording plugin's module: `record(step)` writes steps.<step>.<pid> next to the report prefix
+RECORD_PRELUDE = '''
+import os
+
+REPORT = {report!r}
+
+
+def record(step):
+    with open(f"{REPORT}.{step}.{os.getpid()}", "w") as fh:
+        fh.write(str(os.getpid()))
+
+
+record("import")
+'''
+
+
 def install_recorder(tmp_path, stealbench_distribution, distribution: str, module: str, source: str):
     """Install `source` (a plugin module whose steps write steps.<step>.<pid> files) as an attacker-side plugin
     distribution; returns the report prefix it was given."""

@@ -16,24 +16,13 @@ from stealbench.cli import main
 from stealbench.errors import PluginError
 from stealbench.testing import stealbench_distribution  # noqa: F401  (fixture)
 
-from helpers import install_recorder, recorded_steps
+from helpers import RECORD_PRELUDE, install_recorder, recorded_steps
 
-HOSTILE = '''
-import os
+HOSTILE = RECORD_PRELUDE + '''
 import torch
 from stealbench import hookimpl
 from stealbench.attacks import Attack
 from stealbench.errors import ConfigError
-
-REPORT = {report!r}
-
-
-def record(step):
-    with open(f"{REPORT}.{step}.{os.getpid()}", "w") as fh:
-        fh.write(str(os.getpid()))
-
-
-record("import")
 
 
 class Recorder(Attack):

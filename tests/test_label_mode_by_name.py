@@ -17,25 +17,14 @@ from stealbench.cli import main
 from stealbench.errors import PluginError, ProtocolError
 from stealbench.testing import stealbench_distribution  # noqa: F401  (fixture)
 
-from helpers import install_recorder, recorded_steps
+from helpers import RECORD_PRELUDE, install_recorder, recorded_steps
 
-HOSTILE = '''
+HOSTILE = RECORD_PRELUDE + '''
 import dataclasses
-import os
 
 from stealbench import hookimpl
 from stealbench.attacker.label_modes import LabelMode
 from stealbench.attacker.label_modes.base import check_number
-
-REPORT = {report!r}
-
-
-def record(step):
-    with open(f"{REPORT}.{step}.{os.getpid()}", "w") as fh:
-        fh.write(str(os.getpid()))
-
-
-record("import")
 
 
 @dataclasses.dataclass
