@@ -7,8 +7,10 @@ import torch
 
 from helpers import attack_context, tiny_net
 
+from stealbench.attacks.activethief import ActiveThief, agreement
 from stealbench.attacks.knockoff import Knockoff, loss_reward
 from stealbench.errors import ConfigError
+from stealbench.testing import TinyWorld
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,3 +111,104 @@ def test_knockoff_rejects_bad_reward_model_options():
         Knockoff(online_lr=0)
     with pytest.raises(ConfigError, match="attack.online_momentum"):
         Knockoff(online_momentum=1.0)
+
+
+# -- activethief: the validation split and early stopping ----------------------------------------------------------
+def context_with_recorded_training(budget):
+    """An attack_context whose training (TinyWorld's, fast) records each call's images and epochs, and whose oracle
+    records each query's images."""
+    ctx, log = attack_context(budget)
+    queries, trained = [], []
+    query = ctx.oracle.query
+    ctx.oracle.query = lambda x: (queries.append(x.clone()), query(x))[1]
+    world = TinyWorld()
+
+    def train(model, x, targets, epochs):
+        trained.append((x.clone(), epochs, ctx.oracle.used))
+        return world.train(model, x, targets, epochs)
+
+    ctx.train = train
+    return ctx, log, queries, trained
+
+
+@pytest.mark.parametrize("strategy", ["random", "kcenter", "uncertainty-kcenter"])
+def test_activethief_validation_queries_are_counted_and_never_trained_on(strategy):
+    ctx, log, queries, trained = context_with_recorded_training(103)
+    attack = ActiveThief(strategy=strategy, rounds=3, epochs=3, patience=1)
+    attack.validate(budget=103, num_classes=10, pool_size=400)
+    attack.run(ctx)
+    assert ctx.oracle.used == 103 and sum(len(q) for q in queries) == 103
+    assert log["points"] == [25, 51, 77, 103]  # the validation split is part of the initial 25 queries
+    val = queries[0]
+    assert len(val) == 5 == attack.validation_size(103)  # 0.2 x 25
+    val_rows = {tuple(v.flatten().tolist()) for v in val}
+    for x, epochs, used in trained:
+        assert epochs == 1 and len(x) == used - 5  # every training query, never the validation ones
+        assert not val_rows & {tuple(r.flatten().tolist()) for r in x}
+    queried = torch.cat(queries).flatten(1)
+    assert len(torch.unique(queried, dim=0)) == 103  # no pool image queried twice
+    assert 4 <= len(trained) <= 12 and attack.report()["queries/validation"] == 5.0
+
+
+def test_activethief_early_stopping_restores_the_best_epoch():
+    # training is scripted: epoch k loads states[k]; the victim's own weights agree with it everywhere
+    ctx, log, queries, trained = context_with_recorded_training(60)
+    victim, other = tiny_net(1).state_dict(), tiny_net(7).state_dict()
+    script = [other, victim, other, other, victim, victim]
+    checkpoints = []
+    ctx.checkpoint = lambda model, r, fresh: checkpoints.append(copy.deepcopy(model))
+
+    def train(model, x, targets, epochs):
+        trained.append(epochs)
+        model.load_state_dict(script[len(trained) - 1])
+        return model
+
+    ctx.train = train
+    attack = ActiveThief(strategy="random", rounds=0, epochs=6, patience=2)
+    model = attack.run(ctx)
+    val_x = queries[0]
+    val_labels = tiny_net(1)(val_x).argmax(-1)
+    assert agreement(tiny_net(7), val_x, val_labels) < 1.0 == agreement(tiny_net(1), val_x, val_labels)
+    assert trained == [1, 1, 1, 1]  # best at epoch 2, then 2 epochs without improvement: stopped
+    assert same_weights(model, tiny_net(1)) and same_weights(checkpoints[0], tiny_net(1))
+    assert attack._best_epochs == [2] and attack.report()["early_stopping/mean_best_epoch"] == 2.0
+
+
+def test_activethief_early_stopping_keeps_the_earlier_of_equal_epochs():
+    ctx, _, _, trained = context_with_recorded_training(60)
+    victim = tiny_net(1).state_dict()
+    shifted = {k: v + 0.5 if k == "3.bias" else v for k, v in victim.items()}  # every logit + 0.5: same argmax
+    script = [victim, shifted, tiny_net(3).state_dict(), tiny_net(4).state_dict()]
+
+    def train(model, x, targets, epochs):
+        trained.append(epochs)
+        model.load_state_dict(script[len(trained) - 1])
+        return model
+
+    ctx.train = train
+    model = ActiveThief(strategy="random", rounds=0, epochs=10, patience=3).run(ctx)
+    assert len(trained) == 4 and same_weights(model, tiny_net(1))  # epoch 2 ties epoch 1: not better
+
+
+def test_activethief_without_validation_is_the_earlier_behaviour():
+    ctx, log, queries, trained = context_with_recorded_training(103)
+    attack = ActiveThief(strategy="kcenter", rounds=3, epochs=4, val_fraction=0)
+    attack.validate(budget=103, num_classes=10, pool_size=400)
+    attack.run(ctx)
+    assert [(len(x), epochs) for x, epochs, _ in trained] == [(25, 4), (51, 4), (77, 4), (103, 4)]
+    assert [len(q) for q in queries] == [25, 26, 26, 26] and attack.report() == {}
+
+
+def test_activethief_rejects_bad_validation_settings():
+    for bad in (-0.1, 0.9, 1.5):
+        with pytest.raises(ConfigError, match="attack.val_fraction must be in"):
+            ActiveThief(val_fraction=bad)
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ConfigError, match="attack.patience"):
+            ActiveThief(patience=bad)
+    with pytest.raises(ConfigError, match="leaving none to train on"):  # initial set of 1: nothing left to train
+        ActiveThief(rounds=5).validate(budget=6, num_classes=10, pool_size=400)
+    with pytest.raises(ConfigError, match="leaving none to train on"):
+        ActiveThief(initial=4, val_fraction=0.89).validate(budget=100, num_classes=10, pool_size=400)
+    ActiveThief(rounds=5, val_fraction=0).validate(budget=6, num_classes=10, pool_size=400)  # no split: fine
+    ActiveThief(initial=10, val_fraction=0.85).validate(budget=100, num_classes=10, pool_size=400)  # 8 of 10 held out
