@@ -13,8 +13,9 @@ the paper's code holds out 20% of the seed set): those images are queried (count
 rounds, are never trained on, and each round's substitute trains epoch by epoch (one `ctx.train` epoch per call,
 the run's seeded training) with early stopping on its agreement with the oracle's top-1 answers there: training
 stops after `patience` epochs without a better agreement and the best epoch's weights are kept (ties: the
-earlier epoch). `val_fraction: 0` is stealbench's earlier behaviour: no validation split, each round trains
-`epochs` epochs in one `ctx.train` call.
+earlier epoch). Each epoch is its own `ctx.train` call, so the recipe's optimiser state and schedule restart
+every epoch (with the `default` recipe, constant Adam, only Adam's moments restart). `val_fraction: 0` is
+stealbench's earlier behaviour: no validation split, each round trains `epochs` epochs in one `ctx.train` call.
 """
 
 from __future__ import annotations
