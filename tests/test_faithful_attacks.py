@@ -10,7 +10,7 @@ from helpers import attack_context, tiny_net
 from stealbench.attacks.activethief import ActiveThief, agreement
 from stealbench.attacks.knockoff import Knockoff, loss_reward
 from stealbench.errors import ConfigError
-from stealbench.testing import TinyWorld
+from stealbench.testing import TinyWorld, check_attack
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,6 +102,10 @@ def test_knockoff_online_without_the_loss_reward_trains_no_online_net():
     attack = Knockoff(policy="adaptive", num_checkpoints=1, epochs=1, batch_size=20, rewards=["certainty"])
     attack.run(ctx)
     assert attack._online is None and ctx.oracle.used == 60
+
+
+def test_knockoff_adaptive_online_conforms_and_repeats_under_its_seed():
+    check_attack("knockoff", kwargs={"policy": "adaptive", "batch_size": 25})  # the kit runs it twice: same queries
 
 
 def test_knockoff_rejects_bad_reward_model_options():
