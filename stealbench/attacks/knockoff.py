@@ -7,9 +7,10 @@ once per batch. As in the paper, the knockoff is trained online while sampling (
 default): after each answered batch the loss reward is the online knockoff's cross-entropy on those answers, before
 it takes one SGD step on them (only already-answered queries: no extra queries). The checkpoint surrogates are
 trained, as before, on everything queried. `reward_model: checkpoint` is stealbench's earlier deviation: the loss
-reward uses the surrogate of the previous checkpoint, untrained until the first checkpoint. The bandit's arms are what the attacker can know: the labels of its own data set (``--pool_data``,
-as in Knockoff Nets, whose adversary labels its own images), or, for the victim task's unlabelled pool, k-means
-clusters of the pool images (`arms: clusters`); never the victim task's ground truth.
+reward uses the surrogate of the previous checkpoint, untrained until the first checkpoint. The bandit's arms are
+what the attacker can know: the labels of its own data set (``--pool_data``, as in Knockoff Nets, whose adversary
+labels its own images), or, for the victim task's unlabelled pool, k-means clusters of the pool images
+(`arms: clusters`); never the victim task's ground truth.
 """
 
 from __future__ import annotations
