@@ -7,13 +7,22 @@ and picks the next batch from the unqueried pool: the most `uncertainty` (entrop
 active learning, Ducoffe & Precioso 2018: the images whose DeepFool perturbation on the surrogate is smallest,
 i.e. closest to its decision boundary) or `dfal-kcenter` (k-center among the `candidates_factor` x batch closest).
 `random` is the baseline.
+
+As in the paper, a validation split is held out of the initial random set (`val_fraction`, default 0.2 of it, as
+the paper's code holds out 20% of the seed set): those images are queried (counted in the budget) before the
+rounds, are never trained on, and each round's substitute trains epoch by epoch (one `ctx.train` epoch per call,
+the run's seeded training) with early stopping on its agreement with the oracle's top-1 answers there: training
+stops after `patience` epochs without a better agreement and the best epoch's weights are kept (ties: the
+earlier epoch). Each epoch is its own `ctx.train` call, so the recipe's optimiser state and schedule restart
+every epoch (with the `default` recipe, constant Adam, only Adam's moments restart). `val_fraction: 0` is
+stealbench's earlier behaviour: no validation split, each round trains `epochs` epochs in one `ctx.train` call.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
+import copy
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -125,20 +134,26 @@ class ActiveThief(Attack):
     def __init__(self, strategy: Literal["random", "uncertainty", "kcenter", "uncertainty-kcenter", "dfal",
                                          "dfal-kcenter"] = "kcenter",
                  initial: int | None = None, rounds: int = 5, epochs: int = 10, retrain_from_scratch: bool = True,
-                 candidates_factor: int = 4, deepfool_max_iter: int = 20, deepfool_overshoot: float = 0.02) -> None:
+                 candidates_factor: int = 4, deepfool_max_iter: int = 20, deepfool_overshoot: float = 0.02,
+                 val_fraction: float = 0.2, patience: int = 5) -> None:
         """
         Args:
             strategy: how each round's batch is chosen: random, uncertainty, kcenter, uncertainty-kcenter, dfal
                 or dfal-kcenter.
             initial: size of the initial random query set (default: budget / (rounds + 1)).
             rounds: selection rounds after the initial set; the rest of the budget is split evenly over them.
-            epochs: surrogate training epochs per round.
+            epochs: surrogate training epochs per round (with a validation split: at most this many).
             retrain_from_scratch: re-initialise the surrogate each round (else fine-tune it).
             candidates_factor: uncertainty-kcenter / dfal-kcenter: k-center runs over the factor x batch most
                 uncertain / closest to the surrogate's decision boundary images.
             deepfool_max_iter: dfal, dfal-kcenter: DeepFool steps per image (Moosavi-Dezfooli et al.: 20 or
                 50); an image whose label has not flipped by then ranks last.
             deepfool_overshoot: dfal, dfal-kcenter: DeepFool's overshoot (paper: 0.02).
+            val_fraction: share of the initial random set held out as a queried validation split for early
+                stopping (the paper's code: 0.2 of the seed set); in [0, 0.9). 0: no split, no early stopping
+                (stealbench's earlier behaviour).
+            patience: with a validation split: stop a round's training after this many epochs without a better
+                validation agreement (our choice; the best epoch's weights are kept).
         """
         checks = [
             (strategy in STRATEGIES, f"attack.strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}"),
@@ -149,6 +164,11 @@ class ActiveThief(Attack):
             (isinstance(deepfool_max_iter, int) and deepfool_max_iter >= 1,
              f"attack.deepfool_max_iter must be an integer >= 1 (DeepFool steps), got {deepfool_max_iter!r}"),
             (deepfool_overshoot >= 0, f"attack.deepfool_overshoot must be >= 0, got {deepfool_overshoot}"),
+            (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 0.9,
+             f"attack.val_fraction must be in [0, 0.9) (0: no validation split), got {val_fraction!r}"),
+            (isinstance(patience, int) and patience >= 1,
+             f"attack.patience must be an integer >= 1 (epochs without a better validation agreement), "
+             f"got {patience!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -161,9 +181,19 @@ class ActiveThief(Attack):
         self.candidates_factor = candidates_factor
         self.deepfool_max_iter = deepfool_max_iter
         self.deepfool_overshoot = deepfool_overshoot
+        self.val_fraction = float(val_fraction)
+        self.patience = patience
+        self._best_epochs: list[int] = []  # per round: the epoch early stopping kept (for report())
+        self._val_queries = 0
 
     def initial_size(self, budget: int) -> int:
         return min(self.initial if self.initial is not None else max(1, budget // (self.rounds + 1)), budget)
+
+    def validation_size(self, budget: int) -> int:
+        """Queries held out of the initial set for validation: round(val_fraction x initial), at least 1 if > 0."""
+        if self.val_fraction == 0:
+            return 0
+        return max(1, round(self.val_fraction * self.initial_size(budget)))
 
     def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
         if budget > pool_size:
@@ -171,6 +201,11 @@ class ActiveThief(Attack):
                               "each pool image at most once. Lower --budget or use a larger pool (--pool_data).")
         if self.initial is not None and self.initial > budget:
             raise ConfigError(f"attack.initial ({self.initial}) exceeds the budget ({budget})")
+        n_val, initial = self.validation_size(budget), self.initial_size(budget)
+        if n_val >= initial:
+            raise ConfigError(f"attack.val_fraction {self.val_fraction} holds out {n_val} of the {initial} initial "
+                              "queries, leaving none to train on; raise --budget or attack.initial, or set "
+                              "attack.val_fraction 0")
 
     def select(self, model: nn.Module, pool_x: Tensor, unlabeled: Tensor, labeled: Tensor, n: int,
                generator: torch.Generator) -> Tensor:
@@ -201,13 +236,23 @@ class ActiveThief(Attack):
         first = torch.randperm(len(ctx.pool_x), generator=ctx.generator)[: self.initial_size(budget)]
         queried = torch.zeros(len(ctx.pool_x), dtype=torch.bool)
         queried[first] = True
+        n_val = min(self.validation_size(budget), len(first) - 1)
+        self._val_queries, self._best_epochs = n_val, []
+        val_x = val_labels = None
+        if n_val > 0:  # queried first, counted in the budget, never trained on (and never selected again)
+            val_idx, first = first[:n_val], first[n_val:]
+            val_x = ctx.pool_x[val_idx]
+            val_labels = ctx.oracle.query(val_x).argmax(-1).cpu()
         xs, targets = [ctx.pool_x[first]], [ctx.to_targets(ctx.oracle.query(ctx.pool_x[first]))]
         labeled = [first]
         model = ctx.new_surrogate()
         for round_idx in range(1, self.rounds + 2):
             if self.retrain_from_scratch and round_idx > 1:
                 model = ctx.new_surrogate()
-            model = ctx.train(model, torch.cat(xs), torch.cat(targets), self.epochs)
+            if val_x is None:
+                model = ctx.train(model, torch.cat(xs), torch.cat(targets), self.epochs)
+            else:
+                model = self.train_early_stopped(ctx, model, torch.cat(xs), torch.cat(targets), val_x, val_labels)
             ctx.checkpoint(model, round_idx, self.retrain_from_scratch or round_idx == 1)
             rounds_left = self.rounds + 1 - round_idx
             if rounds_left == 0 or ctx.oracle.remaining == 0:
@@ -223,6 +268,37 @@ class ActiveThief(Attack):
             xs.append(ctx.pool_x[new])
             targets.append(ctx.to_targets(ctx.oracle.query(ctx.pool_x[new])))
         return model
+
+    def train_early_stopped(self, ctx: AttackContext, model: nn.Module, x: Tensor, targets: Tensor, val_x: Tensor,
+                            val_labels: Tensor) -> nn.Module:
+        """Up to `epochs` epochs, one `ctx.train` call each (fine-tuning the same network), stopped after
+        `patience` epochs without a better agreement with `val_labels`; the best epoch's weights are restored."""
+        best, best_state, best_epoch, stale = -1.0, None, 0, 0
+        for epoch in range(1, self.epochs + 1):
+            model = ctx.train(model.train(), x, targets, 1)  # train mode: Lightning keeps the mode it is given
+            score = agreement(model, val_x, val_labels)
+            if score > best:
+                best, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+        if best_epoch != epoch:
+            model.load_state_dict(best_state)
+        self._best_epochs.append(best_epoch)
+        return model
+
+    def report(self) -> dict[str, float]:
+        if not self._val_queries:
+            return {}
+        return {"queries/validation": float(self._val_queries),
+                "early_stopping/mean_best_epoch": sum(self._best_epochs) / max(1, len(self._best_epochs))}
+
+
+def agreement(model: nn.Module, x: Tensor, labels: Tensor) -> float:
+    """Share of `x` where the model's top-1 class is `labels` (the oracle's top-1 answers)."""
+    return float((predict(model, x).argmax(-1) == labels).double().mean())
 
 
 @hookimpl

@@ -2,14 +2,20 @@
 
 `policy: random` samples pool images uniformly; `policy: adaptive` learns which groups of pool images to sample
 with a gradient-bandit policy, rewarded by the answers' certainty (top-1 minus top-2), diversity (mass above the
-recent mean answer) and the surrogate's loss on them. Queries go in batches of `batch_size`; the policy is updated
-once per batch. The bandit's arms are what the attacker can know: the labels of its own data set (``--pool_data``,
-as in Knockoff Nets, whose adversary labels its own images), or, for the victim task's unlabelled pool, k-means
-clusters of the pool images (`arms: clusters`); never the victim task's ground truth.
+recent mean answer) and the knockoff's loss on them. Queries go in batches of `batch_size`; the policy is updated
+once per batch. As in the paper, the knockoff is trained online while sampling (`reward_model: online`, the
+default): after each answered batch the loss reward is the online knockoff's cross-entropy on those answers, before
+it takes one SGD step on them (only already-answered queries: no extra queries). The checkpoint surrogates are
+trained, as before, on everything queried. `reward_model: checkpoint` is stealbench's earlier deviation: the loss
+reward uses the surrogate of the previous checkpoint, untrained until the first checkpoint. The bandit's arms are
+what the attacker can know: the labels of its own data set (``--pool_data``, as in Knockoff Nets, whose adversary
+labels its own images), or, for the victim task's unlabelled pool, k-means clusters of the pool images
+(`arms: clusters`); never the victim task's ground truth.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -105,7 +111,8 @@ class Knockoff(Attack):
                  batch_size: int = 50, bandit_step: float = 0.1,
                  rewards: list[str] = ["certainty", "diversity", "loss"],  # noqa: B006 (JSON-friendly default)
                  diversity_window: int = 10, arms: Literal["auto", "labels", "clusters"] = "auto",
-                 num_clusters: int | None = None) -> None:
+                 num_clusters: int | None = None, reward_model: Literal["online", "checkpoint"] = "online",
+                 online_lr: float = 0.01, online_momentum: float = 0.5) -> None:
         """
         Args:
             policy: `random` (uniform over the pool) or `adaptive` (gradient bandit over pool classes).
@@ -122,6 +129,12 @@ class Knockoff(Attack):
                 the attacker has); `clusters`: k-means clusters of the pool images; `auto`: labels when the
                 attacker has them, else clusters.
             num_clusters: adaptive with clusters: how many (default: the victim's number of classes).
+            reward_model: adaptive: the network whose loss the loss reward measures. `online` (the paper): a
+                knockoff trained online, one SGD step on each batch right after its answers come, the reward taken
+                before that step; `checkpoint`: stealbench's earlier deviation, the surrogate of the previous
+                checkpoint (untrained until the first one).
+            online_lr: adaptive, online: the online knockoff's SGD learning rate (our choice).
+            online_momentum: adaptive, online: its SGD momentum (our choice).
         """
         checks = [
             (policy in ("random", "adaptive"), f"attack.policy must be one of random, adaptive; got {policy!r}"),
@@ -134,6 +147,10 @@ class Knockoff(Attack):
             (diversity_window >= 1, f"attack.diversity_window must be >= 1, got {diversity_window}"),
             (arms in ("auto", "labels", "clusters"), f"attack.arms must be one of auto, labels, clusters; got {arms!r}"),
             (num_clusters is None or num_clusters >= 2, f"attack.num_clusters must be >= 2 or null, got {num_clusters}"),
+            (reward_model in ("online", "checkpoint"),
+             f"attack.reward_model must be one of online, checkpoint; got {reward_model!r}"),
+            (online_lr > 0 and math.isfinite(online_lr), f"attack.online_lr must be > 0, got {online_lr}"),
+            (0 <= online_momentum < 1, f"attack.online_momentum must be in [0, 1), got {online_momentum}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -149,6 +166,12 @@ class Knockoff(Attack):
         self.diversity_window = diversity_window
         self.arms = arms
         self.num_clusters = num_clusters
+        self.reward_model = reward_model
+        self.online_lr = online_lr
+        self.online_momentum = online_momentum
+        self._online: nn.Module | None = None  # adaptive, online: the knockoff trained while sampling
+        self._online_opt = None
+        self._online_steps = 0
         self._reward_log: list[dict[str, float]] = []  # per policy step: mean of each reward (for tests/reports)
         self._policy: Tensor | None = None
 
@@ -172,6 +195,15 @@ class Knockoff(Attack):
         xs: list[Tensor] = []
         targets: list[Tensor] = []
         self._model = model
+        self._online = self._online_opt = None
+        self._online_steps = 0
+        if self.policy == "adaptive" and self.reward_model == "online" and "loss" in self.rewards:
+            # the online knockoff: the run's first surrogate (seeded like every ctx.new_surrogate(); a copy when the
+            # checkpoints fine-tune that same network), so the checkpoint surrogates draw the same seeds as before
+            self._online = (model if self.retrain_from_scratch else copy.deepcopy(model)).to(ctx.device)
+            self._online_opt = ctx.optimizer(self._online.parameters(), optimizer="sgd", lr=self.online_lr,
+                                             momentum=self.online_momentum, nesterov=False, weight_decay=0.0,
+                                             schedule="constant")
         for round_idx, point in enumerate(self.schedule(ctx.oracle.budget), start=1):
             while ctx.oracle.used < point and ctx.oracle.remaining > 0:
                 n = min(point - ctx.oracle.used, ctx.oracle.remaining,
@@ -185,6 +217,8 @@ class Knockoff(Attack):
                 targets.append(ctx.to_targets(answers))
                 if self.policy == "adaptive":
                     self._feedback(ctx, x_new, answers)
+                    if self._online is not None:
+                        self._online_step(x_new, targets[-1])
             if self.retrain_from_scratch:
                 model = ctx.new_surrogate()
             model = ctx.train(model, torch.cat(xs), torch.cat(targets), self.epochs)
@@ -261,15 +295,33 @@ class Knockoff(Attack):
             mean = torch.cat(self._recent).mean(0) if self._recent else None
             parts["diversity"] = diversity_reward(answers, mean)
         if "loss" in self.rewards:
-            device = next(self._model.parameters()).device
+            net = self._online if self._online is not None else self._model
+            device = next(net.parameters()).device
             with torch.no_grad():
-                self._model.eval()
-                probs = torch.softmax(self._model(x.to(device)).double(), -1).cpu()
+                net.eval()
+                probs = torch.softmax(net(x.to(device)).double(), -1).cpu()
             parts["loss"] = loss_reward(answers, probs)
         self._recent = (self._recent + [answers])[-self.diversity_window:]
         reward = torch.stack(list(parts.values())).sum(0)
         self._bandit.update(self._arms, reward, self._available)
         self._reward_log.append({k: float(v.mean()) for k, v in {**parts, "total": reward}.items()})
+
+    def _online_step(self, x: Tensor, targets: Tensor) -> None:
+        """One optimiser step of the online knockoff on the batch just answered (soft cross-entropy, whole batch)."""
+        net, opt = self._online, self._online_opt
+        if len(x) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            return  # batch norm cannot train on a batch of one image; the reward was still taken
+        device = next(net.parameters()).device
+        net.train()
+        with opt.autocast():
+            logits = net(x.to(device))
+        loss = -(targets.to(device).float() * torch.log_softmax(logits.float(), -1)).sum(-1).mean()
+        opt.step(loss)
+        net.eval()
+        self._online_steps += 1
+
+    def report(self) -> dict[str, float]:
+        return {"online/steps": float(self._online_steps)} if self._online is not None else {}
 
 
 @hookimpl
