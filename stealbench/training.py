@@ -173,6 +173,9 @@ def fit(net: nn.Module, x: Tensor, targets: Tensor, epochs: int, settings: Train
     cross-entropy (None keeps it).
     """
     quiet_lightning()
+    # Lightning keeps the mode of the net it is given, and fit returns nets in eval mode: a net trained further
+    # (fine-tuning, warm starts) would otherwise train with dropout off and batch-norm statistics frozen
+    net.train()
     loader = make_loader(x, targets, batch_size=settings.batch_size, seed=seed)
     augment = BatchAugment(settings.augment, seed=seed + 1)  # its own stream, apart from the batch order
     module = Classifier(net, log_name=log_name, recipe=settings.resolved_recipe(), augment=augment, loader=loader,

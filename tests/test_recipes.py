@@ -253,3 +253,18 @@ def test_fit_moves_the_data_to_the_device_once_before_the_first_batch(one_thread
     x, t = tiny_data(32)
     fit(tiny_net(), x, t, 2, TrainSettings(batch_size=16, trainer={"accelerator": "cpu"}), seed=0)
     assert calls.count("to") == 1 and calls[0] == "to"  # one transfer, before Lightning touches any batch
+
+
+def test_a_net_trained_further_trains_in_train_mode(one_thread):
+    """fit returns nets in eval mode; fine-tuning one (warm starts) must still train with batch-norm statistics
+    updating and dropout on, not in the mode the last call left it in."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.BatchNorm1d(8),
+                              torch.nn.Linear(8, 3))
+    x, targets = torch.rand(64, 1, 4, 4), F.one_hot(torch.arange(64) % 3, 3).float()
+    settings = TrainSettings(batch_size=16, trainer={"accelerator": "cpu"})
+    net = fit(net, x, targets, 1, settings, seed=0)
+    assert not net.training
+    before = net[2].running_mean.clone()
+    net = fit(net, x, targets, 1, settings, seed=1)
+    assert not torch.equal(net[2].running_mean, before)
