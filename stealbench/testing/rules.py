@@ -28,6 +28,9 @@ ATTACK_RULES: dict[str, str] = {
     "pool-unchanged": "does not modify the attacker pool in place",
     "checkpoint": "calls ctx.checkpoint at least once, at query counts that never decrease",
     "seeded-repeat": "two runs under the same seed send the same queries",
+    "label-mode": "trains only on ctx.to_targets(answers), under the soft and the hard label mode alike",
+    "rounds": "ctx.checkpoint's round numbers are integers counting from 1, strictly increasing",
+    "surrogate": "every model it checkpoints or returns is the run's surrogate architecture (ctx.new_surrogate())",
 }
 
 
