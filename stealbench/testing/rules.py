@@ -16,6 +16,9 @@ DEFENSE_RULES: dict[str, str] = {
     "report": "report() returns a dict of str -> finite number, naming none of the figures the framework measures",
     "victim-unchanged": "setup() leaves the weights of the victim it is given unchanged",
     "benign-alike": "answers benign users as the attacker: a copy in the same state, same seed, answers the same",
+    "few-classes": "in a world of 2 classes it gives valid answers, or refuses with a ConfigError at setup",
+    "hidden-state": "a randomised defense that is not stateful answers the same batch alike early and late in a "
+                    "stream of repeats",
 }
 
 #: rule id -> what an attack must do
