@@ -108,5 +108,19 @@ def test_raw_answers_pass_under_soft_labels_alone():
     assert "did not return" in _label_mode_problem("hard", [hard], [answers], 5, 10)
 
 
-def test_a_well_behaved_attack_passes_every_label_mode():
-    check_attack(_Good)
+class SeedLabels(Attack):
+    """Trains on the labelled seed set's own (one-hot) labels as well as on ctx.to_targets: allowed."""
+
+    def run(self, ctx):
+        seed_x, seed_y = ctx.seed_set(2)
+        x = ctx.pool_x[:50]
+        targets = torch.cat([torch.nn.functional.one_hot(seed_y, ctx.num_classes).float(),
+                             ctx.to_targets(ctx.oracle.query(x))])
+        model = ctx.train(ctx.new_surrogate(), torch.cat([seed_x, x]), targets, 1)
+        ctx.checkpoint(model, 1, True)
+        return model
+
+
+@pytest.mark.parametrize("attack", [_Good, SeedLabels])
+def test_a_well_behaved_attack_passes_every_label_mode(attack):
+    check_attack(attack)

@@ -58,6 +58,14 @@ def check_attack(target: Any, *, kwargs: dict[str, Any] | None = None, budget: i
 
         ctx = make_attack_context(budget, world, checkpoint=checkpoint, label_mode=mode)
         made, trained = _record_targets(ctx)
+        seed_labels: list[int] = []
+        seed_set = ctx.seed_set
+
+        def recording_seed_set(per_class: int) -> tuple[Tensor, Tensor]:
+            seed_labels.append(per_class)
+            return seed_set(per_class)
+
+        ctx.seed_set = recording_seed_set if seed_set is not None else None
         watch: _Watch = ctx.oracle._conformance_watch
         pool_before = ctx.pool_x.clone()
         completed = False
@@ -80,6 +88,8 @@ def check_attack(target: Any, *, kwargs: dict[str, Any] | None = None, budget: i
                                             f"{ctx.oracle.used}"))
         if not torch.equal(ctx.pool_x, pool_before):
             failures.append(("pool-unchanged", "modified ctx.pool_x in place"))
+        if seed_labels:  # the labelled seed set is the attacker's own knowledge: its one-hot labels are targets too
+            made.append(torch.eye(world.num_classes))
         problem = _label_mode_problem(mode, made, trained, ctx.oracle.used, world.num_classes)
         if problem:
             failures.append(("label-mode", problem))
