@@ -27,8 +27,10 @@ def test_registered_defense_conforms(key):
     check_defense(key)
 
 
-#: attacks whose defaults need more than the kit's 150 queries (the data-free attacks' batches of 128-256 x (m+1))
-SMALL = {"dfme": {"batch_size": 16}, "maze": {"batch_size": 8, "directions": 4}}
+#: attacks whose defaults need more than the kit's 150 queries (the data-free attacks' batches of 128-256 x (m+1));
+#: dfms-hl: fewer query-free GAN and warm-up steps (the kit runs an attack three times: soft twice, hard once)
+SMALL = {"dfme": {"batch_size": 16}, "maze": {"batch_size": 8, "directions": 4},
+         "dfms-hl": {"pretrain_steps": 20, "warmup_epochs": 2}}
 
 
 @pytest.mark.parametrize("key", ATTACKS)

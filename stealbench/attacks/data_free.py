@@ -133,7 +133,8 @@ class QueryLedger:
         self.budget = budget
         self.points = schedule(budget, num_checkpoints, checkpoints)
         self.counts: dict[str, int] = {}
-        self.round = 0
+        self.round = 0  # checkpoints taken: the round of the last one (rounds count from 1, one per checkpoint)
+        self.passed = 0  # schedule points reached
         self.last: int | None = None  # the query count of the last checkpoint
 
     def add(self, kind: str, n: int) -> None:
@@ -141,12 +142,14 @@ class QueryLedger:
 
     def due(self, used: int) -> bool:
         """Whether the query count has reached the next checkpoint."""
-        return self.round < len(self.points) and used >= self.points[self.round]
+        return self.passed < len(self.points) and used >= self.points[self.passed]
 
     def checkpoint(self, ctx: AttackContext, model: nn.Module) -> None:
-        """Evaluate `model` now (all points passed at once count as one: queries are spent in steps)."""
+        """Evaluate `model` now (all points passed at once count as one: queries are spent in steps), as the next
+        round."""
         while self.due(ctx.oracle.used):
-            self.round += 1
+            self.passed += 1
+        self.round += 1
         ctx.checkpoint(model, self.round, False)
         self.last = ctx.oracle.used
 

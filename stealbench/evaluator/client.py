@@ -26,6 +26,13 @@ class EvaluatorFailed(StealbenchError):
         self.details = details
 
 
+def not_the_surrogate(detail: str) -> ConfigError:
+    """The error a run answers a checkpoint with whose weights do not fit the surrogate architecture (`detail`:
+    the first line of what loading them raised); the conformance kit's `surrogate` rule reports the same."""
+    return ConfigError("ctx.checkpoint got a model that is not the run's surrogate architecture (build it with "
+                       f"ctx.new_surrogate()): {detail}")
+
+
 class SurrogateEvaluator:
     """`start()` the process, `prepare(...)` it with the architecture and the evaluation images, `wait_ready()`,
     then `outputs(state)` per checkpoint; `close()` ends it."""
@@ -83,8 +90,7 @@ class SurrogateEvaluator:
         self._send(("state", state))
         kind, payload = self._receive()
         if kind == "error":
-            raise ConfigError("ctx.checkpoint got a model that is not the run's surrogate architecture (build it "
-                              f"with ctx.new_surrogate()): {str(rebuild_error(payload)).splitlines()[0]}")
+            raise not_the_surrogate(str(rebuild_error(payload)).splitlines()[0])
         if kind == "failed":
             raise EvaluatorFailed(f"the surrogate failed on the evaluation set: {payload.get('type')}: "
                                   f"{payload.get('message')}", payload.get("details", ""))

@@ -53,8 +53,8 @@ def run_evaluator(conn) -> None:
         if kind != "state":
             return
         try:
-            net.load_state_dict(payload, strict=True)
-        except (RuntimeError, TypeError, KeyError) as exc:
+            load_weights(net, payload)
+        except WEIGHTS_DO_NOT_FIT as exc:
             _send(conn, "error", error_payload(exc))
             continue
         try:
@@ -66,6 +66,17 @@ def run_evaluator(conn) -> None:
             _send(conn, "failed", error_payload(exc, traceback.format_exc()))
             return
         _send(conn, "probs", {"probs": probs})
+
+
+#: what :func:`load_weights` raises when the weights are not the architecture's
+WEIGHTS_DO_NOT_FIT = (RuntimeError, TypeError, KeyError)
+
+
+def load_weights(net: torch.nn.Module, state: dict) -> None:
+    """A checkpoint's weights into the run's surrogate architecture, strictly: every key and shape must fit (a
+    model that ctx.new_surrogate() did not build does not); raises one of WEIGHTS_DO_NOT_FIT otherwise. The
+    conformance kit's `surrogate` rule uses this too."""
+    net.load_state_dict(state, strict=True)
 
 
 def _build(spec: dict):

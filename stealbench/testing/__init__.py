@@ -19,7 +19,8 @@ Opt-in pytest plugin, like pytest's ``pytester``: add ``pytest_plugins = ["steal
 
 Everything runs on tiny random 8x8 images with a tiny victim, in well under a second per component on a CPU.
 The kit is split by job: ``rules`` (the rule ids), ``world`` (the tiny world, the instrumented oracle),
-``defenses``, ``attacks``, ``plugins``.
+``defenses`` (its probes and the few-classes and hidden-state checks in ``defense_probes``), ``attacks``,
+``plugins``.
 """
 
 from __future__ import annotations

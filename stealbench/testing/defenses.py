@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..defender.guard import checked_report, weights_checksum
 from ..defenses.base import Defense
 from ..errors import DefenseOutputError
+from .defense_probes import check_few_classes, check_hidden_state, simplex_problem, tiny_gap_batches
 from .world import ConformanceError, TinyWorld, _construct, _dedupe, _resolve, make_defense_setup
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -40,25 +41,6 @@ def _probe_batches(world: TinyWorld, victim: nn.Module, n: int = 24) -> list[tup
     near_tie = near_tie.scatter(1, top2.indices[:, 1:], top2.values[:, :1] - 2e-3)
     near_tie = near_tie / near_tie.sum(-1, keepdim=True)
     return [(x, victim_probs), (x, peaked), (x, one_hot), (x, uniform), (x, near_tie)]
-
-
-def _simplex_problem(released: Any, probs: Tensor) -> tuple[str, str] | None:
-    if not isinstance(released, Tensor):
-        return "shape-dtype-device", f"returned {type(released).__name__}, not a torch.Tensor"
-    if released.shape != probs.shape:
-        return "shape-dtype-device", f"returned shape {tuple(released.shape)}, expected {tuple(probs.shape)}"
-    if released.dtype != probs.dtype:
-        return "shape-dtype-device", f"returned dtype {released.dtype} for {probs.dtype} input"
-    if released.device != probs.device:
-        return "shape-dtype-device", f"returned a tensor on {released.device} for input on {probs.device}"
-    if not torch.isfinite(released).all():
-        return "simplex", "returned NaN or infinite values"
-    if (released < -1e-6).any():
-        return "simplex", f"returned negative probabilities (min {released.min().item():.3g})"
-    worst = (released.double().sum(-1) - 1).abs().max().item()
-    if worst > 1e-4:
-        return "simplex", f"returned rows that do not sum to 1 (off by up to {worst:.3g})"
-    return None
 
 
 def check_defense(target: Any, *, kwargs: dict[str, Any] | None = None, world: TinyWorld | None = None,
@@ -112,28 +94,26 @@ def check_defense(target: Any, *, kwargs: dict[str, Any] | None = None, world: T
         torch.manual_seed(seed + 1)
         return [answer(d, x, p) for x, p in batches]
 
-    # simplex, shape, dtype, device, inputs unchanged, argmax -- on a fresh instance
-    first: list[Tensor] = []
+    # simplex, shape, dtype, device, inputs unchanged, argmax -- on a fresh instance; the probes in float32 and
+    # float64, then rows whose top-2 gap is tiny, each in its own dtype (a false argmax claim under tiny noise)
     try:
         torch.manual_seed(seed + 1)
-        for dtype in (torch.float32, torch.float64):
-            for x, probs in batches:
-                probs = probs.to(dtype)
-                x_before, p_before = x.clone(), probs.clone()
-                released = answer(defense, x, probs)
-                if dtype == torch.float32:
-                    first.append(released)
-                if not torch.equal(x, x_before) or not torch.equal(probs, p_before):
-                    fail("inputs-unchanged", "modified x or probs in place")
-                problem = _simplex_problem(released, probs)
-                if problem:
-                    fail(*problem)
-                    continue
-                if defense.preserves_argmax:
-                    changed = (released.argmax(-1) != probs.argmax(-1)).sum().item()
-                    if changed:
-                        fail("argmax", f"declares preserves_argmax=True but changed the top-1 class of {changed} "
-                                       f"of {len(probs)} rows")
+        probes = [(x, p.to(dtype)) for dtype in (torch.float32, torch.float64) for x, p in batches]
+        for x, probs in probes + tiny_gap_batches(world):
+            x_before, p_before = x.clone(), probs.clone()
+            released = answer(defense, x, probs)
+            if not torch.equal(x, x_before) or not torch.equal(probs, p_before):
+                fail("inputs-unchanged", "modified x or probs in place")
+            problem = simplex_problem(released, probs)
+            if problem:
+                fail(*problem)
+                continue
+            if defense.preserves_argmax:
+                changed = (released.argmax(-1) != probs.argmax(-1)).sum().item()
+                if changed:
+                    gap = probs.topk(2, -1).values.diff(dim=-1).abs().min().item()
+                    fail("argmax", f"declares preserves_argmax=True but changed the top-1 class of {changed} "
+                                   f"of {len(probs)} {probs.dtype} rows (smallest top-2 gap {gap:.2g})")
     except Exception as exc:
         fail("simplex", f"forward raised {type(exc).__name__}: {exc}")
     if failures:
@@ -158,7 +138,9 @@ def check_defense(target: Any, *, kwargs: dict[str, Any] | None = None, world: T
                 fail("reset", "answered differently after reset() than a fresh instance did")
         except Exception as exc:
             fail("reset", f"{type(exc).__name__}: {exc}")
-    elif not defense.randomized:
+    elif defense.randomized:  # no batch-consistency to hold it to: its answers must not drift with the stream
+        check_hidden_state(build, *batches[0], seed, fail)
+    else:
         try:
             d = build()
             for x, probs in batches[:3]:
@@ -198,6 +180,8 @@ def check_defense(target: Any, *, kwargs: dict[str, Any] | None = None, world: T
             fail("report", f"report() claims {', '.join(claimed)}, which the framework measures itself")
     except DefenseOutputError as exc:
         fail("report", str(exc).split(": it ", 1)[-1])
+
+    check_few_classes(factory, kwargs, seed, world, fail)  # the same options among fewer classes than their k
 
     if failures:
         raise ConformanceError(who, _dedupe(failures))

@@ -16,6 +16,9 @@ DEFENSE_RULES: dict[str, str] = {
     "report": "report() returns a dict of str -> finite number, naming none of the figures the framework measures",
     "victim-unchanged": "setup() leaves the weights of the victim it is given unchanged",
     "benign-alike": "answers benign users as the attacker: a copy in the same state, same seed, answers the same",
+    "few-classes": "in a world of 2 classes it gives valid answers, or refuses with a ConfigError at setup",
+    "hidden-state": "a randomised defense that is not stateful answers the same batch alike early and late in a "
+                    "stream of repeats",
 }
 
 #: rule id -> what an attack must do
@@ -28,6 +31,9 @@ ATTACK_RULES: dict[str, str] = {
     "pool-unchanged": "does not modify the attacker pool in place",
     "checkpoint": "calls ctx.checkpoint at least once, at query counts that never decrease",
     "seeded-repeat": "two runs under the same seed send the same queries",
+    "label-mode": "trains only on ctx.to_targets(answers), under the soft and the hard label mode alike",
+    "rounds": "ctx.checkpoint's round numbers are integers counting from 1, strictly increasing",
+    "surrogate": "every model it checkpoints or returns is the run's surrogate architecture (ctx.new_surrogate())",
 }
 
 

@@ -143,9 +143,17 @@ def _watched_oracle(victim: nn.Module, defense: Defense, budget: int, world: Tin
 
 
 def make_attack_context(budget: int = 150, world: TinyWorld | None = None, defense: Defense | None = None,
-                        checkpoint: Callable[[nn.Module, int, bool], None] | None = None) -> AttackContext:
-    """An AttackContext over the tiny world whose oracle and victim are instrumented (see :func:`check_attack`)."""
+                        checkpoint: Callable[[nn.Module, int, bool], None] | None = None,
+                        label_mode: str = "soft") -> AttackContext:
+    """An AttackContext over the tiny world whose oracle and victim are instrumented (see :func:`check_attack`);
+    `ctx.to_targets` is the registered label mode `label_mode` (one query per image: `soft`, `hard`)."""
+    from ..attacker.label_modes.base import make_label_mode  # attacker-side code, as in a run
+
     world = world or TinyWorld()
+    mode = make_label_mode(label_mode, world.num_classes)
+    if mode.queries_per_image != 1:
+        raise ValueError(f"make_attack_context: label mode {label_mode!r} asks {mode.queries_per_image} times per "
+                         "image; the kit's oracle is not wrapped (use a mode that asks once)")
     if defense is None:
         defense = _Identity()
     watch = _Watch()
@@ -164,7 +172,7 @@ def make_attack_context(budget: int = 150, world: TinyWorld | None = None, defen
         oracle=oracle, pool_x=pool_x, seed_set=seed_set, num_classes=world.num_classes,
         input_shape=world.input_shape, generator=torch.Generator().manual_seed(world.seed), device=world.device,
         new_surrogate=world.new_net, train=world.train,
-        to_targets=lambda probs: probs.detach().float(),
+        to_targets=mode,
         checkpoint=checkpoint or (lambda model, round_idx, fresh: None), log=lambda msg: None,
     )
 
