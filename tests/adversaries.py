@@ -189,17 +189,22 @@ class ForgedLogAttack(Attack):
 
 
 class BadRoundAttack(Attack):
-    """A checkpoint whose round is text; writes the error it got to $ADVERSARY_REPORT, then checkpoints properly."""
+    """Checkpoints with a text round, a round 0, and a round repeated after a proper round 1; writes the errors it
+    got to $ADVERSARY_REPORT, one per line."""
 
     def run(self, ctx: AttackContext) -> nn.Module:
         model = ctx.new_surrogate()
-        try:
-            _channel().call("checkpoint", state=dict(model.state_dict()), round="abc", retrained=True)
-            got = "accepted"
-        except Exception as exc:  # noqa: BLE001
-            got = f"{type(exc).__name__}: {exc}"
-        _report(got)
-        ctx.checkpoint(model, 1, True)
+        got = []
+        for round_ in ("abc", 0, None, 1):
+            if round_ is None:
+                ctx.checkpoint(model, 1, True)
+                continue
+            try:
+                _channel().call("checkpoint", state=dict(model.state_dict()), round=round_, retrained=True)
+                got.append("accepted")
+            except Exception as exc:  # noqa: BLE001
+                got.append(f"{type(exc).__name__}: {exc}")
+        _report("\n".join(got))
         return model
 
 

@@ -44,12 +44,16 @@ def test_a_forged_failure_is_the_attacks_not_the_defenses(tmp_path, one_thread):
     assert "attack 'forgedfailureattack' failed" in (tmp_path / "run" / "error.txt").read_text()
 
 
-def test_a_checkpoint_with_a_text_round_is_refused_in_one_line(tmp_path, monkeypatch, one_thread):
+def test_a_checkpoint_with_a_bad_round_is_refused_in_one_line(tmp_path, monkeypatch, one_thread):
     report = tmp_path / "got.txt"
     monkeypatch.setenv("ADVERSARY_REPORT", str(report))
     results = run_experiment(experiment(tmp_path, adv.BadRoundAttack(), sandbox="off"))  # it reports through a file
-    assert report.read_text() == ("ProtocolError: the attacker's process sent a malformed 'checkpoint' request: "
-                                  "round must be a non-negative integer, got 'abc'")
+    malformed = "ProtocolError: the attacker's process sent a malformed 'checkpoint' request: "
+    assert report.read_text().splitlines() == [
+        malformed + "round must be an integer >= 1 (rounds count from 1), got 'abc'",
+        malformed + "round must be an integer >= 1 (rounds count from 1), got 0",
+        "ProtocolError: ctx.checkpoint: round 1 after round 1; rounds count from 1 and increase with every "
+        "checkpoint"]
     assert [p["round"] for p in results["curve"]] == [1]
 
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..attacks.base import class_balanced_indices
 from ..errors import (BudgetExceededError, ConfigError, DefenseOutputError, EndpointError, OracleInputError,
-                      StealbenchError)
+                      ProtocolError, StealbenchError)
 from ..signals import PhaseTimeout, deadline
 from ..transport import RemoteError, decode, encode, error_payload, rebuild_error
 from . import schema
@@ -80,6 +80,9 @@ class Referee:
         return {"answers": answers, "used": self.oracle.used}
 
     def checkpoint(self, state: dict[str, Tensor], round: int, retrained: bool) -> None:
+        if self.curve and round <= self.curve[-1]["round"]:  # the kit's rule `rounds`, kept in a run too
+            raise ProtocolError(f"ctx.checkpoint: round {round} after round {self.curve[-1]['round']}; rounds "
+                                "count from 1 and increase with every checkpoint")
         point = {"queries": self.oracle.used, "round": int(round), **self.evaluate(state),
                  "retrained_from_scratch": bool(retrained)}
         self.curve.append(point)

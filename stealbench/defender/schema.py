@@ -73,8 +73,8 @@ def check_call(op: Any, args: Any) -> dict[str, Any]:
                 isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
             raise _broke(what, "state must be a non-empty mapping of parameter names to tensors "
                                "(the surrogate's state_dict)")
-        if not _is_int(args["round"]) or args["round"] < 0:
-            raise _broke(what, f"round must be a non-negative integer, got {args['round']!r}")
+        if not _is_int(args["round"]) or args["round"] < 1:
+            raise _broke(what, f"round must be an integer >= 1 (rounds count from 1), got {args['round']!r}")
         if not isinstance(args["retrained"], bool):
             raise _broke(what, f"retrained must be true or false, got {args['retrained']!r}")
         return args
