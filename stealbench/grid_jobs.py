@@ -1,7 +1,9 @@
 """Running a grid's runs N at a time (`stealbench grid --jobs N`), each its own `stealbench fit` process.
 
 The machine's cores are split between the jobs (OMP_NUM_THREADS / MKL_NUM_THREADS = cores // N in each child), so
-N jobs never oversubscribe it; small torch ops stall when two processes share cores with too many threads. Each
+N jobs never oversubscribe it; small torch ops stall when two processes share cores with too many threads. On a
+machine with GPUs, job slot k sees one of them (CUDA_VISIBLE_DEVICES, slot k on GPU k mod G): one job per device,
+or several per device when N > G; a cell that asks for several devices (--trainer.devices) sees all of them. Each
 child's output goes to `<output dir>/.logs/<run>.log` (interleaved lines of N runs would be unreadable); this
 process prints one line per run started and finished. Runs that share a victim wait for one another on the victim
 cache's lock (stealbench/victim.py), so each victim is trained once. Resume and run-folder locks are as in
@@ -33,11 +35,43 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def child_env(threads: int) -> dict[str, str]:
+def child_env(threads: int, gpu: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES where it is set, else every CUDA device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and not d.strip().startswith("-")]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no usable CUDA: the jobs run on the CPU
+        return []
+
+
+def wants_several_devices(args: list[str]) -> bool:
+    """Whether a cell's fit options ask for more than one device (then it must see every GPU, not one)."""
+    for i, token in enumerate(args):
+        name, _, value = token.partition("=")
+        if name == "--trainer.devices":
+            value = value or (args[i + 1] if i + 1 < len(args) else "")
+            return value.strip() not in ("1", "[0]", "auto") and value.strip() != ""
+    return False
+
+
+def slot_gpu(slot: int, gpus: list[str], args: list[str]) -> str | None:
+    """The GPU job slot `slot` pins its cell to (None: no pinning: no GPUs, or a cell asking for several)."""
+    if not gpus or wants_several_devices(args):
+        return None
+    return gpus[slot % len(gpus)]
 
 
 class Jobs:
@@ -51,6 +85,7 @@ class Jobs:
         self.stop = False
         self.started = 0
         self.finished = 0
+        self.gpus: list[str] = []  # run_parallel fills it: job slot k's cells see GPU gpus[k mod G]
 
     def next_run(self) -> tuple[int, GridRun] | None:
         with self.lock:
@@ -59,7 +94,7 @@ class Jobs:
             self.started += 1
             return self.started, self.pending.pop(0)
 
-    def worker(self) -> None:
+    def worker(self, slot: int = 0) -> None:
         while (item := self.next_run()) is not None:
             i, run = item
             folder = run.folder(self.grid.output_dir)
@@ -76,7 +111,8 @@ class Jobs:
                     if self.stop:
                         return
                     proc = subprocess.Popen(cell_command(run.args), stdout=sink, stderr=subprocess.STDOUT,
-                                            env=child_env(self.threads), preexec_fn=die_with_parent,
+                                            env=child_env(self.threads, slot_gpu(slot, self.gpus, run.args)),
+                                            preexec_fn=die_with_parent,
                                             process_group=0)
                     self.running[run.name] = proc
                 code = proc.wait()
@@ -124,10 +160,15 @@ class Jobs:
 def run_parallel(grid: Grid, todo: list[GridRun], report, out, *, jobs: int, fail_fast: bool = False) -> None:
     """Run `todo` with `jobs` workers, filling `report` (a grid_runner.GridReport)."""
     threads = max(1, available_cores() // jobs)
-    out.info(f"grid: {jobs} jobs at a time, {threads} thread{'s' if threads > 1 else ''} each; each run's output "
-             f"in {out.escape(Path(grid.output_dir) / LOG_DIR)}")
+    gpus = visible_gpus()
+    on = (f", on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({-(-jobs // len(gpus))} per device at most)"
+          if gpus else "")
+    out.info(f"grid: {jobs} jobs at a time, {threads} thread{'s' if threads > 1 else ''} each{on}; each run's "
+             f"output in {out.escape(Path(grid.output_dir) / LOG_DIR)}")
     state = Jobs(grid, todo, report, out, fail_fast, threads)
-    workers = [threading.Thread(target=state.worker, name=f"grid-job-{k}", daemon=True) for k in range(jobs)]
+    state.gpus = gpus
+    workers = [threading.Thread(target=state.worker, args=(k,), name=f"grid-job-{k}", daemon=True)
+               for k in range(jobs)]
     for w in workers:
         w.start()
     try:
@@ -198,4 +239,4 @@ def run_cell(args: list[str], output_dir: str, name: str, threads: int, cwd: str
 
 
 __all__ = ["LOG_DIR", "available_cores", "cell_command", "cell_log", "cell_outcome", "child_env", "prepare_cell",
-           "run_cell", "run_parallel"]
+           "run_cell", "run_parallel", "slot_gpu", "visible_gpus"]

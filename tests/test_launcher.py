@@ -100,3 +100,21 @@ def test_slurm_backend_without_slurm_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)  # no srun on PATH
     with pytest.raises(ConfigError, match="no SLURM here.*--launcher.backend local"):
         make_executor(load_grid(_tiny_grid_file(tmp_path)), LauncherOptions())
+
+
+def test_grid_job_slots_pin_one_gpu_each_and_share_when_there_are_more_jobs(monkeypatch):
+    """`grid --jobs N` on G GPUs: slot k's cells see GPU k mod G (one job per device, or several per device);
+    a cell that asks for several devices sees all of them; without GPUs nothing is pinned."""
+    from stealbench.grid_jobs import child_env, slot_gpu, visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    gpus = visible_gpus()
+    assert gpus == ["3", "5"]
+    assert [slot_gpu(k, gpus, ["--seed", "0"]) for k in range(4)] == ["3", "5", "3", "5"]
+    assert slot_gpu(1, gpus, ["--trainer.devices", "2"]) is None
+    assert slot_gpu(1, gpus, ["--trainer.devices=[0,1]"]) is None
+    assert slot_gpu(1, gpus, ["--trainer.devices", "1"]) == "5"
+    assert slot_gpu(0, [], ["--seed", "0"]) is None
+    assert child_env(2, "5")["CUDA_VISIBLE_DEVICES"] == "5" and child_env(2, "5")["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []  # hidden GPUs: the jobs run on the CPU
