@@ -104,21 +104,24 @@ def check_attack(choice: AttackChoice, cfg: Any, init: Any) -> dict[str, Any]:
     plugin, params, config}."""
     from .attacker import sandbox as attacker_sandbox
     from .attacker.label_choice import LabelModeChoice
-    from .attacker.launch import ask_attacker
+    from .attacker.launch import AttackerLink, keep_spare
     from .victim import default_cache_dir
 
     mode = LabelModeChoice.checked(cfg.label_mode, cfg.label_options or {})
-
-    def check(link):
-        link.label_mode(mode, 2)  # the mode's key and options (num_classes is the data's, known to the run)
-        return link.resolve(choice)
-
     sandbox = attacker_sandbox.resolve(cfg.sandbox)  # no notice here: the run gives it
     roots = [getattr(d, "root", None) for d in (init.data, init.get("pool_data")) if d is not None]
-    hide = attacker_sandbox.secret_paths([Path(init.victim.cache_dir or default_cache_dir()), Path(cfg.output_dir),
-                                          *(Path(r) for r in roots if isinstance(r, (str, Path)))])
+    hide = attacker_sandbox.run_secret_paths(Path(init.victim.cache_dir or default_cache_dir()),
+                                             bool(init.victim.cache), Path(cfg.output_dir), roots)
     timeout = getattr(getattr(init, "timeouts", None), "attack_setup", None)
-    return ask_attacker(sandbox, hide, check, timeout=timeout)
+    link = AttackerLink(sandbox, hide, timeout=timeout).start()
+    try:
+        link.label_mode(mode, 2)  # the mode's key and options (num_classes is the data's, known to the run)
+        resolved = link.resolve(choice)
+    except BaseException:
+        link.close()
+        raise
+    keep_spare(link)  # the run of this command takes it over (runner._run_phases) instead of starting another
+    return resolved
 
 
 __all__ = ["ATTACK_HELP", "check_attack", "split_attack_args"]

@@ -25,7 +25,7 @@ from . import __version__, console, distributed
 from .attacker import sandbox as attacker_sandbox
 from .attacker.label_choice import LabelModeChoice, LabelOptions, mode_label
 from .attacker.choice import AttackChoice
-from .attacker.launch import AttackerLink
+from .attacker.launch import AttackerLink, take_spare
 from .attacks.base import Attack
 from .config import OracleConfig, SurrogateConfig, Timeouts, VictimConfig, WandbConfig, redact_argv
 from .data.base import ImageDataset, Splits
@@ -176,7 +176,11 @@ def _run_phases(exp: Experiment, catalog, splits: Splits, settings: dict[str, Tr
     # attack from their names and options, the attack validated against the run's limits: refused before the victim
     # trains, never built here. The budget the attack is told is the mode's word (in images); the oracle counts
     # every real query against exp.budget whatever it says
-    link = AttackerLink(sandbox, _hidden_from_attacker(exp), str(device), timeout=exp.timeouts.attack_setup).start()
+    hide = _hidden_from_attacker(exp)
+    # the process that checked `fit`'s attack options (attack_args.check_attack), if it was started as this one
+    # would be: it saves starting a second one
+    link = (take_spare(sandbox, hide, str(device), exp.timeouts.attack_setup)
+            or AttackerLink(sandbox, hide, str(device), timeout=exp.timeouts.attack_setup).start())
     try:
         mode = link.label_mode(label_mode, exp.data.num_classes, exp.budget)
         limits = {**limits, "budget": mode["effective_budget"]}
@@ -327,14 +331,8 @@ def _hidden_from_attacker(exp: Experiment) -> list[Path]:
     """The run's folders that a sandboxed attacker must not see: the victim cache (and its seal key), the run
     output folder and every data root; sandbox.secret_paths adds the user's caches and W&B's folders."""
     roots = [getattr(d, "root", None) for d in (exp.data, exp.pool_data) if d is not None]
-    cache = Path(exp.victim.cache_dir or default_cache_dir())
-    if exp.victim.cache:  # created now: a folder that does not exist yet cannot be hidden, and would show later
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass  # obtain_victim says what is wrong with it
-    return attacker_sandbox.secret_paths([cache, Path(exp.output_dir),
-                                          *(Path(r) for r in roots if isinstance(r, (str, Path)))])
+    return attacker_sandbox.run_secret_paths(Path(exp.victim.cache_dir or default_cache_dir()),
+                                             bool(exp.victim.cache), Path(exp.output_dir), roots)
 
 
 def _who(exp: Experiment, catalog, option: str) -> str:

@@ -13,6 +13,7 @@ the attack from its name and options (AttackerLink.resolve) and then receives it
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Iterable
 
 from ..forkserver import context as _context
@@ -51,8 +53,10 @@ class AttackerLink:
                  timeout: float | None = SETUP_TIMEOUT) -> None:
         self.sandbox, self.hide, self.device, self.timeout = sandbox, list(hide), device, timeout
         self.process = self.conn = None
+        self.hidden_at_start: frozenset[str] = frozenset()
 
     def start(self) -> "AttackerLink":
+        self.hidden_at_start = existing(self.hide)  # bwrap can hide only what exists when it starts
         if self.sandbox == "bwrap":
             self.process, self.conn = start_sandbox(self.hide, self.device)
             env = sandbox_env()
@@ -204,6 +208,47 @@ def start_sandbox(hide: Iterable[str], device: str,
 
 
 
+def existing(paths: Iterable[str | Path]) -> frozenset[str]:
+    return frozenset(str(Path(p).resolve()) for p in paths if Path(p).exists())
+
+
+#: the attacker-side process that checked `fit`'s attack options, kept for the run itself (see keep_spare)
+_SPARE: list[AttackerLink] = []
+
+
+def keep_spare(link: AttackerLink) -> None:
+    """Keep `link` (its process has built the run's label mode and attack to check their options) for the run of
+    this same command, which then need not start and wait for a second attacker process (the sandboxed one
+    imports torch and Lightning: seconds). Ended at exit if the run never takes it."""
+    close_spare()
+    if not _SPARE and not getattr(keep_spare, "registered", False):
+        atexit.register(close_spare)
+        keep_spare.registered = True
+    _SPARE.append(link)
+
+
+def take_spare(sandbox: str, hide: Iterable[str | Path], device: str, timeout: float | None) -> AttackerLink | None:
+    """The kept link when it was started as the run would start its own: the same sandbox and device, and the
+    same run folders hidden (a folder created since it started would be visible in it); else None (and it ends).
+    Its process may have built other label modes and attacks before: the last ones built are those that run."""
+    if not _SPARE:
+        return None
+    link = _SPARE.pop()
+    hide = list(hide)
+    alive = link.process is not None and link.process.exitcode is None
+    if alive and (link.sandbox, link.device) == (sandbox, device) and (
+            sandbox != "bwrap" or link.hidden_at_start == existing(hide)):
+        link.hide, link.timeout = hide, timeout
+        return link
+    link.close()
+    return None
+
+
+def close_spare() -> None:
+    while _SPARE:
+        _SPARE.pop().close()
+
+
 def ask_attacker(sandbox: str, hide: Iterable[str], ask, timeout: float | None = AttackerLink.SETUP_TIMEOUT):
     """`ask(link)` of a throwaway attacker-side process (option checks, `--attack.help`), ended afterwards;
     `timeout`: seconds per answer (--timeouts.attack_setup)."""
@@ -214,4 +259,5 @@ def ask_attacker(sandbox: str, hide: Iterable[str], ask, timeout: float | None =
         link.close()
 
 
-__all__ = ["AttackerLink", "SandboxedProcess", "ask_attacker", "start_sandbox", "warm_up"]
+__all__ = ["AttackerLink", "SandboxedProcess", "ask_attacker", "close_spare", "keep_spare", "start_sandbox",
+           "take_spare", "warm_up"]

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..errors import ConfigError
 
@@ -141,5 +141,17 @@ def secret_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
     return paths
 
 
+def run_secret_paths(cache: Path, cache_used: bool, output_dir: Path, roots: Iterable[Any]) -> list[Path]:
+    """What a run hides from its attacker: the victim cache (created now when the run uses it: a folder that does
+    not exist yet cannot be hidden, and would show later), the run output folder and every data root, besides
+    secret_paths' own."""
+    if cache_used:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # obtain_victim says what is wrong with it
+    return secret_paths([cache, output_dir, *(Path(r) for r in roots if isinstance(r, (str, Path)))])
+
+
 __all__ = ["ENV_WHITELIST", "MODES", "SEALED", "bwrap_command", "bwrap_problem", "check_mode", "resolve",
-           "sandbox_env", "secret_paths"]
+           "run_secret_paths", "sandbox_env", "secret_paths"]
