@@ -110,8 +110,11 @@ def check_attack(choice: AttackChoice, cfg: Any, init: Any) -> dict[str, Any]:
     mode = LabelModeChoice.checked(cfg.label_mode, cfg.label_options or {})
     sandbox = attacker_sandbox.resolve(cfg.sandbox)  # no notice here: the run gives it
     roots = [getattr(d, "root", None) for d in (init.data, init.get("pool_data")) if d is not None]
-    hide = attacker_sandbox.run_secret_paths(Path(init.victim.cache_dir or default_cache_dir()),
-                                             bool(init.victim.cache), Path(cfg.output_dir), roots)
+    # the run creates these anyway: made now, the sandbox started here hides them and can run the attack; a
+    # refused attack takes back what it made (a refused command leaves nothing behind)
+    cache = Path(init.victim.cache_dir or default_cache_dir())
+    made = _make_missing([Path(cfg.output_dir), *([cache] if init.victim.cache else [])])
+    hide = attacker_sandbox.run_secret_paths(cache, bool(init.victim.cache), Path(cfg.output_dir), roots)
     timeout = getattr(getattr(init, "timeouts", None), "attack_setup", None)
     link = AttackerLink(sandbox, hide, timeout=timeout).start()
     try:
@@ -119,9 +122,27 @@ def check_attack(choice: AttackChoice, cfg: Any, init: Any) -> dict[str, Any]:
         resolved = link.resolve(choice)
     except BaseException:
         link.close()
+        for folder in reversed(made):
+            try:
+                folder.rmdir()  # only if still empty
+            except OSError:
+                pass
         raise
     keep_spare(link)  # the run of this command takes it over (runner._run_phases) instead of starting another
     return resolved
+
+
+def _make_missing(folders: list[Path]) -> list[Path]:
+    """Create the folders that do not exist (and their missing parents); returns what was created, parents first."""
+    made: list[Path] = []
+    for folder in folders:
+        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue  # the run says what is wrong with it
+        made += missing
+    return made
 
 
 __all__ = ["ATTACK_HELP", "check_attack", "split_attack_args"]

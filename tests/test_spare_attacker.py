@@ -21,8 +21,7 @@ def test_fit_starts_one_attacker_process(tmp_path, monkeypatch):
         return real_start(self)
 
     monkeypatch.setattr(launch.AttackerLink, "start", counting_start)
-    out = tmp_path / "runs"
-    out.mkdir()
+    out = tmp_path / "runs"  # not there yet: made by the option check, so that its sandbox hides it
     code = main(["fit", "--data", "digits", "--attack", "random", "--attack.epochs", "1", "--budget", "50",
                  "--victim.epochs", "1", "--progress_bar", "false", "--output_dir", str(out)])
     assert code == 0
