@@ -85,7 +85,7 @@ class Oracle(QueryCounter):
         answerers = {id(d): _make_answerer(victim, d, torch.device(device), self._who, self._clock)
                      for d in self._defenses}
         self._answerers = [answerers[id(d)] for d in self._defenses]
-        self._account_used = [0] * self.accounts
+        self._account_used = torch.zeros(self.accounts, dtype=torch.long)  # queries charged to each account
         self._answer = self._answerers[0]
         self.benign_state = benign_state
         self._benign_defense = None  # with an account of their own, the benign users' defense (a copy if stateful)
@@ -126,14 +126,12 @@ class Oracle(QueryCounter):
     def _answer_accounts(self, chunk: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
         """The chunk's queries (numbers start, start+1, ...) answered by the accounts they are charged to."""
         owner = owners(start + torch.arange(len(chunk)), self.budget, self.accounts, self.account_split)
+        self._account_used += torch.bincount(owner, minlength=self.accounts)
         if self._one_state:  # the answers do not depend on the account: exactly as with one account
-            for account, count in zip(*owner.unique(return_counts=True)):
-                self._account_used[int(account)] += int(count)
             return self._answer_mixed(chunk, start + len(chunk), self._answer)
         parts = []
         for i, account in enumerate(_in_order(owner)):
             rows = (owner == account).nonzero().squeeze(1)
-            self._account_used[account] += len(rows)
             answer = self._answerers[account]
             # the benign images due by now ride with the chunk's first account, as they would with one account
             parts.append((rows, self._answer_mixed(chunk[rows.to(chunk.device)], start + len(chunk), answer)
@@ -173,7 +171,7 @@ class Oracle(QueryCounter):
 
     def account_records(self) -> list[dict]:
         """Per account: its queries and, for a stateful defense, its state size and report (defender/accounts.py)."""
-        return account_records(self._defenses, self._account_used, self._who)
+        return account_records(self._defenses, self._account_used.tolist(), self._who)
 
     def benign_record(self) -> dict | None:
         """The benign users' own account (``benign_state="own"``): its queries, state size and report; else None."""
