@@ -221,9 +221,6 @@ def keep_spare(link: AttackerLink) -> None:
     this same command, which then need not start and wait for a second attacker process (the sandboxed one
     imports torch and Lightning: seconds). Ended at exit if the run never takes it."""
     close_spare()
-    if not _SPARE and not getattr(keep_spare, "registered", False):
-        atexit.register(close_spare)
-        keep_spare.registered = True
     _SPARE.append(link)
 
 
@@ -247,6 +244,9 @@ def take_spare(sandbox: str, hide: Iterable[str | Path], device: str, timeout: f
 def close_spare() -> None:
     while _SPARE:
         _SPARE.pop().close()
+
+
+atexit.register(close_spare)  # a kept process the run never took ends with this one
 
 
 def ask_attacker(sandbox: str, hide: Iterable[str], ask, timeout: float | None = AttackerLink.SETUP_TIMEOUT):
