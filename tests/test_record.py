@@ -126,9 +126,10 @@ def test_malformed_one_way_messages_end_the_run_as_the_attacks_fault(message, ru
 
 @pytest.mark.parametrize("args,rule", [
     ({"state": {}, "round": 1, "retrained": True}, "state must be a non-empty mapping"),
-    ({"state": {"w": torch.zeros(1)}, "round": "abc", "retrained": True}, "round must be a non-negative integer"),
-    ({"state": {"w": torch.zeros(1)}, "round": -1, "retrained": True}, "round must be a non-negative integer"),
-    ({"state": {"w": torch.zeros(1)}, "round": True, "retrained": True}, "round must be a non-negative integer"),
+    ({"state": {"w": torch.zeros(1)}, "round": "abc", "retrained": True}, "round must be an integer >= 1"),
+    ({"state": {"w": torch.zeros(1)}, "round": -1, "retrained": True}, "round must be an integer >= 1"),
+    ({"state": {"w": torch.zeros(1)}, "round": True, "retrained": True}, "round must be an integer >= 1"),
+    ({"state": {"w": torch.zeros(1)}, "round": 0, "retrained": True}, "round must be an integer >= 1"),
     ({"state": {"w": torch.zeros(1)}, "round": 1, "retrained": "yes"}, "retrained must be true or false"),
     ({"state": {"w": torch.zeros(1)}, "round": 1}, "missing field(s) 'retrained'"),
 ])
