@@ -275,7 +275,7 @@ class ActiveThief(Attack):
         `patience` epochs without a better agreement with `val_labels`; the best epoch's weights are restored."""
         best, best_state, best_epoch, stale = -1.0, None, 0, 0
         for epoch in range(1, self.epochs + 1):
-            model = ctx.train(model.train(), x, targets, 1)  # train mode: Lightning keeps the mode it is given
+            model = ctx.train(model, x, targets, 1)  # fine-tuned in train mode: training.fit sets it
             score = agreement(model, val_x, val_labels)
             if score > best:
                 best, best_epoch, stale = score, epoch, 0
