@@ -27,6 +27,8 @@ from pathlib import Path
 
 #: the model-extraction-benchmark's MNIST DFME accuracies, by query budget
 PUBLISHED_DFME = {10_000: 0.634, 50_000: 0.834, 100_000: 0.893}
+#: and its MAZE (reports/MASTER_SUMMARY.md, SET-A1: lenet victim and substitute, soft probabilities)
+PUBLISHED_MAZE = {10_000: 0.340, 20_000: 0.400, 50_000: 0.500, 100_000: 0.425}
 
 
 #: row name -> attack options: the two attacks, and DFME's ablation (its generator never trained: the student
@@ -35,7 +37,12 @@ VARIANTS: dict[str, list[str]] = {
     "dfme": ["--attack", "dfme"],
     "maze": ["--attack", "maze"],
     "dfme-fixed-generator": ["--attack", "dfme", "--attack.update_generator", "false"],
+    "dfms-hl": ["--attack", "dfms-hl", "--label_mode", "hard"],
+    # the control: a pool-based attack, whose queries are natural images (an 8-bit channel barely moves them)
+    "jbda": ["--attack", "jbda"],
 }
+#: the variants whose batch is scaled by --batch_size (the others keep their papers' batches)
+BATCHED = {"dfme", "maze", "dfme-fixed-generator"}
 
 
 def run(out: Path, name: str, options: list[str], common: list[str]) -> tuple[dict | None, float]:
@@ -71,6 +78,10 @@ def main() -> int:
     parser.add_argument("--surrogate_arch", default="lenet5")
     parser.add_argument("--victim_epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--defense", default="none", help="--defense of every run (with its --defense.* below)")
+    parser.add_argument("--defense_options", default="", help="extra options, e.g. '--defense.beta 0.5'")
+    parser.add_argument("--quantize", type=int, default=None,
+                        help="--oracle.quantize: the channel's bits per pixel (8: a real image API)")
     parser.add_argument("--output_dir", default="bench/out/data_free")
     parser.add_argument("--one_run", action="store_true",
                         help="one run at the largest budget, checkpointed at the others (a warm-started curve)")
@@ -79,21 +90,26 @@ def main() -> int:
     budgets = sorted(int(b) for b in args.budgets.split(","))
     out = Path(args.output_dir)
     common = ["--data", args.data, "--victim.arch", args.victim_arch, "--surrogate.arch", args.surrogate_arch,
-              "--victim.epochs", str(args.victim_epochs), "--seed", str(args.seed), "--progress_bar", "false"]
+              "--victim.epochs", str(args.victim_epochs), "--seed", str(args.seed), "--progress_bar", "false",
+              "--defense", args.defense, *args.defense_options.split()]
+    if args.quantize is not None:
+        common += ["--oracle.quantize", str(args.quantize)]
+    tag = ("" if args.defense == "none" else f"_{args.defense}{''.join(args.defense_options.split()[1::2])}") + (
+        "" if args.quantize is None else f"_q{args.quantize}")
     if args.data != "digits":
         common += ["--data.root", args.root]
     rows = []
     for attack in args.attacks.split(","):
         if attack not in VARIANTS:
             parser.error(f"--attacks: unknown {attack!r} (known: {', '.join(VARIANTS)})")
-        options = [*VARIANTS[attack], "--attack.batch_size", str(args.batch_size)]
+        options = [*VARIANTS[attack], *(["--attack.batch_size", str(args.batch_size)] if attack in BATCHED else [])]
         # each budget its own game (the papers' schedules are fractions of the run), or one run checkpointed
         plan = [(budgets[-1], ["--attack.checkpoints", json.dumps(budgets)])] if args.one_run else [
             (b, ["--attack.num_checkpoints", "1"]) for b in budgets]
         accs, victim, seconds, queries = {}, None, 0.0, {}
         for budget, extra in plan:
-            results, took = run(out, f"{args.data}_{attack}_b{budget}_s{args.seed}{'_curve' if args.one_run else ''}",
-                                [*options, *extra, "--budget", str(budget)], common)
+            name = f"{args.data}_{attack}{tag}_b{budget}_s{args.seed}{'_curve' if args.one_run else ''}"
+            results, took = run(out, name, [*options, *extra, "--budget", str(budget)], common)
             seconds += took
             if results is None:
                 continue
@@ -105,15 +121,17 @@ def main() -> int:
         rows.append((attack, [accs.get(b) for b in budgets], victim, seconds, queries))
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"\n{args.data}, victim {args.victim_arch}, surrogate {args.surrogate_arch}, seed {args.seed}, "
-          f"batch {args.batch_size}\n")
+          f"batch {args.batch_size}, defense {args.defense} {args.defense_options}, "
+          f"channel {'exact float' if args.quantize is None else f'{args.quantize}-bit'}\n")
     print("| attack | " + " | ".join(f"{b:,} queries" for b in budgets) + " | victim acc | wall s | queries |")
     print("|---" * (len(budgets) + 4) + "|")
     for attack, accs, victim, seconds, queries in rows:
         split = ", ".join(f"{k.split('/')[-1]} {int(v)}" for k, v in queries.items())
         print(f"| {attack} | " + " | ".join(map(fmt, accs)) + f" | {fmt(victim)} | {seconds:.0f} | {split} |")
     if args.data == "mnist":
-        print("| DFME, model-extraction-benchmark | "
-              + " | ".join(fmt(PUBLISHED_DFME.get(b)) for b in budgets) + " | | | |")
+        for name, published in (("DFME", PUBLISHED_DFME), ("MAZE", PUBLISHED_MAZE)):
+            print(f"| {name}, model-extraction-benchmark | "
+                  + " | ".join(fmt(published.get(b)) for b in budgets) + " | | | |")
     return 0 if all(r[1][-1] is not None for r in rows) else 1
 
 
