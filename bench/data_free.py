@@ -38,11 +38,15 @@ VARIANTS: dict[str, list[str]] = {
     "maze": ["--attack", "maze"],
     "dfme-fixed-generator": ["--attack", "dfme", "--attack.update_generator", "false"],
     "dfms-hl": ["--attack", "dfms-hl", "--label_mode", "hard"],
+    # the model-extraction-benchmark's protocol ("Track A"): a fresh surrogate trained from scratch on every image
+    # the game sent, its published figures' kind of number
+    "dfme-retrain": ["--attack", "dfme", "--attack.evaluate", "retrain"],
+    "maze-retrain": ["--attack", "maze", "--attack.evaluate", "retrain"],
     # the control: a pool-based attack, whose queries are natural images (an 8-bit channel barely moves them)
     "jbda": ["--attack", "jbda"],
 }
 #: the variants whose batch is scaled by --batch_size (the others keep their papers' batches)
-BATCHED = {"dfme", "maze", "dfme-fixed-generator"}
+BATCHED = {"dfme", "maze", "dfme-fixed-generator", "dfme-retrain", "maze-retrain"}
 
 
 def run(out: Path, name: str, options: list[str], common: list[str]) -> tuple[dict | None, float]:

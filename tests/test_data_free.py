@@ -141,7 +141,7 @@ def test_the_generator_step_raises_the_disagreement_it_estimates(victim, key, mo
 
         before = disagreement()
         for _ in range(30):
-            attack._generator_step(ctx, gen, student, opt_g, opt_s, 32)
+            attack._generator_step(ctx, data_free.QueryLedger(1200, 1), gen, student, opt_g, opt_s, 32)
         after[sign] = disagreement()
         assert ctx.oracle.used == 30 * 32 * (attack.directions + 1)
     assert after[1] > before > after[-1], (before, after)
@@ -350,3 +350,30 @@ def test_explicit_checkpoints(victim, key):
     assert points[-1] == 1200 and len(points) == 3 and 300 <= points[0] < 700 <= points[1] < 1200
     with pytest.raises(ConfigError, match="attack.checkpoints"):
         attack.validate(budget=500, num_classes=10, pool_size=0)
+
+
+@pytest.mark.parametrize("key", ["dfme", "maze"])
+def test_retrain_evaluates_a_fresh_surrogate_on_every_image_sent(victim, key):
+    """evaluate retrain (the model-extraction-benchmark's Track A): each checkpoint trains a new surrogate from
+    scratch on all images the oracle answered so far, with those answers as targets, and flags it retrained."""
+    ctx, oracle, curve = context(victim, 1200)
+    trained, flags = [], []
+
+    def train(model, x, targets, epochs):
+        trained.append((model, len(x), epochs))
+        with torch.no_grad():  # the targets are the oracle's own answers to these very images
+            assert torch.allclose(targets, torch.softmax(victim["net"](x), -1), atol=1e-5)
+        return fit(model, x, targets, epochs, TrainSettings(batch_size=64, trainer={"accelerator": "cpu"}), seed=0)
+
+    scored = ctx.checkpoint
+    ctx.train = train
+    ctx.checkpoint = lambda model, round_idx, fresh: (flags.append(fresh), scored(model, round_idx, fresh))
+    final = run(ATTACKS[key](checkpoints=[600], evaluate="retrain", retrain_epochs=2), ctx)
+    assert [n for _, n, _ in trained] == [c[0] for c in curve] and curve[-1][0] == oracle.used == 1200
+    assert flags == [True] * len(curve) and {e for _, _, e in trained} == {2}
+    assert final is trained[-1][0] and trained[0][0] is not trained[-1][0]  # fresh weights at each checkpoint
+    assert curve[-1][2] > 0.3, curve  # the victim's answers teach it (chance 0.1)
+    with pytest.raises(ConfigError, match="attack.evaluate"):
+        ATTACKS[key](evaluate="track-a")
+    with pytest.raises(ConfigError, match="attack.retrain_epochs"):
+        ATTACKS[key](evaluate="retrain", retrain_epochs=0)

@@ -127,18 +127,35 @@ def check_checkpoints(checkpoints: list[int] | None, budget: int) -> None:
 
 
 class QueryLedger:
-    """The game's query bookkeeping: what each kind of query cost, and the doubling checkpoint schedule."""
+    """The game's query bookkeeping: what each kind of query cost, and the doubling checkpoint schedule.
 
-    def __init__(self, budget: int, num_checkpoints: int, checkpoints: list[int] | None = None) -> None:
+    With `retrain_epochs`, the ledger also keeps every image the game sent and its training target, and each
+    checkpoint evaluates a fresh surrogate trained from scratch on all of them (`ctx.train`, the run's surrogate
+    recipe) instead of the game's student: the model-extraction-benchmark's "Track A", which measures the queries'
+    quality apart from the student the game trained online (the papers report the student).
+    """
+
+    def __init__(self, budget: int, num_checkpoints: int, checkpoints: list[int] | None = None,
+                 retrain_epochs: int | None = None) -> None:
         self.budget = budget
         self.points = schedule(budget, num_checkpoints, checkpoints)
         self.counts: dict[str, int] = {}
         self.round = 0  # checkpoints taken: the round of the last one (rounds count from 1, one per checkpoint)
         self.passed = 0  # schedule points reached
         self.last: int | None = None  # the query count of the last checkpoint
+        self.retrain_epochs = retrain_epochs
+        self.sent: list[tuple[Tensor, Tensor]] = []  # (images, targets) on the CPU, only with retrain_epochs
+        self.evaluated: nn.Module | None = None  # the model the last checkpoint evaluated
 
     def add(self, kind: str, n: int) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + int(n)
+
+    def targets(self, ctx: AttackContext, x: Tensor) -> Tensor:
+        """The oracle's answers for `x` as training targets (the run's label mode), kept when retraining."""
+        targets = ctx.to_targets(query(ctx, x)).float()
+        if self.retrain_epochs is not None:
+            self.sent.append((x.detach().float().clamp(0, 1).cpu(), targets.detach().cpu()))
+        return targets
 
     def due(self, used: int) -> bool:
         """Whether the query count has reached the next checkpoint."""
@@ -149,22 +166,38 @@ class QueryLedger:
         round."""
         while self.due(ctx.oracle.used):
             self.passed += 1
-        self.round += 1
-        ctx.checkpoint(model, self.round, False)
-        self.last = ctx.oracle.used
+        self._evaluate(ctx, model)
 
-    def finish(self, ctx: AttackContext, model: nn.Module) -> None:
-        """The final checkpoint, unless the last one was taken at the current query count."""
+    def finish(self, ctx: AttackContext, model: nn.Module) -> nn.Module:
+        """The final checkpoint, unless the last one was taken at the current query count; returns the model
+        evaluated last (the run's final surrogate)."""
         if self.last != ctx.oracle.used:
-            self.round += 1
-            ctx.checkpoint(model, self.round, False)
-            self.last = ctx.oracle.used
+            self._evaluate(ctx, model)
+        return self.evaluated if self.evaluated is not None else model
+
+    def _evaluate(self, ctx: AttackContext, model: nn.Module) -> None:
+        self.round += 1
+        retrained = self.retrain_epochs is not None
+        if retrained:
+            x, targets = (torch.cat(part) for part in zip(*self.sent))
+            model = ctx.train(ctx.new_surrogate().train(), x, targets, self.retrain_epochs)
+        ctx.checkpoint(model, self.round, retrained)
+        self.last, self.evaluated = ctx.oracle.used, model
 
 
 def query(ctx: AttackContext, x: Tensor) -> Tensor:
     """The oracle's released probabilities for pixels `x` (float32, on x's device); asserts the budget holds."""
     assert len(x) <= ctx.oracle.remaining, "a data-free step asked for more queries than remain"
     return ctx.oracle.query(x.detach().float().clamp(0, 1)).float()
+
+
+def check_evaluate(evaluate: str, retrain_epochs: int) -> int | None:
+    """The `evaluate`/`retrain_epochs` options of a game: QueryLedger's retrain_epochs (None: the student)."""
+    if evaluate not in ("student", "retrain"):
+        raise ConfigError(f"attack.evaluate must be student or retrain, got {evaluate!r}")
+    if isinstance(retrain_epochs, bool) or not isinstance(retrain_epochs, int) or retrain_epochs < 1:
+        raise ConfigError(f"attack.retrain_epochs must be an integer >= 1, got {retrain_epochs!r}")
+    return retrain_epochs if evaluate == "retrain" else None
 
 
 def check_common(*, batch_size: int, latent_dim: int, epsilon: float, directions: int, num_checkpoints: int,

@@ -18,8 +18,8 @@ from torch import nn
 from .. import hookimpl
 from ..errors import ConfigError
 from .base import Attack, AttackContext
-from .data_free import (Generator, QueryLedger, check_budget, check_checkpoints, check_common, ascend_generator,
-                        l1_disagreement, query, recover_logits)
+from .data_free import (Generator, QueryLedger, ascend_generator, check_budget, check_checkpoints, check_common,
+                        check_evaluate, l1_disagreement, recover_logits)
 
 
 class DFME(Attack):
@@ -32,7 +32,8 @@ class DFME(Attack):
                  lr_generator: float = 1e-4, student_optimizer: Literal["paper", "recipe"] = "paper",
                  lr_schedule: Literal["paper", "constant"] = "paper", activation: Literal["tanh", "sigmoid"] = "tanh",
                  logit_correction: Literal["mean", "none"] = "mean", update_generator: bool = True,
-                 num_checkpoints: int = 8, checkpoints: list[int] | None = None) -> None:
+                 num_checkpoints: int = 8, checkpoints: list[int] | None = None,
+                 evaluate: Literal["student", "retrain"] = "student", retrain_epochs: int = 10) -> None:
         """
         Args:
             batch_size: images per generator and per student step (the paper: 256).
@@ -56,6 +57,11 @@ class DFME(Attack):
                 initial (random) generator's images: an ablation, not DFME.
             num_checkpoints: points of the budget curve, a doubling sequence of query counts ending at the budget.
             checkpoints: the curve's query counts instead (the budget is always added as the last).
+            evaluate: what each checkpoint evaluates: `student` (the game's student, as the paper reports) or
+                `retrain` (a fresh surrogate trained from scratch on every image sent so far and its answer, with
+                the run's surrogate recipe for `retrain_epochs` epochs: the model-extraction-benchmark's Track A,
+                the queries' quality apart from the student; a measurement protocol, not the paper's).
+            retrain_epochs: the epochs of that retraining (evaluate retrain only).
         """
         check_common(batch_size=batch_size, latent_dim=latent_dim, epsilon=epsilon, directions=directions,
                      num_checkpoints=num_checkpoints, generator_steps=generator_steps, student_steps=student_steps,
@@ -72,6 +78,8 @@ class DFME(Attack):
         self.logit_correction, self.update_generator = logit_correction, bool(update_generator)
         self.num_checkpoints = num_checkpoints
         self.checkpoints = sorted({int(c) for c in checkpoints}) if checkpoints else None
+        self.evaluate, self.retrain_epochs = evaluate, retrain_epochs
+        self._retrain = check_evaluate(evaluate, retrain_epochs)
         self._report: dict[str, float] = {}
 
     def step_cost(self) -> int:
@@ -84,8 +92,8 @@ class DFME(Attack):
         if self.update_generator:
             check_budget(budget, self.batch_size, self.directions, "DFME", student_batches=1)
 
-    def _teacher(self, ctx: AttackContext, x: torch.Tensor) -> torch.Tensor:
-        targets = ctx.to_targets(query(ctx, x)).float()
+    def _teacher(self, ctx: AttackContext, ledger: QueryLedger, x: torch.Tensor) -> torch.Tensor:
+        targets = ledger.targets(ctx, x)
         if self.logit_correction == "mean":
             return recover_logits(targets)
         return targets.clamp_min(1e-30).log()
@@ -110,7 +118,7 @@ class DFME(Attack):
             milestones = sorted({max(1, int(iterations * f)) for f in (0.1, 0.3, 0.5)})
             mine = ([opt_g] if self.update_generator else []) + ([opt_s] if self.student_optimizer == "paper" else [])
             schedules = [torch.optim.lr_scheduler.MultiStepLR(o.optimizer, milestones, gamma=0.3) for o in mine]
-        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints, self.checkpoints)
+        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints, self.checkpoints, self._retrain)
         ledger.points = [p for p in ledger.points if p > ctx.oracle.used] or [ctx.oracle.budget]
         done = 0
         gen.train()
@@ -121,7 +129,7 @@ class DFME(Attack):
                 n = min(self.batch_size, ctx.oracle.remaining // (self.directions + 2))
                 if n < 1:
                     break
-                self._generator_step(ctx, gen, student, opt_g, opt_s, n)
+                self._generator_step(ctx, ledger, gen, student, opt_g, opt_s, n)
                 ledger.add("generator_probes", n * (self.directions + 1))
             student.train()
             for _ in range(self.student_steps):
@@ -130,7 +138,7 @@ class DFME(Attack):
                     break
                 with torch.no_grad():
                     x = gen.activate(gen(torch.randn(n, self.latent_dim, generator=g).to(device))).float()
-                teacher = self._teacher(ctx, x)
+                teacher = self._teacher(ctx, ledger, x)
                 with opt_s.autocast():
                     logits = student(x)
                 opt_s.step(l1_disagreement(logits.float(), teacher).mean())
@@ -141,14 +149,15 @@ class DFME(Attack):
             done += 1
             for schedule in schedules:
                 schedule.step()
-        ledger.finish(ctx, student)
+        final = ledger.finish(ctx, student)
         self._report = {"queries/student": float(ledger.counts.get("student", 0)),
                         "queries/generator_probes": float(ledger.counts.get("generator_probes", 0)),
                         "iterations": float(done), "generator_steps": float(opt_g.steps),
                         "student_steps": float(opt_s.steps)}
-        return student
+        return final
 
-    def _generator_step(self, ctx: AttackContext, gen: Generator, student: nn.Module, opt_g, opt_s, n: int) -> None:
+    def _generator_step(self, ctx: AttackContext, ledger: QueryLedger, gen: Generator, student: nn.Module, opt_g,
+                        opt_s, n: int) -> None:
         """One generator step: maximise the L1 disagreement, its gradient estimated through the oracle."""
         student.eval()
         z = torch.randn(n, self.latent_dim, generator=ctx.generator).to(ctx.device)
@@ -158,7 +167,7 @@ class DFME(Attack):
 
         def disagreement(points: torch.Tensor) -> torch.Tensor:
             x = gen.activate(points)
-            teacher = self._teacher(ctx, x)  # the m + 1 copies of the batch in one oracle call
+            teacher = self._teacher(ctx, ledger, x)  # the m + 1 copies of the batch in one oracle call
             with opt_s.autocast():
                 logits = student(x)
             return l1_disagreement(logits.float(), teacher)

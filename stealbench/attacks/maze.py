@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from .. import hookimpl
 from ..errors import ConfigError
 from .base import Attack, AttackContext
-from .data_free import (Generator, QueryLedger, check_budget, check_checkpoints, check_common, ascend_generator,
-                        kl_disagreement, query)
+from .data_free import (Generator, QueryLedger, ascend_generator, check_budget, check_checkpoints, check_common,
+                        check_evaluate, kl_disagreement)
 
 
 class MAZE(Attack):
@@ -31,7 +31,8 @@ class MAZE(Attack):
                  generator_steps: int = 1, student_steps: int = 5, replay_steps: int = 10,
                  replay_size: int | None = None, lr_student: float = 0.1, lr_generator: float = 1e-4,
                  optimizer: Literal["paper", "recipe"] = "paper", activation: Literal["tanh", "sigmoid"] = "tanh",
-                 num_checkpoints: int = 8, checkpoints: list[int] | None = None) -> None:
+                 num_checkpoints: int = 8, checkpoints: list[int] | None = None,
+                 evaluate: Literal["student", "retrain"] = "student", retrain_epochs: int = 10) -> None:
         """
         Args:
             batch_size: images per generator and student step (MAZE's code: 128).
@@ -51,6 +52,11 @@ class MAZE(Attack):
             activation: the generator's output in pixel space [0, 1]: `tanh` ((tanh + 1) / 2) or `sigmoid`.
             num_checkpoints: points of the budget curve, a doubling sequence of query counts ending at the budget.
             checkpoints: the curve's query counts instead (the budget is always added as the last).
+            evaluate: what each checkpoint evaluates: `student` (the game's student, as the paper reports) or
+                `retrain` (a fresh surrogate trained from scratch on every image sent so far and its answer, with
+                the run's surrogate recipe for `retrain_epochs` epochs: the model-extraction-benchmark's Track A,
+                the queries' quality apart from the student; a measurement protocol, not the paper's).
+            retrain_epochs: the epochs of that retraining (evaluate retrain only).
         """
         check_common(batch_size=batch_size, latent_dim=latent_dim, epsilon=epsilon, directions=directions,
                      num_checkpoints=num_checkpoints, generator_steps=generator_steps, student_steps=student_steps,
@@ -67,6 +73,8 @@ class MAZE(Attack):
         self.lr_student, self.lr_generator, self.optimizer = lr_student, lr_generator, optimizer
         self.activation, self.num_checkpoints = activation, num_checkpoints
         self.checkpoints = sorted({int(c) for c in checkpoints}) if checkpoints else None
+        self.evaluate, self.retrain_epochs = evaluate, retrain_epochs
+        self._retrain = check_evaluate(evaluate, retrain_epochs)
         self._report: dict[str, float] = {}
 
     def step_cost(self) -> int:
@@ -95,7 +103,7 @@ class MAZE(Attack):
         student = ctx.new_surrogate().to(device)
         iterations = max(1, ctx.oracle.remaining // self.step_cost())
         opt_s, opt_g, schedules = self._optimizers(ctx, student, gen, iterations)
-        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints, self.checkpoints)
+        ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints, self.checkpoints, self._retrain)
         ledger.points = [p for p in ledger.points if p > ctx.oracle.used] or [ctx.oracle.budget]
         replay_x: list[Tensor] = []
         replay_t: list[Tensor] = []
@@ -107,7 +115,7 @@ class MAZE(Attack):
                 n = min(self.batch_size, ctx.oracle.remaining // (self.directions + 1))
                 if n < 1:
                     break
-                fresh = self._generator_step(ctx, gen, student, opt_g, opt_s, n)
+                fresh = self._generator_step(ctx, ledger, gen, student, opt_g, opt_s, n)
                 ledger.add("generator_probes", n * (self.directions + 1))
             student.train()
             last = None
@@ -120,7 +128,7 @@ class MAZE(Attack):
                         break
                     with torch.no_grad():
                         x = gen.activate(gen(torch.randn(n, self.latent_dim, generator=g).to(device))).float()
-                    teacher = ctx.to_targets(query(ctx, x)).float()
+                    teacher = ledger.targets(ctx, x)
                     ledger.add("student", n)
                 self._student_step(student, opt_s, x, teacher)
                 last = (x, teacher)
@@ -137,12 +145,12 @@ class MAZE(Attack):
             done += 1
             for schedule in schedules:
                 schedule.step()
-        ledger.finish(ctx, student)
+        final = ledger.finish(ctx, student)
         self._report = {"queries/student": float(ledger.counts.get("student", 0)),
                         "queries/generator_probes": float(ledger.counts.get("generator_probes", 0)),
                         "iterations": float(done), "replay/size": float(kept), "replay/steps": float(replayed),
                         "generator_steps": float(opt_g.steps), "student_steps": float(opt_s.steps)}
-        return student
+        return final
 
     def _student_step(self, student: nn.Module, opt_s, x: Tensor, teacher: Tensor) -> None:
         with opt_s.autocast():
@@ -158,8 +166,8 @@ class MAZE(Attack):
             self._student_step(student, opt_s, xs[idx], ts[idx])
         return self.replay_steps
 
-    def _generator_step(self, ctx: AttackContext, gen: Generator, student: nn.Module, opt_g, opt_s,
-                        n: int) -> tuple[Tensor, Tensor]:
+    def _generator_step(self, ctx: AttackContext, ledger: QueryLedger, gen: Generator, student: nn.Module, opt_g,
+                        opt_s, n: int) -> tuple[Tensor, Tensor]:
         """One generator step on the KL disagreement; returns the unperturbed batch and its answers."""
         student.eval()
         z = torch.randn(n, self.latent_dim, generator=ctx.generator).to(ctx.device)
@@ -170,7 +178,7 @@ class MAZE(Attack):
 
         def disagreement(points: Tensor) -> Tensor:
             x = gen.activate(points)
-            teacher = ctx.to_targets(query(ctx, x)).float()  # the N + 1 copies of the batch in one oracle call
+            teacher = ledger.targets(ctx, x)  # the N + 1 copies of the batch in one oracle call
             view = slice(self.directions, None, self.directions + 1)  # each sample's unperturbed copy
             seen["x"], seen["t"] = x[view].clone(), teacher[view].clone()
             with opt_s.autocast():
