@@ -47,6 +47,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 #: the variants whose batch is scaled by --batch_size (the others keep their papers' batches)
 BATCHED = {"dfme", "maze", "dfme-fixed-generator", "dfme-retrain", "maze-retrain"}
+#: the variants with a curve of their own making (JBDA's rounds decide its queries: the budget is only a cap)
+OWN_CURVE = {"jbda"}
 
 
 def run(out: Path, name: str, options: list[str], common: list[str]) -> tuple[dict | None, float]:
@@ -110,6 +112,8 @@ def main() -> int:
         # each budget its own game (the papers' schedules are fractions of the run), or one run checkpointed
         plan = [(budgets[-1], ["--attack.checkpoints", json.dumps(budgets)])] if args.one_run else [
             (b, ["--attack.num_checkpoints", "1"]) for b in budgets]
+        if attack in OWN_CURVE:  # one run, its last point read at every budget it reaches
+            plan = [(budgets[-1], [])]
         accs, victim, seconds, queries = {}, None, 0.0, {}
         for budget, extra in plan:
             name = f"{args.data}_{attack}{tag}_b{budget}_s{args.seed}{'_curve' if args.one_run else ''}"
@@ -120,7 +124,9 @@ def main() -> int:
             victim = results["metrics"]["victim/acc"]
             queries = {k: v for k, v in results["extra_metrics"].items() if k.startswith("attack/queries/")}
             for b in budgets:
-                if b <= budget and (args.one_run or b == budget):
+                if attack in OWN_CURVE:
+                    accs[b] = results["curve"][-1]["surrogate/acc"] if results["metrics"]["queries"] <= b else None
+                elif b <= budget and (args.one_run or b == budget):
                     accs[b] = at(results["curve"], b)
         rows.append((attack, [accs.get(b) for b in budgets], victim, seconds, queries))
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
