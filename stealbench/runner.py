@@ -283,6 +283,7 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
         "metrics": metrics,
         "extra_metrics": extras,
         "price": price,
+        "attacker_compute": referee.compute,
         "curve": curve,
         "splits": splits.sizes(),
         "pool": _pool_record(exp, splits, needs_pool),
@@ -316,6 +317,11 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     tracker.add_config({"reproducibility": reproducibility, "sealed": sealed,
                         "plugins": results["versions"]["plugins"]})
     console.info(console.escape(tracker.finish(shown, files=[run_dir / RESULTS_FILE])))
+    compute = referee.compute or {}
+    if compute.get("cpu_seconds") is not None:
+        console.info(f"attacker compute: {compute['cpu_seconds']:.1f} CPU s over the attack phase's "
+                     f"{compute['wall_seconds']:.1f} s (the defender answered for "
+                     f"{compute['defender_answering_seconds']:.1f} s of it)")
     console.info(f"results: {console.escape(run_dir / RESULTS_FILE)}")
     return results
 

@@ -7,6 +7,7 @@ any training; `attack_phase` runs once the oracle stands.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from ..attacks.base import Attack
 from ..errors import StealbenchError
 from ..evaluator.client import EvaluatorFailed, SurrogateEvaluator
 from ..seeding import role_generator, role_seed, seeded_globals
+from .attacker_compute import compute_record
 from .referee import AttackerFailed, Referee
 from .referee import stop as stop_attacker
 
@@ -90,6 +92,7 @@ def attack_phase(exp, splits, surrogate_settings, label_mode, device: torch.devi
         train_settings=surrogate_settings,  # no logger: the attacker's process relays its logs
         device=str(device),
     )
+    started = time.perf_counter()
     process, conn = link.run(spec)
     try:
         with seeded_globals(role_seed(exp.seed, "oracle")):  # randomised defenses answer from this stream
@@ -97,11 +100,20 @@ def attack_phase(exp, splits, surrogate_settings, label_mode, device: torch.devi
     except BaseException:
         stop_attacker(process, conn, timeout=1.0)  # interrupted or failed: no reason to wait for a clean exit
         raise
+    # read before it stops: the kernel's account of the attacker's processes, not a figure the attacker sends
+    referee.compute = compute_record(getattr(process, "pid", None), time.perf_counter() - started,
+                                     _answering_seconds(oracle))
     stop_attacker(process, conn)
     if not referee.curve:
         raise StealbenchError(f"attack {exp.keys['attack']!r} finished without evaluating the surrogate "
                               "(it never called ctx.checkpoint)")
     return referee, report
+
+
+def _answering_seconds(oracle) -> float:
+    """The defender's time answering so far (victim forward passes and the defense), where the oracle keeps it."""
+    price = oracle.price(None) if hasattr(oracle, "price") else {}
+    return float(price.get("victim_seconds", 0.0)) + float(price.get("defense_seconds", 0.0))
 
 
 __all__ = ["accuracy", "attack_phase", "params", "resolve_attack"]

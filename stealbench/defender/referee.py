@@ -66,6 +66,8 @@ class Referee:
     answer_timeout: float | None = None  # seconds this side may take to answer one request
     curve: list[dict[str, Any]] = field(default_factory=list)
     seed_set_record: dict[str, Any] | None = None
+    #: what the attacker's side spent (attacker_compute.compute_record), set when the attack phase ends
+    compute: dict[str, Any] | None = None
     _seed_set: dict[str, Any] | None = None
 
     # -- requests ---------------------------------------------------------------------------------------------
