@@ -17,7 +17,7 @@ from test_data_free import context, run, victim  # noqa: F401  (the module-scope
 
 
 def small(**kw) -> DFMSHL:
-    return DFMSHL(**{"batch_size": 32, "pretrain_steps": 10, "warmup_epochs": 2, **kw})
+    return DFMSHL(**{"batch_size": 32, "pretrain_steps": 10, "divgan_steps": 5, "warmup_epochs": 2, **kw})
 
 
 def weights(net) -> torch.Tensor:
@@ -53,9 +53,12 @@ def test_every_query_is_counted_and_the_budget_is_spent_exactly(victim, budget, 
     run(attack, ctx)
     report = attack.report()
     assert oracle.used == sum(oracle.calls) == budget
-    assert report["queries/proxy"] + report["queries/generated"] == budget
-    assert report["queries/proxy"] == (budget // 10 if proxy_queries is None else proxy_queries)
-    assert max(oracle.calls) <= max(32, report["queries/proxy"])
+    initial = budget // 10 if proxy_queries is None else proxy_queries
+    assert sum(report[f"queries/{k}"] for k in ("proxy", "initial_generated", "divgan", "generated")) == budget
+    assert report["queries/proxy"] + report["queries/initial_generated"] == initial  # the code's half and half
+    assert report["queries/initial_generated"] == report["queries/divgan"] == round(initial / 2)
+    assert report["steps/divgan"] == 5 and report["steps/retrain"] == (2 * math.ceil(initial / 32) if initial else 0)
+    assert max(oracle.calls) <= max(32, initial)
     assert report["steps/alternating"] == report["iterations"] == math.ceil(report["queries/generated"] / 32)
     assert report["steps/pretrain"] == 10 and report["proxy/shapes"] == 1.0
     assert curve[-1][0] == budget and [c[0] for c in curve] == sorted(c[0] for c in curve)
@@ -127,7 +130,7 @@ def test_a_foreign_pool_is_the_proxy(victim):  # noqa: F811
     attack = small()
     run(attack, ctx)
     assert attack.report()["proxy/shapes"] == 0.0 and oracle.used == 400
-    assert attack.report()["queries/proxy"] == 40
+    assert attack.report()["queries/proxy"] == attack.report()["queries/initial_generated"] == 20
     ctx, _, _ = context(victim, 400)
     ctx.pool_x = victim["splits"].pool_x
     attack = small()
@@ -149,8 +152,9 @@ def test_a_proxy_of_the_wrong_shape_is_one_config_error(victim):  # noqa: F811
         run(small(proxy="pool"), ctx)
 
 
-@pytest.mark.parametrize("kwargs,budget,need", [({"proxy_queries": 0}, 31, 32), ({}, 34, 35),
-                                                ({"proxy_queries": 100, "batch_size": 64}, 163, 164)])
+@pytest.mark.parametrize("kwargs,budget,need", [({"proxy_queries": 0}, 31, 32), ({}, 36, 37),
+                                                ({"divgan_steps": 0}, 34, 35), ({"init_generated": 0.0}, 34, 35),
+                                                ({"proxy_queries": 100, "batch_size": 64}, 213, 214)])
 def test_a_budget_too_small_for_one_student_batch(kwargs, budget, need):
     attack = DFMSHL(**{"batch_size": 32, **kwargs})
     with pytest.raises(ConfigError, match=f"= {need} queries"):
@@ -162,6 +166,7 @@ def test_a_budget_too_small_for_one_student_batch(kwargs, budget, need):
     ({"proxy": "cifar"}, "attack.proxy"), ({"batch_size": 0}, "attack.batch_size"),
     ({"diversity_weight": float("nan")}, "attack.diversity_weight"), ({"lr_generator": 0.0}, "attack.lr_generator"),
     ({"proxy_queries": -1}, "attack.proxy_queries"), ({"pretrain_steps": 1.5}, "attack.pretrain_steps"),
+    ({"init_generated": 1.5}, "attack.init_generated"), ({"divgan_diversity_weight": -1}, "divgan_diversity_weight"),
 ])
 def test_nonsense_options_are_one_config_error(kwargs, text):
     with pytest.raises(ConfigError, match=text):
@@ -182,7 +187,8 @@ def test_fit_runs_dfms_hl(tmp_path, proxy):
     results = json.loads((out / "e2e" / "results.json").read_text())
     extra = results["extra_metrics"]
     assert results["metrics"]["queries"] == 500 == results["curve"][-1]["queries"]
-    assert extra["attack/queries/proxy"] == 50 and extra["attack/queries/generated"] == 450
+    assert extra["attack/queries/proxy"] == extra["attack/queries/initial_generated"] == 25
+    assert extra["attack/queries/divgan"] == 25 and extra["attack/queries/generated"] == 425
     assert extra["attack/proxy/shapes"] == 1.0
     assert results["pool"]["needed"] is (proxy == "auto")
 

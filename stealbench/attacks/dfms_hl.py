@@ -8,9 +8,14 @@ against an MNIST or digits victim), or synthetic shapes (stealbench/attacks/shap
 
 1. **GAN on the proxy** (`pretrain_steps`, no queries): a generator and a DCGAN discriminator, the usual
    non-saturating BCE game (Adam 2e-4, betas (0.5, 0.999)).
-2. **Clone initialisation** (`proxy_queries` counted queries): proxy images labelled by the victim's argmax; the
-   clone (student) trains on them for `warmup_epochs` epochs.
-3. **Alternating training** until the budget is spent, one batch per iteration: the generator's images are
+2. **Clone initialisation** (`proxy_queries` counted queries): a set of proxy images and, `init_generated` of
+   it (the code's 0.5 / 0.5 of --proxy_data_ratio and --dcgan_data_ratio), images of the proxy-trained
+   generator, labelled by the victim's argmax; the clone (student) trains on them for `warmup_epochs` epochs.
+3. **DivGAN** (`divgan_steps`, no queries): the generator takes steps on L_adv + lambda_div' L_div through that
+   clone (the code's train_gen.py, d_l 10: `divgan_diversity_weight`); then a *fresh* clone is trained from
+   scratch on the labelled proxy images and as many DivGAN images as the generated part of step 2 (counted
+   queries; the code's --from_scratch with --div_gan_data_ratio 0.5 and --proxy_data_ratio 0.5).
+4. **Alternating training** until the budget is spent, one batch per iteration: the generator's images are
    labelled by the victim (counted queries) and the clone takes one cross-entropy step on those hard labels;
    then the generator takes one step on  L_adv + lambda_div * L_div (+ lambda_ent * L_ent), where L_adv is the
    GAN loss against the discriminator (which keeps the images near the proxy distribution), L_div is the
@@ -21,13 +26,14 @@ against an MNIST or digits victim), or synthetic shapes (stealbench/attacks/shap
    With `proxy_every` k > 0, every k-th iteration adds one clone step on a batch of the labelled proxy set (the
    code's --use_proxy_data, off in the paper's alternating run).
 
-Deviations, each named: `divgan_steps` (default 0) is the paper's intermediate "DivGAN" stage (generator steps on
-L_adv + lambda_div L_div through the initial clone, no queries) shortened to a count, off by default, and the
-clone is not retrained from scratch after it; the generator is the one DFME/MAZE share (data_free.Generator:
-linear, then upsample + conv blocks with batch norm, tanh) instead of DCGAN's transposed convolutions, sized to
-the victim's input; the paper's AutoAugment on the clone's batches is not applied; `proxy_queries` None labels
-the whole proxy set capped at a tenth of the budget (the paper labels all of it: 50,000 CIFAR images of a
-budget in the millions); the discriminator is a two-block DCGAN discriminator sized to the input.
+Deviations, each named: the stages are counts of steps scaled to a CPU benchmark, not the code's epochs (200
+DCGAN epochs, 100 DivGAN epochs, 150 alternating epochs over 50,000 images); `divgan_steps 0 --attack.init_generated
+0` is this module's earlier pipeline (proxy images only, no DivGAN); the generator is the one DFME/MAZE share
+(data_free.Generator: linear, then upsample + conv blocks with batch norm, tanh) instead of DCGAN's transposed
+convolutions, sized to the victim's input; the paper's AutoAugment and pad-crop on the clone's batches are not
+applied; `proxy_queries` None labels a tenth of the budget (capped by the proxy set's size for its proxy part; the
+paper labels 50,000 CIFAR images of a budget in the millions); the discriminator is a two-block DCGAN
+discriminator sized to the input.
 """
 
 from __future__ import annotations
@@ -87,7 +93,8 @@ class DFMSHL(Attack):
 
     def __init__(self, proxy: Literal["auto", "pool", "shapes"] = "auto", batch_size: int = 64,
                  latent_dim: int = 100, pretrain_steps: int = 200, proxy_queries: int | None = None,
-                 warmup_epochs: int = 10, divgan_steps: int = 0, diversity_weight: float = 500.0,
+                 warmup_epochs: int = 10, init_generated: float = 0.5, divgan_steps: int = 200,
+                 divgan_diversity_weight: float = 10.0, diversity_weight: float = 500.0,
                  entropy_weight: float = 0.0, proxy_every: int = 0, lr_student: float = 0.01,
                  lr_generator: float = 2e-4, lr_discriminator: float = 2e-4,
                  num_checkpoints: int = 8, checkpoints: list[int] | None = None) -> None:
@@ -99,11 +106,15 @@ class DFMSHL(Attack):
             batch_size: images per clone, generator and discriminator step (the code: 64).
             latent_dim: the generator's noise size (DCGAN's nz: 100).
             pretrain_steps: GAN steps on the proxy before any query (the paper: 200 epochs of DCGAN).
-            proxy_queries: proxy images labelled by the victim to initialise the clone (None: the whole proxy set,
-                at most a tenth of the budget; shapes: a tenth of the budget); 0 skips the stage.
-            warmup_epochs: clone epochs on the labelled proxy images.
-            divgan_steps: generator steps on L_adv + lambda_div L_div before the alternating stage (no queries;
-                the paper's DivGAN stage, shortened; 0: off).
+            proxy_queries: images labelled by the victim to initialise the clone, proxy images and generated
+                ones (None: a tenth of the budget, its proxy part capped by the proxy set); 0 skips the stage.
+            warmup_epochs: clone epochs on the labelled initial set (and on the DivGAN retraining set).
+            init_generated: the share of the initial set drawn from the proxy-trained generator (the code: 0.5);
+                0: proxy images only.
+            divgan_steps: DivGAN generator steps on L_adv + lambda_div' L_div through the initial clone (no
+                queries), after which a fresh clone trains on the labelled proxy images and as many DivGAN images
+                as the initial set's generated part (counted); 0: no DivGAN stage.
+            divgan_diversity_weight: lambda_div' of the DivGAN stage (the code's d_l: 10).
             diversity_weight: lambda_div (the code's d_l: 500 in the alternating stage).
             entropy_weight: lambda_ent, weight of the clone's mean per-sample entropy (the code's c_l: 0).
             proxy_every: every k-th iteration one more clone step on the labelled proxy set (0: off, the paper).
@@ -122,7 +133,11 @@ class DFMSHL(Attack):
         for option, (value, low) in ints.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"attack.{option} must be an integer >= {low}, got {value!r}")
+        if not (isinstance(init_generated, (int, float)) and not isinstance(init_generated, bool)
+                and 0 <= init_generated <= 1):
+            raise ConfigError(f"attack.init_generated must be a number in [0, 1], got {init_generated!r}")
         for option, value, positive in (("diversity_weight", diversity_weight, False),
+                                        ("divgan_diversity_weight", divgan_diversity_weight, False),
                                         ("entropy_weight", entropy_weight, False),
                                         ("lr_student", lr_student, True), ("lr_generator", lr_generator, True),
                                         ("lr_discriminator", lr_discriminator, True)):
@@ -135,6 +150,7 @@ class DFMSHL(Attack):
         self.proxy, self.batch_size, self.latent_dim = proxy, batch_size, latent_dim
         self.pretrain_steps, self.proxy_queries, self.warmup_epochs = pretrain_steps, proxy_queries, warmup_epochs
         self.divgan_steps, self.diversity_weight, self.entropy_weight = divgan_steps, diversity_weight, entropy_weight
+        self.init_generated, self.divgan_diversity_weight = float(init_generated), divgan_diversity_weight
         self.proxy_every, self.lr_student, self.lr_generator = proxy_every, lr_student, lr_generator
         self.lr_discriminator, self.num_checkpoints = lr_discriminator, num_checkpoints
         self.checkpoints = sorted({int(c) for c in checkpoints}) if checkpoints else None
@@ -146,16 +162,20 @@ class DFMSHL(Attack):
         return self.proxy != "shapes"
 
     # ---------------------------------------------------------------------------------------------- checks
-    def _proxy_count(self, budget: int) -> int:
-        """Proxy images to label, before the proxy set's own size caps it."""
-        return budget // 10 if self.proxy_queries is None else self.proxy_queries
+    def _plan(self, budget: int, proxy_size: int | None = None) -> tuple[int, int, int]:
+        """(proxy, generated, divgan): the victim-labelled images of the initial set's two parts and of the
+        DivGAN retraining set; `proxy_size` caps the proxy part (None: shapes, no cap)."""
+        initial = budget // 10 if self.proxy_queries is None else self.proxy_queries
+        generated = round(self.init_generated * initial)
+        proxy = initial - generated if proxy_size is None else min(initial - generated, proxy_size)
+        return proxy, generated, generated if self.divgan_steps else 0
 
     def validate(self, *, budget: int, num_classes: int, pool_size: int) -> None:
         check_checkpoints(self.checkpoints, budget)
-        proxy = self._proxy_count(budget)
+        proxy = sum(self._plan(budget))
         need = proxy + self.batch_size
         if budget < need:
-            what = f"{proxy} proxy queries + " if proxy else ""
+            what = f"{proxy} initial and DivGAN queries + " if proxy else ""
             raise ConfigError(f"budget {budget} is too small for DFMS-HL: {what}one student batch of "
                               f"{self.batch_size} = {need} queries. Raise --budget or lower --attack.batch_size")
 
@@ -199,36 +219,43 @@ class DFMSHL(Attack):
                               nesterov=False, weight_decay=5e-4, schedule="constant")
         ledger = QueryLedger(ctx.oracle.budget, self.num_checkpoints, self.checkpoints)
         ledger.points = [p for p in ledger.points if p > ctx.oracle.used] or [ctx.oracle.budget]
-        counts = {"pretrain": 0, "divgan": 0, "warmup": 0, "alternating": 0, "proxy_replay": 0}
+        counts = {"pretrain": 0, "warmup": 0, "divgan": 0, "retrain": 0, "alternating": 0, "proxy_replay": 0}
 
         # 1. the GAN on the proxy, no queries
         for _ in range(self.pretrain_steps):
             self._gan_step(ctx, gen, disc, None, opt_g, opt_d, real_batch, 0.0)
             counts["pretrain"] += 1
-        # 2. the clone on labelled proxy images
-        n_proxy = self._proxy_count(ctx.oracle.remaining)
-        if source is not None:
-            n_proxy = min(n_proxy, len(source))
+        # 2. the clone on labelled proxy images and images of the proxy-trained generator
+        n_proxy, n_gen, n_div = self._plan(ctx.oracle.remaining, None if source is None else len(source))
         if source is None:
             proxy_x = synthetic_shapes(n_proxy, shape, g).to(device)
         else:
             proxy_x = source[torch.randperm(len(source), generator=g)[:n_proxy]].to(device)
-        proxy_y = torch.cat([hard_labels(ctx, xb) for xb in proxy_x.split(4096)]) if n_proxy else \
-            torch.empty(0, dtype=torch.long, device=device)
+        proxy_y = self._labels(ctx, proxy_x)
         ledger.add("proxy", n_proxy)
-        student.train()
-        for _ in range(self.warmup_epochs if n_proxy else 0):
-            for idx in torch.randperm(n_proxy, generator=g).split(self.batch_size):
-                idx = idx.to(device)
-                self._student_step(student, opt_s, proxy_x[idx], proxy_y[idx])
-                counts["warmup"] += 1
+        gen_x = self._generated(ctx, gen, n_gen)
+        gen_y = self._labels(ctx, gen_x)
+        ledger.add("initial_generated", n_gen)
+        counts["warmup"] += self._train_clone(ctx, student, opt_s, torch.cat([proxy_x, gen_x]),
+                                              torch.cat([proxy_y, gen_y]))
         if ledger.due(ctx.oracle.used):
             ledger.checkpoint(ctx, student)
-        # DivGAN (off by default): the generator spreads over the initial clone's classes, no queries
+        # 3. DivGAN: the generator spreads over the initial clone's classes (no queries), then a fresh clone
         for _ in range(self.divgan_steps):
-            self._gan_step(ctx, gen, disc, student, opt_g, opt_d, real_batch, self.diversity_weight)
+            self._gan_step(ctx, gen, disc, student, opt_g, opt_d, real_batch, self.divgan_diversity_weight)
             counts["divgan"] += 1
-        # 3. alternating: hard labels of the generator's batch, a clone step, a generator and a discriminator step
+        if n_div:
+            div_x = self._generated(ctx, gen, n_div)
+            div_y = self._labels(ctx, div_x)
+            ledger.add("divgan", n_div)
+            student = ctx.new_surrogate().to(device)
+            opt_s = ctx.optimizer(student.parameters(), optimizer="sgd", lr=self.lr_student, momentum=0.9,
+                                  nesterov=False, weight_decay=5e-4, schedule="constant")
+            counts["retrain"] += self._train_clone(ctx, student, opt_s, torch.cat([proxy_x, div_x]),
+                                                   torch.cat([proxy_y, div_y]))
+            if ledger.due(ctx.oracle.used):
+                ledger.checkpoint(ctx, student)
+        # 4. alternating: hard labels of the generator's batch, a clone step, a generator and a discriminator step
         iterations = max(1, ctx.oracle.remaining // self.batch_size)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt_s.optimizer, T_max=iterations)
         done, last_div = 0, float("nan")
@@ -255,13 +282,38 @@ class DFMSHL(Attack):
             if ledger.due(ctx.oracle.used):
                 ledger.checkpoint(ctx, student)
         ledger.finish(ctx, student)
-        self._report = {"queries/proxy": float(ledger.counts.get("proxy", 0)),
-                        "queries/generated": float(ledger.counts.get("generated", 0)),
+        self._report = {**{f"queries/{k}": float(ledger.counts.get(k, 0))
+                           for k in ("proxy", "initial_generated", "divgan", "generated")},
                         "iterations": float(done), "proxy/shapes": float(source is None),
                         "student_steps": float(opt_s.steps), "generator_steps": float(opt_g.steps),
                         "discriminator_steps": float(opt_d.steps), "diversity_loss/last": last_div,
                         **{f"steps/{k}": float(v) for k, v in counts.items()}}
         return student
+
+    def _generated(self, ctx: AttackContext, gen: Generator, n: int) -> Tensor:
+        """`n` images of the generator (no graph), in batches of the batch size."""
+        with torch.no_grad():
+            parts = [gen.activate(gen(torch.randn(k, self.latent_dim, generator=ctx.generator).to(ctx.device)
+                                      ).float()) for k in _chunks(n, self.batch_size)]
+        return torch.cat(parts) if parts else torch.empty(0, *ctx.input_shape, device=ctx.device)
+
+    @staticmethod
+    def _labels(ctx: AttackContext, x: Tensor) -> Tensor:
+        """The victim's hard labels for `x` (counted queries), in chunks of 4096 images."""
+        if not len(x):
+            return torch.empty(0, dtype=torch.long, device=x.device)
+        return torch.cat([hard_labels(ctx, xb) for xb in x.split(4096)])
+
+    def _train_clone(self, ctx: AttackContext, student: nn.Module, opt_s, x: Tensor, y: Tensor) -> int:
+        """`warmup_epochs` epochs of clone steps on (x, y); returns the steps taken."""
+        student.train()
+        steps = 0
+        for _ in range(self.warmup_epochs if len(x) else 0):
+            for idx in torch.randperm(len(x), generator=ctx.generator).split(self.batch_size):
+                idx = idx.to(x.device)
+                self._student_step(student, opt_s, x[idx], y[idx])
+                steps += 1
+        return steps
 
     def _student_step(self, student: nn.Module, opt_s, x: Tensor, labels: Tensor) -> None:
         with opt_s.autocast():
@@ -304,6 +356,10 @@ class DFMSHL(Attack):
 
     def report(self) -> dict[str, float]:
         return dict(self._report)
+
+
+def _chunks(n: int, size: int) -> list[int]:
+    return [min(size, n - i) for i in range(0, n, size)]
 
 
 @hookimpl
