@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--quantize", type=int, default=None,
                         help="--oracle.quantize: the channel's bits per pixel (8: a real image API)")
     parser.add_argument("--output_dir", default="bench/out/data_free")
+    parser.add_argument("--plot", default=None, help="save the curves (accuracy against queries, log axis) here")
     parser.add_argument("--one_run", action="store_true",
                         help="one run at the largest budget, checkpointed at the others (a warm-started curve)")
     args = parser.parse_args()
@@ -142,7 +143,37 @@ def main() -> int:
         for name, published in (("DFME", PUBLISHED_DFME), ("MAZE", PUBLISHED_MAZE)):
             print(f"| {name}, model-extraction-benchmark | "
                   + " | ".join(fmt(published.get(b)) for b in budgets) + " | | | |")
+    if args.plot:
+        plot(Path(args.plot), budgets, rows, args)
     return 0 if all(r[1][-1] is not None for r in rows) else 1
+
+
+def plot(path: Path, budgets: list[int], rows: list, args) -> None:
+    """Each row's accuracy against its budget (log axis), the published figures as open markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for attack, accs, *_ in rows:
+        points = [(b, a) for b, a in zip(budgets, accs) if a is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=attack)
+    if args.data == "mnist":
+        for name, published in (("DFME", PUBLISHED_DFME), ("MAZE", PUBLISHED_MAZE)):
+            ax.plot(list(published), list(published.values()), linestyle=":", marker="s", fillstyle="none",
+                    label=f"{name}, model-extraction-benchmark")
+    ax.set_xscale("log")
+    ax.set_xlabel("queries")
+    ax.set_ylabel("surrogate accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{args.data}: data-free attacks, seed {args.seed}, defense {args.defense}")
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
