@@ -84,6 +84,8 @@ def main() -> int:
     parser.add_argument("--surrogate_arch", default="lenet5")
     parser.add_argument("--victim_epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (their mean, std and 95%% t-interval); "
+                                                      "default: --seed alone")
     parser.add_argument("--defense", default="none", help="--defense of every run (with its --defense.* below)")
     parser.add_argument("--defense_options", default="", help="extra options, e.g. '--defense.beta 0.5'")
     parser.add_argument("--quantize", type=int, default=None,
@@ -95,57 +97,98 @@ def main() -> int:
     args = parser.parse_args()
 
     budgets = sorted(int(b) for b in args.budgets.split(","))
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     out = Path(args.output_dir)
-    common = ["--data", args.data, "--victim.arch", args.victim_arch, "--surrogate.arch", args.surrogate_arch,
-              "--victim.epochs", str(args.victim_epochs), "--seed", str(args.seed), "--progress_bar", "false",
-              "--defense", args.defense, *args.defense_options.split()]
-    if args.quantize is not None:
-        common += ["--oracle.quantize", str(args.quantize)]
     tag = ("" if args.defense == "none" else f"_{args.defense}{''.join(args.defense_options.split()[1::2])}") + (
         "" if args.quantize is None else f"_q{args.quantize}")
-    if args.data != "digits":
-        common += ["--data.root", args.root]
     rows = []
     for attack in args.attacks.split(","):
         if attack not in VARIANTS:
             parser.error(f"--attacks: unknown {attack!r} (known: {', '.join(VARIANTS)})")
-        options = [*VARIANTS[attack], *(["--attack.batch_size", str(args.batch_size)] if attack in BATCHED else [])]
-        # each budget its own game (the papers' schedules are fractions of the run), or one run checkpointed
-        plan = [(budgets[-1], ["--attack.checkpoints", json.dumps(budgets)])] if args.one_run else [
-            (b, ["--attack.num_checkpoints", "1"]) for b in budgets]
-        if attack in OWN_CURVE:  # one run, its last point read at every budget it reaches
-            plan = [(budgets[-1], [])]
-        accs, victim, seconds, queries = {}, None, 0.0, {}
-        for budget, extra in plan:
-            name = f"{args.data}_{attack}{tag}_b{budget}_s{args.seed}{'_curve' if args.one_run else ''}"
-            results, took = run(out, name, [*options, *extra, "--budget", str(budget)], common)
+        per_seed, victims, seconds, queries = [], [], 0.0, {}
+        for seed in seeds:
+            accs, victim, took, queries = curve_of(attack, seed, budgets, out, tag, args)
+            per_seed.append(accs)
+            victims.append(victim)
             seconds += took
-            if results is None:
-                continue
-            victim = results["metrics"]["victim/acc"]
-            queries = {k: v for k, v in results["extra_metrics"].items() if k.startswith("attack/queries/")}
-            for b in budgets:
-                if attack in OWN_CURVE:
-                    accs[b] = results["curve"][-1]["surrogate/acc"] if results["metrics"]["queries"] <= b else None
-                elif b <= budget and (args.one_run or b == budget):
-                    accs[b] = at(results["curve"], b)
-        rows.append((attack, [accs.get(b) for b in budgets], victim, seconds, queries))
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"\n{args.data}, victim {args.victim_arch}, surrogate {args.surrogate_arch}, seed {args.seed}, "
-          f"batch {args.batch_size}, defense {args.defense} {args.defense_options}, "
-          f"channel {'exact float' if args.quantize is None else f'{args.quantize}-bit'}\n")
+        rows.append((attack, [summary([a[i] for a in per_seed]) for i in range(len(budgets))],
+                     summary(victims), seconds, queries))
+    print(f"\n{args.data}, victim {args.victim_arch}, surrogate {args.surrogate_arch}, seeds "
+          f"{','.join(map(str, seeds))}, batch {args.batch_size}, defense {args.defense} {args.defense_options}, "
+          f"channel {'exact float' if args.quantize is None else f'{args.quantize}-bit'}; mean ± std "
+          f"[95% t-interval] over seeds\n")
     print("| attack | " + " | ".join(f"{b:,} queries" for b in budgets) + " | victim acc | wall s | queries |")
     print("|---" * (len(budgets) + 4) + "|")
     for attack, accs, victim, seconds, queries in rows:
         split = ", ".join(f"{k.split('/')[-1]} {int(v)}" for k, v in queries.items())
-        print(f"| {attack} | " + " | ".join(map(fmt, accs)) + f" | {fmt(victim)} | {seconds:.0f} | {split} |")
+        print(f"| {attack} | " + " | ".join(map(show, accs)) + f" | {show(victim, interval=False)} | "
+              f"{seconds:.0f} | {split} |")
     if args.data == "mnist":
         for name, published in (("DFME", PUBLISHED_DFME), ("MAZE", PUBLISHED_MAZE)):
             print(f"| {name}, model-extraction-benchmark | "
-                  + " | ".join(fmt(published.get(b)) for b in budgets) + " | | | |")
+                  + " | ".join(show(summary([published.get(b)])) for b in budgets) + " | | | |")
     if args.plot:
-        plot(Path(args.plot), budgets, rows, args)
+        plot(Path(args.plot), budgets, [(r[0], [None if m is None else m[0] for m in r[1]]) for r in rows], args)
     return 0 if all(r[1][-1] is not None for r in rows) else 1
+
+
+def curve_of(attack: str, seed: int, budgets: list[int], out: Path, tag: str, args):
+    """(accuracy at each budget or None, victim acc, wall s, the largest run's query breakdown) of one seed."""
+    common = ["--data", args.data, "--victim.arch", args.victim_arch, "--surrogate.arch", args.surrogate_arch,
+              "--victim.epochs", str(args.victim_epochs), "--seed", str(seed), "--progress_bar", "false",
+              "--defense", args.defense, *args.defense_options.split()]
+    if args.quantize is not None:
+        common += ["--oracle.quantize", str(args.quantize)]
+    if args.data != "digits":
+        common += ["--data.root", args.root]
+    options = [*VARIANTS[attack], *(["--attack.batch_size", str(args.batch_size)] if attack in BATCHED else [])]
+    # each budget its own game (the papers' schedules are fractions of the run), or one run checkpointed
+    plan = [(budgets[-1], ["--attack.checkpoints", json.dumps(budgets)])] if args.one_run else [
+        (b, ["--attack.num_checkpoints", "1"]) for b in budgets]
+    if attack in OWN_CURVE:  # one run, its last point read at every budget it reaches
+        plan = [(budgets[-1], [])]
+    accs, victim, seconds, queries = {}, None, 0.0, {}
+    for budget, extra in plan:
+        name = f"{args.data}_{attack}{tag}_b{budget}_s{seed}{'_curve' if args.one_run else ''}"
+        results, took = run(out, name, [*options, *extra, "--budget", str(budget)], common)
+        seconds += took
+        if results is None:
+            continue
+        victim = results["metrics"]["victim/acc"]
+        queries = {k: v for k, v in results["extra_metrics"].items() if k.startswith("attack/queries/")}
+        cpu = (results.get("attacker_compute") or {}).get("cpu_seconds")
+        if cpu is not None:
+            queries["attacker CPU s"] = cpu  # the largest run's (older runs did not record it)
+        for b in budgets:
+            if attack in OWN_CURVE:
+                accs[b] = results["curve"][-1]["surrogate/acc"] if results["metrics"]["queries"] <= b else None
+            elif b <= budget and (args.one_run or b == budget):
+                accs[b] = at(results["curve"], b)
+    return [accs.get(b) for b in budgets], victim, seconds, queries
+
+
+def summary(values: list[float | None]) -> tuple[float, float, float, int] | None:
+    """(mean, std, half-width of the 95% t-interval, n) of the values present; None if none is."""
+    from scipy import stats
+
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return None
+    n = len(xs)
+    mean = sum(xs) / n
+    std = (sum((x - mean) ** 2 for x in xs) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1)) * std / n ** 0.5 if n > 1 else float("nan")
+    return mean, std, half, n
+
+
+def show(value, interval: bool = True) -> str:
+    if value is None:
+        return "-"
+    mean, std, half, n = value
+    if n == 1:
+        return f"{mean:.3f}"
+    text = f"{mean:.3f} ± {std:.3f}"
+    return text + (f" [{mean - half:.3f}, {mean + half:.3f}]" if interval else "")
 
 
 def plot(path: Path, budgets: list[int], rows: list, args) -> None:
@@ -156,7 +199,7 @@ def plot(path: Path, budgets: list[int], rows: list, args) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for attack, accs, *_ in rows:
+    for attack, accs in rows:
         points = [(b, a) for b, a in zip(budgets, accs) if a is not None]
         if points:
             ax.plot(*zip(*points), marker="o", label=attack)
@@ -168,7 +211,7 @@ def plot(path: Path, budgets: list[int], rows: list, args) -> None:
     ax.set_xlabel("queries")
     ax.set_ylabel("surrogate accuracy")
     ax.set_ylim(0, 1)
-    ax.set_title(f"{args.data}: data-free attacks, seed {args.seed}, defense {args.defense}")
+    ax.set_title(f"{args.data}: data-free attacks (mean over seeds), defense {args.defense}")
     ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
