@@ -42,11 +42,14 @@ VARIANTS: dict[str, list[str]] = {
     # the game sent, its published figures' kind of number
     "dfme-retrain": ["--attack", "dfme", "--attack.evaluate", "retrain"],
     "maze-retrain": ["--attack", "maze", "--attack.evaluate", "retrain"],
+    # the control of the Track A rows: the same retraining on the images of a generator that never trains
+    "dfme-fixed-generator-retrain": ["--attack", "dfme", "--attack.update_generator", "false",
+                                     "--attack.evaluate", "retrain"],
     # the control: a pool-based attack, whose queries are natural images (an 8-bit channel barely moves them)
     "jbda": ["--attack", "jbda"],
 }
 #: the variants whose batch is scaled by --batch_size (the others keep their papers' batches)
-BATCHED = {"dfme", "maze", "dfme-fixed-generator", "dfme-retrain", "maze-retrain"}
+BATCHED = {"dfme", "maze", "dfme-fixed-generator", "dfme-retrain", "maze-retrain", "dfme-fixed-generator-retrain"}
 #: the variants with a curve of their own making (JBDA's rounds decide its queries: the budget is only a cap)
 OWN_CURVE = {"jbda"}
 
