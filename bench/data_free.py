@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from stealbench.analysis import stats
+
 #: the model-extraction-benchmark's MNIST DFME accuracies, by query budget
 PUBLISHED_DFME = {10_000: 0.634, 50_000: 0.834, 100_000: 0.893}
 #: and its MAZE (reports/MASTER_SUMMARY.md, SET-A1: lenet victim and substitute, soft probabilities)
@@ -131,7 +133,8 @@ def main() -> int:
             print(f"| {name}, model-extraction-benchmark | "
                   + " | ".join(show(summary([published.get(b)])) for b in budgets) + " | | | |")
     if args.plot:
-        plot(Path(args.plot), budgets, [(r[0], [None if m is None else m[0] for m in r[1]]) for r in rows], args)
+        plot(Path(args.plot), budgets, [(r[0], [None if v is None else stats.mean(v) for v in r[1]]) for r in rows],
+             args)
     return 0 if all(r[1][-1] is not None for r in rows) else 1
 
 
@@ -170,28 +173,20 @@ def curve_of(attack: str, seed: int, budgets: list[int], out: Path, tag: str, ar
     return [accs.get(b) for b in budgets], victim, seconds, queries
 
 
-def summary(values: list[float | None]) -> tuple[float, float, float, int] | None:
-    """(mean, std, half-width of the 95% t-interval, n) of the values present; None if none is."""
-    from scipy import stats
-
+def summary(values: list[float | None]) -> list[float] | None:
+    """The values present (one per seed), or None if none is."""
     xs = [v for v in values if v is not None]
-    if not xs:
-        return None
-    n = len(xs)
-    mean = sum(xs) / n
-    std = (sum((x - mean) ** 2 for x in xs) / (n - 1)) ** 0.5 if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1)) * std / n ** 0.5 if n > 1 else float("nan")
-    return mean, std, half, n
+    return xs or None
 
 
-def show(value, interval: bool = True) -> str:
-    if value is None:
+def show(values: list[float] | None, interval: bool = True) -> str:
+    """mean ± std [95% t-interval] over seeds (stealbench.analysis.stats, as the verdicts use); a lone value."""
+    if values is None:
         return "-"
-    mean, std, half, n = value
-    if n == 1:
-        return f"{mean:.3f}"
-    text = f"{mean:.3f} ± {std:.3f}"
-    return text + (f" [{mean - half:.3f}, {mean + half:.3f}]" if interval else "")
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    text = f"{stats.mean(values):.3f} ± {stats.sd(values):.3f}"
+    return text + (f" {stats.t_interval(values).fmt()}" if interval else "")
 
 
 def plot(path: Path, budgets: list[int], rows: list, args) -> None:
