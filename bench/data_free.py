@@ -122,7 +122,7 @@ def main() -> int:
           f"{','.join(map(str, seeds))}, batch {args.batch_size}, defense {args.defense} {args.defense_options}, "
           f"channel {'exact float' if args.quantize is None else f'{args.quantize}-bit'}; mean ± std "
           f"[95% t-interval] over seeds\n")
-    print("| attack | " + " | ".join(f"{b:,} queries" for b in budgets) + " | victim acc | wall s | queries |")
+    print("| attack | " + " | ".join(f"{b:,} queries" for b in budgets) + " | benign acc | wall s | queries |")
     print("|---" * (len(budgets) + 4) + "|")
     for attack, accs, victim, seconds, queries in rows:
         split = ", ".join(f"{k.split('/')[-1]} {int(v)}" for k, v in queries.items())
@@ -160,7 +160,7 @@ def curve_of(attack: str, seed: int, budgets: list[int], out: Path, tag: str, ar
         seconds += took
         if results is None:
             continue
-        victim = results["metrics"]["victim/acc"]
+        victim = results["metrics"]["victim/acc_defended"]  # benign users' accuracy as the defense answers them
         queries = {k: v for k, v in results["extra_metrics"].items() if k.startswith("attack/queries/")}
         cpu = (results.get("attacker_compute") or {}).get("cpu_seconds")
         if cpu is not None:
