@@ -139,7 +139,8 @@ def main() -> int:
 
 
 def curve_of(attack: str, seed: int, budgets: list[int], out: Path, tag: str, args):
-    """(accuracy at each budget or None, benign acc as defended, wall s, the largest run's query breakdown) of one seed."""
+    """One seed's (accuracy at each budget or None, benign acc as defended, wall s, the largest run's query
+    breakdown)."""
     common = ["--data", args.data, "--victim.arch", args.victim_arch, "--surrogate.arch", args.surrogate_arch,
               "--victim.epochs", str(args.victim_epochs), "--seed", str(seed), "--progress_bar", "false",
               "--defense", args.defense, *args.defense_options.split()]
