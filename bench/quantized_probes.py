@@ -40,7 +40,8 @@ def main() -> None:
         u = unit_directions(args.batch, 1, tuple(a.shape[1:]), g)[:, 0]
         print(f"shape {shape}, batch {args.batch}, {args.bits}-bit channel (half a level: {0.5 / levels:.2e}), "
               f"generator at its initial weights, seed {args.seed}\n")
-        print("| epsilon | largest pixel move | pixels whose 8-bit value the probe changes | probes identical to their base after rounding |")
+        print("| epsilon | largest pixel move | pixels whose 8-bit value the probe changes "
+              "| probes identical to their base after rounding |")
         print("|---|---|---|---|")
         for eps in (float(e) for e in args.epsilons.split(",")):
             x, probe = gen.activate(a), gen.activate(a + eps * u)
