@@ -56,9 +56,12 @@ BATCHED = {"dfme", "maze", "dfme-fixed-generator", "dfme-retrain", "maze-retrain
 OWN_CURVE = {"jbda"}
 
 
-def run(out: Path, name: str, options: list[str], common: list[str]) -> tuple[dict | None, float]:
+def run(out: Path, name: str, options: list[str], common: list[str], report_only: bool = False
+        ) -> tuple[dict | None, float]:
     result_file = out / name / "results.json"
     started = time.perf_counter()
+    if not result_file.exists() and report_only:
+        return None, 0.0
     if not result_file.exists():
         cmd = [sys.executable, "-m", "stealbench", "fit", *options, *common, "--output_dir", str(out),
                "--name", name]
@@ -97,6 +100,7 @@ def main() -> int:
                         help="--oracle.quantize: the channel's bits per pixel (8: a real image API)")
     parser.add_argument("--output_dir", default="bench/out/data_free")
     parser.add_argument("--plot", default=None, help="save the curves (accuracy against queries, log axis) here")
+    parser.add_argument("--report_only", action="store_true", help="start no run: tabulate the finished ones")
     parser.add_argument("--one_run", action="store_true",
                         help="one run at the largest budget, checkpointed at the others (a warm-started curve)")
     args = parser.parse_args()
@@ -112,7 +116,8 @@ def main() -> int:
             parser.error(f"--attacks: unknown {attack!r} (known: {', '.join(VARIANTS)})")
         per_seed, victims, seconds, queries = [], [], 0.0, {}
         for seed in seeds:
-            accs, victim, took, queries = curve_of(attack, seed, budgets, out, tag, args)
+            accs, victim, took, breakdown = curve_of(attack, seed, budgets, out, tag, args)
+            queries = breakdown or queries  # the last seed's that ran
             per_seed.append(accs)
             victims.append(victim)
             seconds += took
@@ -122,7 +127,7 @@ def main() -> int:
           f"{','.join(map(str, seeds))}, batch {args.batch_size}, defense {args.defense} {args.defense_options}, "
           f"channel {'exact float' if args.quantize is None else f'{args.quantize}-bit'}; mean ± std "
           f"[95% t-interval] over seeds\n")
-    print("| attack | " + " | ".join(f"{b:,} queries" for b in budgets) + " | benign acc | wall s | queries |")
+    print("| attack | " + " | ".join(f"{b:,} queries" for b in budgets) + " | benign acc | wall s, all runs | queries |")
     print("|---" * (len(budgets) + 4) + "|")
     for attack, accs, victim, seconds, queries in rows:
         split = ", ".join(f"{k.split('/')[-1]} {int(v)}" for k, v in queries.items())
@@ -157,7 +162,7 @@ def curve_of(attack: str, seed: int, budgets: list[int], out: Path, tag: str, ar
     accs, victim, seconds, queries = {}, None, 0.0, {}
     for budget, extra in plan:
         name = f"{args.data}_{attack}{tag}_b{budget}_s{seed}{'_curve' if args.one_run else ''}"
-        results, took = run(out, name, [*options, *extra, "--budget", str(budget)], common)
+        results, took = run(out, name, [*options, *extra, "--budget", str(budget)], common, args.report_only)
         seconds += took
         if results is None:
             continue
