@@ -319,9 +319,10 @@ def _write_results(exp: Experiment, catalog, splits: Splits, settings: dict[str,
     console.info(console.escape(tracker.finish(shown, files=[run_dir / RESULTS_FILE])))
     compute = referee.compute or {}
     if compute.get("cpu_seconds") is not None:
+        answering = compute.get("defender_answering_seconds")
         console.info(f"attacker compute: {compute['cpu_seconds']:.1f} CPU s over the attack phase's "
-                     f"{compute['wall_seconds']:.1f} s (the defender answered for "
-                     f"{compute['defender_answering_seconds']:.1f} s of it)")
+                     f"{compute['wall_seconds']:.1f} s" + ("" if answering is None else
+                                                          f" (the defender answered for {answering:.1f} s of it)"))
     console.info(f"results: {console.escape(run_dir / RESULTS_FILE)}")
     return results
 

@@ -414,6 +414,9 @@ def test_fit_against_the_endpoint(servers):
     assert results["metrics"]["queries"] <= 100 and results["curve"][-1]["queries"] <= 100
     assert 0 <= results["metrics"]["surrogate/fidelity"] <= 1
     assert results["endpoint"]["binary"] is True and results["endpoint"]["binary_fallback"] is None  # the default
+    # the attacker's compute is measured here too; the endpoint's answering time is its own, not claimed
+    compute = results["attacker_compute"]
+    assert compute["wall_seconds"] > 0 and compute["defender_answering_seconds"] is None
     for path in folder.iterdir():  # the key is never written
         if path.suffix in (".json", ".yaml", ".txt"):
             assert "secret-key-1" not in path.read_text(), path

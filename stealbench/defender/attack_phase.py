@@ -102,7 +102,7 @@ def attack_phase(exp, splits, surrogate_settings, label_mode, device: torch.devi
         raise
     # read before it stops: the kernel's account of the attacker's processes, not a figure the attacker sends
     referee.compute = compute_record(getattr(process, "pid", None), time.perf_counter() - started,
-                                     _answering_seconds(oracle))
+                                     None if exp.oracle.url else _answering_seconds(oracle))
     stop_attacker(process, conn)
     if not referee.curve:
         raise StealbenchError(f"attack {exp.keys['attack']!r} finished without evaluating the surrogate "
@@ -111,8 +111,9 @@ def attack_phase(exp, splits, surrogate_settings, label_mode, device: torch.devi
 
 
 def _answering_seconds(oracle) -> float:
-    """The defender's time answering so far (victim forward passes and the defense), where the oracle keeps it."""
-    price = oracle.price(None) if hasattr(oracle, "price") else {}
+    """The local oracle's time answering so far (victim forward passes and the defense, for all traffic
+    answered, benign users' mixed in); a remote endpoint's is its own (None in the record)."""
+    price = oracle.price(None)
     return float(price.get("victim_seconds", 0.0)) + float(price.get("defense_seconds", 0.0))
 
 

@@ -53,9 +53,11 @@ def tree_cpu_seconds(pid: int | None) -> float | None:
     return round(total, 3)
 
 
-def compute_record(pid: int | None, wall_seconds: float, answering_seconds: float) -> dict[str, float | str | None]:
+def compute_record(pid: int | None, wall_seconds: float,
+                   answering_seconds: float | None) -> dict[str, float | str | None]:
     """results.json's `attacker_compute`: the attacker's CPU time, the attack phase's wall time, and the part of
-    that wall time the defender spent answering (victim and defense), which the attacker waited for."""
+    that wall time the defender spent answering (victim and defense; None for a remote endpoint), which the
+    attacker waited for."""
     return {"cpu_seconds": tree_cpu_seconds(pid), "wall_seconds": round(wall_seconds, 3),
-            "defender_answering_seconds": round(answering_seconds, 3),
+            "defender_answering_seconds": None if answering_seconds is None else round(answering_seconds, 3),
             "measured_by": "the defender: /proc accounting of the attacker's process tree, and its own clock"}
