@@ -38,12 +38,9 @@ def tree_cpu_seconds(pid: int | None) -> float | None:
     if pid is None or not (_PROC / str(pid) / "stat").exists():
         return None
     tick = 1.0 / os.sysconf("SC_CLK_TCK")
-    total, todo, seen = 0.0, [pid], set()
+    total, todo = 0.0, [pid]  # a tree: each process is listed by one thread of its one parent
     while todo:
         current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
         try:
             total += _stat_seconds(current, tick)
             todo += _children(current)
